@@ -1,0 +1,374 @@
+//! The typed catalog: what `images.yml` says, after decoding.
+
+use std::path::PathBuf;
+
+use super::diag::Span;
+
+/// A value and where it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub const fn new(value: T, span: Span) -> Self {
+        Self { value, span }
+    }
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// The whole catalog.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    /// The catalog file; relative paths in it are resolved against its directory.
+    pub path: PathBuf,
+    pub version: u64,
+    pub variables: Vec<Variable>,
+    pub targets: Vec<Target>,
+    pub defaults: Defaults,
+    pub images: Vec<Image>,
+    pub retention: Option<Retention>,
+}
+
+impl Catalog {
+    /// The directory that relative paths of the catalog are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    pub fn image(&self, name: &str) -> Option<&Image> {
+        self.images.iter().find(|i| *i.name == name)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| *t.name == name)
+    }
+
+    /// The layout store builds go into: the layout target named `local`, else
+    /// the first layout target, else the embedded default `.imagepipe/store`.
+    pub fn build_store(&self) -> Target {
+        let layouts = || {
+            self.targets
+                .iter()
+                .filter(|t| matches!(t.kind, TargetKind::Layout { .. }))
+        };
+        layouts()
+            .find(|t| *t.name == DEFAULT_TARGET)
+            .or_else(|| layouts().next())
+            .cloned()
+            .unwrap_or_else(|| Target {
+                name: Spanned::new(DEFAULT_TARGET.to_owned(), Span::default()),
+                kind: TargetKind::Layout {
+                    path: PathBuf::from(DEFAULT_LAYOUT),
+                },
+                span: Span::default(),
+            })
+    }
+}
+
+/// A pinned component version, overridable from the environment.
+#[derive(Clone, Debug)]
+pub struct Variable {
+    pub name: Spanned<String>,
+    pub default: String,
+    /// Environment variable that overrides the default when set and non-empty.
+    pub env: Option<String>,
+}
+
+/// The path of the embedded default store, relative to the catalog.
+pub const DEFAULT_LAYOUT: &str = ".imagepipe/store";
+/// The name of the implicit target used when a catalog declares none.
+pub const DEFAULT_TARGET: &str = "local";
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: Spanned<String>,
+    pub kind: TargetKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// An OCI image layout directory (the embedded default store).
+    Layout { path: PathBuf },
+    /// A registry speaking the OCI Distribution API.
+    Registry {
+        registry: String,
+        namespace: Option<String>,
+        insecure: bool,
+    },
+}
+
+impl Target {
+    /// Where an image of this target lives, for humans: `host/ns/name` or `layout:name`.
+    pub fn repository(&self, image: &str) -> String {
+        match &self.kind {
+            TargetKind::Layout { path } => format!("oci:{}", path.join(image).display()),
+            TargetKind::Registry {
+                registry,
+                namespace: Some(ns),
+                ..
+            } => format!("{registry}/{ns}/{image}"),
+            TargetKind::Registry {
+                registry,
+                namespace: None,
+                ..
+            } => format!("{registry}/{image}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+}
+
+impl Compression {
+    pub const NAMES: &'static [&'static str] = &["none", "gzip", "zstd"];
+    pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+    pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+    /// The canonical spelling used in the recipe: `none`, `gzip:6`, `zstd:3`.
+    pub fn canonical(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::Gzip { level } => format!("gzip:{level}"),
+            Self::Zstd { level } => format!("zstd:{level}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    pub tags: Vec<Spanned<String>>,
+    pub compression: Compression,
+}
+
+/// The tag templates used when neither the image nor `defaults` sets any.
+pub const DEFAULT_TAGS: &[&str] = &["{name}-{hash}", "latest"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    ContainerDisk,
+    Rootfs,
+    Artifact,
+}
+
+impl Format {
+    pub const NAMES: &'static [&'static str] = &["containerdisk", "rootfs", "artifact"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ContainerDisk => "containerdisk",
+            Self::Rootfs => "rootfs",
+            Self::Artifact => "artifact",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Os {
+    pub distro: String,
+    pub version: String,
+}
+
+/// An OCI platform such as `linux/amd64` or `linux/arm64/v8`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub const KNOWN_ARCHES: &'static [&'static str] = &[
+        "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "loong64",
+    ];
+
+    pub fn amd64() -> Self {
+        Self {
+            os: "linux".into(),
+            arch: "amd64".into(),
+            variant: None,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Some(Self {
+                os: (*os).into(),
+                arch: (*arch).into(),
+                variant: None,
+            }),
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Some(Self {
+                os: (*os).into(),
+                arch: (*arch).into(),
+                variant: Some((*v).into()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub name: Spanned<String>,
+    pub os: Os,
+    /// One source per platform; a single entry is a plain image, several an index.
+    pub platforms: Vec<PlatformSource>,
+    pub format: Format,
+    pub kubernetes: bool,
+    /// Tag templates; the first is immutable. `None`: the catalog's defaults.
+    pub tags: Option<Vec<Spanned<String>>>,
+    pub compression: Option<Compression>,
+    /// Targets this image goes to; `None`: every target.
+    pub targets: Option<Vec<Spanned<String>>>,
+    pub span: Span,
+}
+
+impl Image {
+    pub fn tag_templates<'a>(&'a self, defaults: &'a Defaults) -> &'a [Spanned<String>] {
+        self.tags.as_deref().unwrap_or(&defaults.tags)
+    }
+
+    pub fn compression(&self, defaults: &Defaults) -> Compression {
+        self.compression.unwrap_or(defaults.compression)
+    }
+
+    /// Whether `target` receives this image.
+    pub fn goes_to(&self, target: &str) -> bool {
+        self.targets
+            .as_ref()
+            .is_none_or(|ts| ts.iter().any(|t| **t == target))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PlatformSource {
+    pub platform: Platform,
+    pub source: Source,
+    pub span: Span,
+}
+
+/// Where an image's disk or rootfs comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A local disk image, rootfs tarball or rootfs directory.
+    File { path: PathBuf },
+    /// A download verified against a pinned checksum or an upstream SHA256SUMS file.
+    Url { url: String, checksum: Checksum },
+    /// A Debian/Ubuntu rootfs built by mmdebstrap.
+    Mmdebstrap(Mmdebstrap),
+    /// A Packer build whose artifact is a disk image.
+    Packer(Packer),
+    /// A script that writes a disk or rootfs into the directory it is given.
+    Command(Command),
+}
+
+impl Source {
+    pub const KINDS: &'static [&'static str] = &["file", "url", "mmdebstrap", "packer", "command"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::File { .. } => "file",
+            Self::Url { .. } => "url",
+            Self::Mmdebstrap(_) => "mmdebstrap",
+            Self::Packer(_) => "packer",
+            Self::Command(_) => "command",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    /// The sha256 of the downloaded file, lowercase hex.
+    Sha256(String),
+    /// An upstream `SHA256SUMS` file listing the file by name.
+    SumsUrl(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mmdebstrap {
+    pub suite: String,
+    pub variant: String,
+    pub packages: Vec<String>,
+    pub components: Vec<String>,
+    pub mirror: Option<String>,
+}
+
+impl Mmdebstrap {
+    /// A snapshot mirror (snapshot.debian.org / snapshot.ubuntu.com with a
+    /// timestamp) serves the same packages forever, so the recipe pins them.
+    pub fn is_pinned(&self) -> bool {
+        self.mirror.as_deref().is_some_and(|m| {
+            m.contains("snapshot.debian.org/archive/") || m.contains("snapshot.ubuntu.com/")
+        } && m.bytes().filter(u8::is_ascii_digit).count() >= 8)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packer {
+    pub template: PathBuf,
+    /// Extra Packer variables (values may use `{placeholders}`).
+    pub vars: Vec<(String, String)>,
+    /// Files and globs whose contents are part of the recipe (scripts, Ansible roles).
+    pub inputs: Vec<String>,
+    /// Glob for the artifact when Packer's manifest post-processor is not used.
+    pub artifact: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The program and its arguments; the first is a path relative to the catalog or a command name.
+    pub run: Vec<String>,
+    pub inputs: Vec<String>,
+    pub artifact: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub keep_last: Option<u64>,
+    pub max_age: Option<Spanned<std::time::Duration>>,
+    pub protect: Vec<Spanned<String>>,
+    pub max_delete: u64,
+    pub git: Option<GitRetention>,
+    pub span: Span,
+}
+
+pub const DEFAULT_MAX_DELETE: u64 = 50;
+
+#[derive(Clone, Debug)]
+pub struct GitRetention {
+    pub repo: PathBuf,
+    pub branches: Vec<Spanned<String>>,
+    pub supported_releases: u64,
+    pub paths: Vec<Spanned<String>>,
+}

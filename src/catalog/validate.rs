@@ -1,0 +1,216 @@
+//! Semantic checks over a decoded catalog: what the YAML types cannot say.
+
+use std::collections::HashMap;
+
+use globset::Glob;
+
+use super::diag::{Diagnostics, Span, suggestion};
+use super::model::{Catalog, Image, Spanned, TargetKind};
+use crate::recipe::TagValues;
+use crate::template::{self, PLACEHOLDERS, RenderError, Template};
+
+pub fn check(c: &Catalog, d: &mut Diagnostics) {
+    variables(c, d);
+    targets(c, d);
+    let target_names: Vec<&str> = c.targets.iter().map(|t| t.name.as_str()).collect();
+    unique(c.images.iter().map(|i| &i.name), "image", d);
+    for image in &c.images {
+        image_checks(c, image, &target_names, d);
+    }
+    if c.images.is_empty() && !d.is_empty() {
+        return;
+    }
+    if let Some(r) = &c.retention {
+        for g in r
+            .protect
+            .iter()
+            .chain(r.git.iter().flat_map(|g| g.branches.iter().chain(&g.paths)))
+        {
+            if let Err(e) = Glob::new(g) {
+                d.error(
+                    g.span,
+                    format!("`{}` is not a valid glob: {}", g.value, e.kind()),
+                    "use `*`, `**`, `?`, `[abc]` and `{a,b}` patterns",
+                );
+            }
+        }
+    }
+}
+
+fn variables(c: &Catalog, d: &mut Diagnostics) {
+    unique(c.variables.iter().map(|v| &v.name), "variable", d);
+    for v in &c.variables {
+        let ok = v
+            .name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && v.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            d.error(
+                v.name.span,
+                format!("variable name `{}` is not a placeholder name", v.name.value),
+                "use lowercase letters, digits and `_`, e.g. `cni_version`",
+            );
+        } else if PLACEHOLDERS.contains(&v.name.as_str())
+            && !matches!(v.name.as_str(), "runc" | "containerd")
+        {
+            d.error(
+                v.name.span,
+                format!(
+                    "variable `{}` shadows the built-in placeholder `{{{}}}`",
+                    v.name.value, v.name.value
+                ),
+                "rename the variable",
+            );
+        }
+        if let Some(env) = &v.env {
+            let ok = env
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+                && env
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                d.error(
+                    v.name.span,
+                    format!("`env: {env}` is not an environment variable name"),
+                    "use uppercase letters, digits and `_`, e.g. `RUNC_VERSION`",
+                );
+            }
+        }
+    }
+}
+
+fn targets(c: &Catalog, d: &mut Diagnostics) {
+    unique(c.targets.iter().map(|t| &t.name), "target", d);
+    for t in &c.targets {
+        if let TargetKind::Registry {
+            namespace: Some(ns),
+            ..
+        } = &t.kind
+            && !template::is_valid_repo_path(ns)
+        {
+            d.error(t.span, format!("namespace `{ns}` of target `{}` is not a valid repository path", t.name.value), "use lowercase letters, digits and single `.`, `_`, `-` between them, `/` between parts");
+        }
+    }
+}
+
+fn unique<'a>(names: impl Iterator<Item = &'a Spanned<String>>, what: &str, d: &mut Diagnostics) {
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for n in names {
+        if let Some(first) = seen.get(n.as_str()) {
+            d.error(
+                n.span,
+                format!("duplicate {what} name `{}`", n.value),
+                format!(
+                    "it is first defined at line {}; give each {what} a unique name",
+                    first.line
+                ),
+            );
+        } else {
+            seen.insert(n.as_str(), n.span);
+        }
+    }
+}
+
+fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagnostics) {
+    let name = &image.name;
+    if !template::is_valid_repo_path(name) {
+        d.error(name.span, format!("image name `{}` is not a valid OCI repository name", name.value), "use lowercase letters, digits and single `.`, `_`, `-` between them, e.g. `ubuntu-2204`");
+    }
+    if let Some(ts) = &image.targets {
+        for t in ts {
+            if !target_names.contains(&t.as_str()) {
+                d.error(
+                    t.span,
+                    format!("image `{}` names unknown target `{}`", name.value, t.value),
+                    suggestion(t, target_names),
+                );
+            }
+        }
+    }
+    let mut platforms: Vec<String> = image
+        .platforms
+        .iter()
+        .map(|p| p.platform.to_string())
+        .collect();
+    platforms.sort();
+    if platforms.windows(2).any(|w| w[0] == w[1]) {
+        d.error(
+            image.span,
+            format!("image `{}` lists a platform twice", name.value),
+            "give each platform one source",
+        );
+    }
+    let var_names: Vec<&str> = c.variables.iter().map(|v| v.name.as_str()).collect();
+    let templates = image.tag_templates(&c.defaults);
+    let values = TagValues::sample(c, image);
+    for (i, raw) in templates.iter().enumerate() {
+        // Defaults have no location of their own: point at the image that uses them.
+        let span = if raw.span == Span::default() {
+            image.span
+        } else {
+            raw.span
+        };
+        let t = match Template::parse(raw, &var_names) {
+            Ok(t) => t,
+            Err(e) => {
+                let help = match &e {
+                    template::TemplateError::Unknown { name } => {
+                        let all: Vec<&str> = PLACEHOLDERS
+                            .iter()
+                            .copied()
+                            .chain(var_names.iter().copied())
+                            .collect();
+                        suggestion(name, &all)
+                    }
+                    _ => "write placeholders as `{name}`, `{hash:12}`".into(),
+                };
+                d.error(span, format!("tag template `{}`: {e}", raw.value), help);
+                continue;
+            }
+        };
+        if i == 0 && !t.uses("hash") {
+            d.error(span, format!("the immutable tag `{}` does not contain `{{hash}}`", raw.value), "the first tag is immutable: add `{hash}` so different contents never share it, e.g. `{name}-{hash}`");
+        }
+        if i == 0 && image.kubernetes && !t.uses("kubernetes") {
+            d.error(span, format!("image `{}` is built per Kubernetes release but its immutable tag `{}` does not contain `{{kubernetes}}`", name.value, raw.value), "add `{kubernetes}` so each release gets its own tag, e.g. `{name}-{kubernetes}-{hash}`");
+        }
+        if !image.kubernetes {
+            for p in ["kubernetes", "kubernetes_series"] {
+                if t.uses(p) {
+                    d.error(
+                        span,
+                        format!(
+                            "tag `{}` uses `{{{p}}}` but image `{}` is not built per release",
+                            raw.value, name.value
+                        ),
+                        "set `kubernetes: true` on the image, or remove the placeholder",
+                    );
+                }
+            }
+        }
+        match t.render(|p| values.lookup(p)) {
+            Ok(_) => {}
+            Err(RenderError::Missing { name: p, why }) => {
+                d.error(
+                    span,
+                    format!("tag `{}`: `{{{p}}}` has no value: {why}", raw.value),
+                    format!("declare it under `variables:` or remove `{{{p}}}`"),
+                );
+            }
+            Err(e @ RenderError::InvalidTag { .. }) => d.error(
+                span,
+                format!(
+                    "tag template `{}` renders to an invalid tag: {e}",
+                    raw.value
+                ),
+                "keep literal parts to letters, digits, `_`, `.` and `-`",
+            ),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The command line: parse, resolve settings, dispatch, map errors to exit codes.
+
+mod output;
+mod plan;
+mod settings;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::{EXIT_INVALID, Error};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagepipe",
+    version,
+    about = "Build, tag, publish and garbage-collect OS images from images.yml"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and check the catalog; exit 2 with every problem found.
+    Validate(Common),
+    /// Per image × target: the immutable tag, recipe hash and action.
+    Plan(PlanArgs),
+    /// Print the JSON Schema of the catalog.
+    Schema,
+}
+
+/// Options every catalog command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The catalog file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "images.yml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only these images (repeatable).
+    #[arg(long = "only", value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Only these targets (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
+    #[arg(long)]
+    pub release: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    /// `plan` only: a JSON object usable as a GitHub Actions `strategy.matrix`.
+    GithubMatrix,
+    /// `plan` only: a GitLab child-pipeline YAML with one job per item.
+    Gitlab,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_INVALID } else { 0 });
+        }
+    };
+    init_logging();
+    let env = crate::env::Environment::from_process();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run(&args, &env),
+        Command::Schema => output::json(&crate::catalog::schema::schema()),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            output::error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env(crate::env::IMAGEPIPE_LOG)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Rejects the CI fan-out formats for commands that do not produce a plan.
+fn table_or_json(format: Format) -> Result<(), Error> {
+    match format {
+        Format::Table | Format::Json => Ok(()),
+        _ => Err(Error::Usage(
+            "`--format github-matrix` and `--format gitlab` only apply to `plan`".into(),
+        )),
+    }
+}

@@ -1,0 +1,107 @@
+//! Settings resolution: flags, then the catalog, then the environment, one rule.
+
+use std::collections::BTreeMap;
+
+use crate::catalog::{self, Catalog, Image, Target};
+use crate::env::Environment;
+use crate::error::{Error, Result};
+use crate::gitinfo;
+use crate::recipe::RunContext;
+use crate::release::Release;
+
+/// The release of this run: `--release`, else the CI tag, else none.
+pub fn release(flag: Option<&str>, env: &Environment) -> Result<Option<Release>> {
+    flag.or_else(|| env.release_tag())
+        .map(Release::parse)
+        .transpose()
+        .map_err(Error::from)
+}
+
+/// Everything recipes and tags need from the run.
+pub fn run_context(
+    catalog: &Catalog,
+    release: Option<Release>,
+    env: &Environment,
+) -> Result<RunContext> {
+    let variables: BTreeMap<String, String> = catalog
+        .variables
+        .iter()
+        .map(|v| {
+            let value = v
+                .env
+                .as_deref()
+                .and_then(|e| env.get(e))
+                .unwrap_or(&v.default);
+            (v.name.value.clone(), value.to_owned())
+        })
+        .collect();
+    let head = gitinfo::head(&catalog.base_dir());
+    let epoch = match env.source_date_epoch().map_err(Error::Usage)? {
+        Some(e) => e,
+        None => head.as_ref().map_or(0, |h| h.time),
+    };
+    Ok(RunContext {
+        release,
+        variables,
+        commit: env
+            .commit()
+            .map(str::to_owned)
+            .or_else(|| head.map(|h| h.commit)),
+        pipeline: env.pipeline().map(str::to_owned),
+        epoch,
+    })
+}
+
+/// The images a run works on: release runs take the `kubernetes: true`
+/// images, other runs the rest; `--only` narrows further.
+pub fn select_images<'c>(
+    catalog: &'c Catalog,
+    only: &[String],
+    release: bool,
+) -> Result<Vec<&'c Image>> {
+    let names: Vec<&str> = catalog.images.iter().map(|i| i.name.as_str()).collect();
+    for name in only {
+        match catalog.image(name) {
+            None => {
+                return Err(Error::Usage(format!(
+                    "--only {name}: the catalog has no such image — {}",
+                    catalog::diag::suggestion(name, &names)
+                )));
+            }
+            Some(i) if i.kubernetes && !release => {
+                return Err(Error::Usage(format!(
+                    "--only {name}: this image is built per Kubernetes release — pass `--release vX.Y.Z`"
+                )));
+            }
+            Some(i) if !i.kubernetes && release => {
+                return Err(Error::Usage(format!(
+                    "--only {name}: this image is not part of a release (it has no `kubernetes: true`) — drop `--release`"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(catalog
+        .images
+        .iter()
+        .filter(|i| i.kubernetes == release)
+        .filter(|i| only.is_empty() || only.iter().any(|o| *o == *i.name))
+        .collect())
+}
+
+pub fn select_targets<'c>(catalog: &'c Catalog, wanted: &[String]) -> Result<Vec<&'c Target>> {
+    let names: Vec<&str> = catalog.targets.iter().map(|t| t.name.as_str()).collect();
+    for name in wanted {
+        if catalog.target(name).is_none() {
+            return Err(Error::Usage(format!(
+                "--target {name}: the catalog has no such target — {}",
+                catalog::diag::suggestion(name, &names)
+            )));
+        }
+    }
+    Ok(catalog
+        .targets
+        .iter()
+        .filter(|t| wanted.is_empty() || wanted.iter().any(|w| *w == *t.name))
+        .collect())
+}

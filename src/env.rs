@@ -1,0 +1,106 @@
+//! Every environment variable imagepipe reads, named in one place.
+//!
+//! The process environment is read once into [`Environment`]; the rest of the
+//! code takes that value, so tests can pass their own.
+
+use std::collections::BTreeMap;
+
+/// GitLab CI: set only in tag pipelines; the release tag.
+pub const CI_COMMIT_TAG: &str = "CI_COMMIT_TAG";
+/// GitHub Actions: the branch or tag name; a release tag only when `GITHUB_REF_TYPE=tag`.
+pub const GITHUB_REF_NAME: &str = "GITHUB_REF_NAME";
+/// GitHub Actions: `tag` or `branch`.
+pub const GITHUB_REF_TYPE: &str = "GITHUB_REF_TYPE";
+/// GitLab CI: the commit being built (`{commit}`).
+pub const CI_COMMIT_SHA: &str = "CI_COMMIT_SHA";
+/// GitHub Actions: the commit being built (`{commit}`).
+pub const GITHUB_SHA: &str = "GITHUB_SHA";
+/// GitLab CI: the pipeline id (`{pipeline}`).
+pub const CI_PIPELINE_ID: &str = "CI_PIPELINE_ID";
+/// GitHub Actions: the workflow run id (`{pipeline}`).
+pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
+/// Reproducible-builds convention: the timestamp written into images.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// Conventional overrides of the pinned runc/containerd versions (declared per variable in the catalog).
+pub const RUNC_VERSION: &str = "RUNC_VERSION";
+pub const CONTAINERD_VERSION: &str = "CONTAINERD_VERSION";
+/// Registry credentials: Docker's config directory and the podman/skopeo auth file.
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
+/// Log filter for stderr (`info` by default; `debug`, `imagepipe=trace`, ...).
+pub const IMAGEPIPE_LOG: &str = "IMAGEPIPE_LOG";
+
+/// A snapshot of the environment variables imagepipe reads.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+}
+
+impl Environment {
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// A variable's value when set and non-empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The release tag CI is building, if this is a tag pipeline.
+    pub fn release_tag(&self) -> Option<&str> {
+        self.get(CI_COMMIT_TAG).or_else(|| {
+            let is_tag = self.get(GITHUB_REF_TYPE) == Some("tag");
+            self.get(GITHUB_REF_NAME).filter(|_| is_tag)
+        })
+    }
+
+    /// The commit CI is building, if CI says so.
+    pub fn commit(&self) -> Option<&str> {
+        self.get(CI_COMMIT_SHA).or_else(|| self.get(GITHUB_SHA))
+    }
+
+    pub fn pipeline(&self) -> Option<&str> {
+        self.get(CI_PIPELINE_ID).or_else(|| self.get(GITHUB_RUN_ID))
+    }
+
+    /// `SOURCE_DATE_EPOCH`, when set; an unparsable value is an error.
+    pub fn source_date_epoch(&self) -> Result<Option<i64>, String> {
+        self.get(SOURCE_DATE_EPOCH)
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    format!("{SOURCE_DATE_EPOCH}=`{v}` is not a number of seconds since 1970")
+                })
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_ref_name_is_a_release_only_for_tags() {
+        let branch =
+            Environment::from_pairs([(GITHUB_REF_NAME, "main"), (GITHUB_REF_TYPE, "branch")]);
+        assert_eq!(branch.release_tag(), None);
+        let tag = Environment::from_pairs([(GITHUB_REF_NAME, "v1.33.6"), (GITHUB_REF_TYPE, "tag")]);
+        assert_eq!(tag.release_tag(), Some("v1.33.6"));
+        let gitlab = Environment::from_pairs([(CI_COMMIT_TAG, "v1.34.0")]);
+        assert_eq!(gitlab.release_tag(), Some("v1.34.0"));
+    }
+}

@@ -1,0 +1,17 @@
+//! imagepipe: build, tag, publish and garbage-collect OS images from one
+//! declarative catalog (`images.yml`).
+
+pub mod catalog;
+pub mod cli;
+pub mod env;
+pub mod error;
+pub mod gitinfo;
+pub mod http;
+pub mod plan;
+pub mod recipe;
+pub mod release;
+pub mod source;
+pub mod store;
+pub mod template;
+
+pub use error::{Error, Result};

@@ -1,0 +1,233 @@
+//! Release tags: the git tag grammar that names a Kubernetes release.
+//!
+//! `v1.33.6`, `v1.34.0-rc.1`, `v1.33.6/runc-1.2.6` (everything after the first
+//! `/` is a free comment and ignored).
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The Kubernetes version facts derived from a release tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Release {
+    /// The tag as given, comment included.
+    pub tag: String,
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+    /// Pre-release identifiers such as `rc.1`, without the dash.
+    pub pre: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid release tag `{tag}`: {reason} — {help}")]
+pub struct ReleaseError {
+    pub tag: String,
+    pub reason: String,
+    pub help: &'static str,
+}
+
+const HELP: &str = "use `vMAJOR.MINOR.PATCH`, optionally `-rc.N` and a `/comment`, e.g. `v1.33.6` or `v1.33.6/runc-1.2.6`";
+
+impl Release {
+    pub fn parse(tag: &str) -> Result<Self, ReleaseError> {
+        let fail = |reason: String| ReleaseError {
+            tag: tag.escape_debug().to_string(),
+            reason,
+            help: HELP,
+        };
+        if tag.is_empty() {
+            return Err(fail("it is empty".into()));
+        }
+        if let Some(c) = tag.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(fail(format!("it contains the character {c:?}")));
+        }
+        if tag.contains("..") {
+            return Err(fail("it contains `..`".into()));
+        }
+        let (version, comment) = match tag.split_once('/') {
+            Some((v, c)) => (v, Some(c)),
+            None => (tag, None),
+        };
+        if comment == Some("") {
+            return Err(fail("the comment after `/` is empty".into()));
+        }
+        if let Some(c) = comment
+            && (c.ends_with('/')
+                || c.contains("//")
+                || c.contains('\\')
+                || c.ends_with(".lock")
+                || c.contains("@{"))
+        {
+            return Err(fail(
+                "the comment after `/` is not a valid git ref name".into(),
+            ));
+        }
+        let Some(rest) = version.strip_prefix('v') else {
+            return Err(fail("it must start with `v`".into()));
+        };
+        if rest.contains('+') {
+            return Err(fail(
+                "build metadata (`+...`) cannot appear in image tags".into(),
+            ));
+        }
+        let (core, pre) = match rest.split_once('-') {
+            Some((c, p)) => (c, Some(p)),
+            None => (rest, None),
+        };
+        let nums: Vec<&str> = core.split('.').collect();
+        let [major, minor, patch] = nums.as_slice() else {
+            return Err(fail(format!("`{core}` is not MAJOR.MINOR.PATCH")));
+        };
+        let number = |s: &str| -> Result<u64, ReleaseError> {
+            let ok = !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0'));
+            if !ok {
+                return Err(fail(format!("`{s}` is not a version number")));
+            }
+            s.parse().map_err(|_| fail(format!("`{s}` is too large")))
+        };
+        let (major, minor, patch) = (number(major)?, number(minor)?, number(patch)?);
+        if let Some(p) = pre {
+            let ident_ok = |id: &str| {
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if !p.split('.').all(ident_ok) {
+                return Err(fail(format!("`{p}` is not a pre-release such as `rc.1`")));
+            }
+        }
+        Ok(Self {
+            tag: tag.to_owned(),
+            major,
+            minor,
+            patch,
+            pre: pre.map(str::to_owned),
+        })
+    }
+
+    /// `v1.33.6` or `v1.34.0-rc.1`: the `{kubernetes}` placeholder.
+    pub fn kubernetes(&self) -> String {
+        match &self.pre {
+            Some(p) => format!("v{}.{}.{}-{p}", self.major, self.minor, self.patch),
+            None => format!("v{}.{}.{}", self.major, self.minor, self.patch),
+        }
+    }
+
+    /// `v1.33`: the `{kubernetes_series}` placeholder.
+    pub fn series(&self) -> String {
+        format!("v{}.{}", self.major, self.minor)
+    }
+
+    /// The pkgs.k8s.io Debian package version: `1.33.6-1.1`, `1.34.0~rc.1-1.1`.
+    pub fn deb_version(&self) -> String {
+        match &self.pre {
+            Some(p) => format!("{}.{}.{}~{p}-1.1", self.major, self.minor, self.patch),
+            None => format!("{}.{}.{}-1.1", self.major, self.minor, self.patch),
+        }
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.kubernetes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_the_documented_forms() {
+        let r = Release::parse("v1.33.6").unwrap();
+        assert_eq!(
+            (r.kubernetes(), r.series(), r.deb_version()),
+            ("v1.33.6".into(), "v1.33".into(), "1.33.6-1.1".into())
+        );
+        let r = Release::parse("v1.34.0-rc.1").unwrap();
+        assert_eq!(
+            (r.kubernetes(), r.series(), r.deb_version()),
+            (
+                "v1.34.0-rc.1".into(),
+                "v1.34".into(),
+                "1.34.0~rc.1-1.1".into()
+            )
+        );
+        let r = Release::parse("v1.33.6/runc-1.2.6").unwrap();
+        assert_eq!(r.kubernetes(), "v1.33.6");
+        assert_eq!(r.tag, "v1.33.6/runc-1.2.6");
+        assert_eq!(
+            Release::parse("v1.33.6/a/b").unwrap().kubernetes(),
+            "v1.33.6"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_tags() {
+        for bad in [
+            "1.33.6",
+            "v1.33",
+            "v1.33.x",
+            "v1.33.6/",
+            "../x",
+            "v1.33.6/../x",
+            "v1.33.6 ",
+            "v1.33.6\n",
+            "v 1.33.6",
+            "",
+            "v",
+            "v1.33.06",
+            "v1.33.6-",
+            "v1.33.6-rc..1",
+            "v1.33.6+build",
+            "v1.33.6.1",
+            "V1.33.6",
+            "v1.33.6-rc_1",
+            "v1.33.6/x\u{7}",
+        ] {
+            let err = Release::parse(bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("v1.33.6"),
+                "message names the fix: {err}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn well_formed_tags_round_trip(
+            major in 0u64..100, minor in 0u64..100, patch in 0u64..100,
+            pre in proptest::option::of("(alpha|beta|rc)\\.[0-9]{1,2}"),
+            comment in proptest::option::of("[a-z0-9][a-z0-9.-]{0,20}"),
+        ) {
+            prop_assume!(comment.as_deref().is_none_or(|c| !c.contains("..") && !c.ends_with(".lock")));
+            let mut tag = format!("v{major}.{minor}.{patch}");
+            if let Some(p) = &pre { tag.push('-'); tag.push_str(p); }
+            let k8s = tag.clone();
+            if let Some(c) = &comment { tag.push('/'); tag.push_str(c); }
+            let r = Release::parse(&tag).unwrap();
+            prop_assert_eq!(r.kubernetes(), k8s);
+            prop_assert_eq!(r.series(), format!("v{major}.{minor}"));
+            prop_assert!(crate::template::is_valid_tag(&r.kubernetes()));
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic_and_accepted_ones_are_sane(s in "\\PC{0,40}") {
+            if let Ok(r) = Release::parse(&s) {
+                prop_assert!(s.starts_with('v'));
+                prop_assert!(!s.contains(".."));
+                prop_assert!(!s.chars().any(char::is_whitespace));
+                prop_assert!(crate::template::is_valid_tag(&r.kubernetes()));
+            }
+        }
+
+        #[test]
+        fn whitespace_anywhere_is_rejected(pos in 0usize..8, ws in "[ \t\r\n]") {
+            let mut tag = String::from("v1.33.6");
+            tag.insert_str(pos.min(tag.len()), &ws);
+            prop_assert!(Release::parse(&tag).is_err());
+        }
+    }
+}

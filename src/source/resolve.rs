@@ -1,0 +1,222 @@
+//! Resolving sources to the checksums a recipe is made of.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use globset::Glob;
+use sha2::{Digest as _, Sha256};
+
+use crate::recipe::hex;
+
+/// A local input's identity: the sha256 of a file's bytes, or of a directory
+/// tree's canonical listing (paths, types, modes, owners, contents, links).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub sha256: String,
+    /// `file` or `dir`.
+    pub kind: &'static str,
+}
+
+/// What recipe resolution needs from the outside world.
+pub trait SourceResolver {
+    /// Identity of a local file or directory.
+    fn local(&self, path: &Path) -> Result<Resolved, String>;
+    /// The checksum an upstream SHA256SUMS file lists for `url`'s file.
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, String>;
+}
+
+/// Reads the filesystem and fetches SHA256SUMS files over HTTP(S).
+#[derive(Debug, Default)]
+pub struct DefaultResolver;
+
+impl SourceResolver for DefaultResolver {
+    fn local(&self, path: &Path) -> Result<Resolved, String> {
+        let meta =
+            fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
+        if meta.is_dir() {
+            Ok(Resolved {
+                sha256: tree_digest(path)?,
+                kind: "dir",
+            })
+        } else {
+            let file = fs::File::open(path)
+                .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
+            Ok(Resolved {
+                sha256: reader_digest(file).map_err(|e| format!("{}: {e}", path.display()))?,
+                kind: "file",
+            })
+        }
+    }
+
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, String> {
+        let body = crate::http::get_text(sums_url, 4 << 20)
+            .map_err(|e| format!("checksums_url {sums_url}: {e}"))?;
+        let name = super::url_file_name(url);
+        find_in_sums(&body, name).ok_or_else(|| {
+            format!("{sums_url} lists no checksum for `{name}` (check the file name in the url)")
+        })
+    }
+}
+
+/// A short reason for an I/O error, without Rust's "(os error N)" noise.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+pub fn reader_digest(mut r: impl Read) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Looks a file up in GNU (`<hex>  name`, `<hex> *name`) or BSD
+/// (`SHA256 (name) = <hex>`) checksum listings.
+pub fn find_in_sums(body: &str, name: &str) -> Option<String> {
+    let is_hex = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    for line in body.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("SHA256 (") {
+            if let Some((file, hexpart)) = rest.split_once(") = ")
+                && file == name
+                && is_hex(hexpart.trim())
+            {
+                return Some(hexpart.trim().to_ascii_lowercase());
+            }
+            continue;
+        }
+        if let Some((h, file)) = line.split_once(char::is_whitespace) {
+            let file = file.trim_start().trim_start_matches('*');
+            let file = file.strip_prefix("./").unwrap_or(file);
+            if file == name && is_hex(h) {
+                return Some(h.to_ascii_lowercase());
+            }
+        }
+    }
+    None
+}
+
+/// Digest of a directory tree's canonical listing: entries sorted by path,
+/// each with type, mode, owner, size/content digest, link target or device.
+pub fn tree_digest(root: &Path) -> Result<String, String> {
+    let mut h = Sha256::new();
+    let mut stack = vec![PathBuf::new()];
+    let mut entries = Vec::new();
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {}", dir.display(), io_reason(&e)))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        names.sort();
+        for name in names {
+            let r = rel.join(&name);
+            let meta =
+                fs::symlink_metadata(root.join(&r)).map_err(|e| format!("{}: {e}", r.display()))?;
+            if meta.is_dir() {
+                stack.push(r.clone());
+            }
+            entries.push((r, meta));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, meta) in entries {
+        let ft = meta.file_type();
+        let extra = if ft.is_file() {
+            let f = fs::File::open(root.join(&rel))
+                .map_err(|e| format!("{}: {}", rel.display(), io_reason(&e)))?;
+            reader_digest(f).map_err(|e| format!("{}: {e}", rel.display()))?
+        } else if ft.is_symlink() {
+            fs::read_link(root.join(&rel))
+                .map_err(|e| e.to_string())?
+                .to_string_lossy()
+                .into_owned()
+        } else if ft.is_block_device() || ft.is_char_device() {
+            meta.rdev().to_string()
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{:o} {} {} {} {}\0{}\n",
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            meta.len(),
+            rel.display(),
+            extra
+        );
+        h.update(line.as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Files under `base` matching `pattern` (relative, `/`-separated), sorted.
+/// A pattern without glob characters must name an existing file.
+pub fn expand_glob(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    if !pattern.contains(['*', '?', '[', '{']) {
+        let p = PathBuf::from(pattern);
+        return if base.join(&p).is_file() {
+            Ok(vec![p])
+        } else if base.join(&p).is_dir() {
+            expand_glob(base, &format!("{}/**", pattern.trim_end_matches('/')))
+        } else {
+            Err(format!(
+                "input `{pattern}`: no such file under {}",
+                base.display()
+            ))
+        };
+    }
+    let matcher = Glob::new(pattern)
+        .map_err(|e| format!("input `{pattern}`: {e}"))?
+        .compile_matcher();
+    // Walk only from the literal prefix of the pattern.
+    let prefix: PathBuf = pattern
+        .split('/')
+        .take_while(|c| !c.contains(['*', '?', '[', '{']))
+        .collect();
+    let mut out = Vec::new();
+    let mut stack = vec![prefix];
+    while let Some(rel) = stack.pop() {
+        let Ok(read) = fs::read_dir(base.join(&rel)) else {
+            continue;
+        };
+        for entry in read.flatten() {
+            let r = rel.join(entry.file_name());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(r),
+                Ok(t) if t.is_file() && matcher.is_match(&r) => out.push(r),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_in_gnu_and_bsd_formats() {
+        let h = "a".repeat(64);
+        let gnu = format!("{h} *disk.img\n{} other.img\n", "b".repeat(64));
+        assert_eq!(find_in_sums(&gnu, "disk.img"), Some(h.clone()));
+        let bsd = format!("SHA256 (disk.img) = {h}\n");
+        assert_eq!(find_in_sums(&bsd, "disk.img"), Some(h.clone()));
+        assert_eq!(find_in_sums(&bsd, "nope.img"), None);
+    }
+}

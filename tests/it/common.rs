@@ -1,0 +1,186 @@
+//! Helpers: run the real binary in a temp dir, serve files over loopback HTTP.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use assert_cmd::Command;
+
+/// A scratch directory holding a catalog and whatever files a test adds.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn with_catalog(text: &str) -> Self {
+        let ws = Self::new();
+        ws.write("images.yml", text);
+        ws
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// `imagepipe` run in this directory with a clean CI environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("imagepipe").unwrap();
+        c.current_dir(self.path());
+        for var in [
+            "CI_COMMIT_TAG",
+            "GITHUB_REF_NAME",
+            "GITHUB_REF_TYPE",
+            "CI_COMMIT_SHA",
+            "GITHUB_SHA",
+            "CI_PIPELINE_ID",
+            "GITHUB_RUN_ID",
+            "SOURCE_DATE_EPOCH",
+            "RUNC_VERSION",
+            "CONTAINERD_VERSION",
+        ] {
+            c.env_remove(var);
+        }
+        c
+    }
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A static HTTP server on 127.0.0.1 (random port) for download tests.
+/// Stops when dropped.
+pub struct FileServer {
+    pub base: String,
+    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FileServer {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (f, s) = (files.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let body = f.lock().unwrap().get(&path).cloned();
+                let _ = match body {
+                    Some(b) => stream
+                        .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len()).as_bytes())
+                        .and_then(|()| stream.write_all(&b)),
+                    None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                };
+            }
+        });
+        Self {
+            base: format!("http://{addr}"),
+            files,
+            stop,
+            addr,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn put(&self, path: &str, body: impl Into<Vec<u8>>) -> String {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), body.into());
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    imagepipe::recipe::sha256_hex(bytes)
+}
+
+pub const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// A small valid catalog: one url image, one release image, two targets.
+pub fn basic_catalog() -> String {
+    format!(
+        r#"version: 1
+variables:
+  runc:       {{ default: "1.2.6", env: RUNC_VERSION }}
+  containerd: {{ default: "2.0.4", env: CONTAINERD_VERSION }}
+targets:
+  - name: local
+    layout: ./.imagepipe/store
+  - name: dev
+    registry: 127.0.0.1:5999
+    namespace: ci
+    insecure: true
+images:
+  - name: ubuntu-2204
+    os: {{ distro: ubuntu, version: "22.04" }}
+    source:
+      url: https://cloud-images.example.com/jammy/ubuntu-22.04-server-cloudimg-amd64.img
+      sha256: "{SHA_A}"
+    format: containerdisk
+  - name: node-ubuntu-2404
+    os: {{ distro: ubuntu, version: "24.04" }}
+    kubernetes: true
+    source:
+      url: https://cloud-images.example.com/noble/ubuntu-24.04-server-cloudimg-amd64.img
+      sha256: "{SHA_A}"
+    format: containerdisk
+    tags: ["{{name}}-{{kubernetes}}-{{hash}}", "{{kubernetes_series}}-latest"]
+"#
+    )
+}

@@ -1,0 +1,15 @@
+//! The integration tests: one binary, one module per area.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+mod common;
+mod fuzz;
+mod identity;
+mod plan;
+mod release;
+mod schema;
+mod validate;

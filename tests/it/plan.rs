@@ -1,0 +1,310 @@
+//! `imagepipe plan`: tags, hashes, actions with reasons, filters and CI formats.
+
+use serde_json::Value;
+
+use crate::common::{Workspace, basic_catalog, run};
+
+fn plan(ws: &Workspace, args: &[&str]) -> crate::common::Output {
+    let mut c = ws.cmd();
+    c.arg("plan").args(args);
+    run(c)
+}
+
+fn plan_json(ws: &Workspace, args: &[&str]) -> Value {
+    let out = plan(ws, &[&["--format", "json"], args].concat());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[test]
+fn json_items_carry_the_spec_fields() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let v = plan_json(&ws, &[]);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "non-release images × 2 targets");
+    for item in items {
+        for key in [
+            "image",
+            "target",
+            "tag",
+            "hash",
+            "action",
+            "reason",
+            "mutable_tags",
+        ] {
+            assert!(!item[key].is_null(), "{key} missing in {item}");
+        }
+        let hash = item["hash"].as_str().unwrap();
+        assert_eq!(hash.len(), 64);
+        assert_eq!(item["tag"], format!("ubuntu-2204-{}", &hash[..12]));
+        assert_eq!(item["mutable_tags"], serde_json::json!(["latest"]));
+        assert_eq!(item["action"], "build");
+    }
+    assert_eq!(items[0]["target"], "local");
+    assert_eq!(items[1]["repository"], "127.0.0.1:5999/ci/ubuntu-2204");
+}
+
+#[test]
+fn table_is_aligned_and_results_only_on_stdout() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let out = plan(&ws, &[]);
+    assert_eq!(out.code, 0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("IMAGE        TARGET  TAG"),
+        "{}",
+        out.stdout
+    );
+    let col = lines[0].find("ACTION").unwrap();
+    assert!(
+        lines[1..].iter().all(|l| l[col..].starts_with("build")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("2 item(s): 2 build, 0 copy, 0 skip"));
+}
+
+#[test]
+fn release_plans_take_only_release_images() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let v = plan_json(&ws, &["--release", "v1.33.6"]);
+    let images: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(images, ["node-ubuntu-2404", "node-ubuntu-2404"]);
+}
+
+#[test]
+fn only_and_target_filter() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let v = plan_json(&ws, &["--target", "dev"]);
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["items"][0]["target"], "dev");
+    let v = plan_json(&ws, &["--only", "ubuntu-2204", "--target", "local"]);
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    for (args, expected) in [
+        (
+            vec!["--only", "ubuntu-22.04"],
+            "--only ubuntu-22.04: the catalog has no such image — did you mean `ubuntu-2204`?",
+        ),
+        (
+            vec!["--target", "prod"],
+            "--target prod: the catalog has no such target",
+        ),
+        (
+            vec!["--only", "node-ubuntu-2404"],
+            "pass `--release vX.Y.Z`",
+        ),
+        (
+            vec!["--only", "ubuntu-2204", "--release", "v1.33.6"],
+            "not part of a release",
+        ),
+        (vec!["--format", "yaml"], "invalid value 'yaml'"),
+    ] {
+        let out = plan(&ws, &args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// Writes a minimal OCI layout holding `tag` for `image` under the store.
+fn seed_layout(ws: &Workspace, store: &str, image: &str, tag: &str) {
+    let dir = format!("{store}/{image}");
+    ws.write(
+        &format!("{dir}/oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", "0".repeat(64)),
+            "size": 1,
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }],
+    });
+    ws.write(&format!("{dir}/index.json"), index.to_string());
+}
+
+#[test]
+fn skip_when_the_target_has_the_tag_and_copy_from_the_local_store() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let tag = plan_json(&ws, &[])["items"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    seed_layout(&ws, ".imagepipe/store", "ubuntu-2204", &tag);
+    let v = plan_json(&ws, &[]);
+    assert_eq!(v["items"][0]["action"], "skip");
+    assert!(
+        v["items"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("up to date")
+    );
+    assert_eq!(v["items"][1]["action"], "copy");
+    assert_eq!(v["items"][1]["reason"], "built in the local store");
+    // A store with another tag of the image does not count.
+    let ws = Workspace::with_catalog(&basic_catalog());
+    seed_layout(
+        &ws,
+        ".imagepipe/store",
+        "ubuntu-2204",
+        "ubuntu-2204-000000000000",
+    );
+    assert_eq!(plan_json(&ws, &[])["items"][0]["action"], "build");
+}
+
+#[test]
+fn copy_from_another_layout_target() {
+    let text = basic_catalog().replace(
+        "  - name: dev\n    registry: 127.0.0.1:5999\n    namespace: ci\n    insecure: true\n",
+        "  - name: mirror\n    layout: ./mirror\n",
+    );
+    let ws = Workspace::with_catalog(&text);
+    let tag = plan_json(&ws, &[])["items"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    seed_layout(&ws, "mirror", "ubuntu-2204", &tag);
+    let v = plan_json(&ws, &[]);
+    assert_eq!(v["items"][0]["action"], "copy");
+    assert_eq!(v["items"][0]["reason"], "target mirror has it");
+    assert_eq!(v["items"][1]["action"], "skip");
+}
+
+#[test]
+fn commit_pipeline_date_and_variables_render() {
+    let text = basic_catalog()
+        .replace("    format: containerdisk\n  - name: node", "    format: containerdisk\n    tags: [\"{name}-{hash:8}\", \"{commit:7}\", \"p{pipeline}\", \"d{date}\", \"runc-{runc}\", \"{distro}-{version}-{arch}\"]\n  - name: node");
+    let ws = Workspace::with_catalog(&text);
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(ws.path())
+            .env("GIT_COMMITTER_DATE", "2026-01-02T03:04:05Z")
+            .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        String::from_utf8(ok.stdout).unwrap()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "init",
+    ]);
+    let head = git(&["rev-parse", "HEAD"]).trim().to_owned();
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json", "--target", "local"])
+        .env("CI_PIPELINE_ID", "777")
+        .env("RUNC_VERSION", "1.3.0");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let tags = &v["items"][0]["mutable_tags"];
+    assert_eq!(tags[0], head[..7]);
+    assert_eq!(tags[1], "p777");
+    assert_eq!(tags[2], "d20260102", "{{date}} comes from the commit time");
+    assert_eq!(tags[3], "runc-1.3.0", "RUNC_VERSION overrides the default");
+    assert_eq!(tags[4], "ubuntu-22.04-amd64");
+    // SOURCE_DATE_EPOCH wins over the commit time; CI_COMMIT_SHA over HEAD.
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json", "--target", "local"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .env("CI_COMMIT_SHA", "f".repeat(40))
+        .env("CI_PIPELINE_ID", "1");
+    let v: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    assert_eq!(v["items"][0]["mutable_tags"][0], "fffffff");
+    assert_eq!(v["items"][0]["mutable_tags"][2], "d19700101");
+}
+
+#[test]
+fn missing_placeholder_values_are_usage_errors() {
+    let text = basic_catalog().replace(
+        "    format: containerdisk\n  - name: node",
+        "    format: containerdisk\n    tags: [\"{name}-{hash}\", \"p{pipeline}\"]\n  - name: node",
+    );
+    let ws = Workspace::with_catalog(&text);
+    let out = plan(&ws, &[]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains(
+            "`{pipeline}` has no value: no pipeline id: set CI_PIPELINE_ID or GITHUB_RUN_ID"
+        ),
+        "{}",
+        out.stderr
+    );
+    let mut c = ws.cmd();
+    c.arg("plan")
+        .env("SOURCE_DATE_EPOCH", "yesterday")
+        .env("CI_PIPELINE_ID", "1");
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("SOURCE_DATE_EPOCH=`yesterday` is not a number"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn github_matrix_is_a_strategy_matrix() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let out = plan(&ws, &["--format", "github-matrix", "--release", "v1.33.6"]);
+    assert_eq!(out.code, 0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let include = v["include"].as_array().unwrap();
+    assert_eq!(include.len(), 2);
+    assert_eq!(include[0]["image"], "node-ubuntu-2404");
+    assert_eq!(include[1]["target"], "dev");
+    assert!(include[0]["tag"].as_str().unwrap().contains("v1.33.6"));
+    // Items already up to date are left out of the fan-out.
+    let tag = include[0]["tag"].as_str().unwrap().to_owned();
+    seed_layout(&ws, ".imagepipe/store", "node-ubuntu-2404", &tag);
+    let v: Value = serde_json::from_str(
+        &plan(&ws, &["--format", "github-matrix", "--release", "v1.33.6"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(v["include"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn gitlab_child_pipeline_has_one_job_per_item_and_a_final_tag_job() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let out = plan(
+        &ws,
+        &["--format", "gitlab", "--release", "v1.33.6/runc-1.2.6"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let path = ws.write("child.yml", &out.stdout);
+    let mut d = imagepipe::catalog::diag::Diagnostics::new(&path);
+    let doc = imagepipe::catalog::yaml::parse(&out.stdout, &mut d)
+        .expect("valid YAML")
+        .to_json();
+    assert!(d.is_empty());
+    let job = &doc["publish node-ubuntu-2404 dev"];
+    assert_eq!(job["stage"], "publish");
+    assert_eq!(
+        job["script"][0],
+        "imagepipe publish -c images.yml --only node-ubuntu-2404 --target dev --release v1.33.6/runc-1.2.6"
+    );
+    let last = &doc["move mutable tags"];
+    assert_eq!(last["stage"], "tags");
+    assert_eq!(last["needs"].as_array().unwrap().len(), 2);
+}

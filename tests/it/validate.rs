@@ -1,0 +1,302 @@
+//! `imagepipe validate`: every problem, located, with a fix; exit 2; never a panic.
+
+use crate::common::{Workspace, basic_catalog, run};
+
+#[test]
+fn a_valid_catalog_passes() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let out = run({
+        let mut c = ws.cmd();
+        c.arg("validate");
+        c
+    });
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("images.yml: ok (2 images, 2 targets)"),
+        "{}",
+        out.stdout
+    );
+}
+
+fn validate(text: &str) -> crate::common::Output {
+    let ws = Workspace::with_catalog(text);
+    let mut c = ws.cmd();
+    c.arg("validate");
+    run(c)
+}
+
+const BAD: &str = r#"version: 1
+targets:
+  - name: a
+    registry: http://127.0.0.1:5000
+  - name: a
+    layuot: x
+images:
+  - name: Ubuntu
+    os: { distro: ubuntu, version: "22.04" }
+    source: { url: https://x/y.img }
+    format: containerdsk
+    tags: ["{name}-{nmae}", "lat+est"]
+  - name: k
+    kubernetes: true
+    os: { distro: ubuntu, version: "22.04" }
+    source: { file: x.img }
+    format: rootfs
+    tags: ["{name}-{kubernetes}", "{name}-{hash}"]
+    foo: 1
+  - name: k
+    os: { distro: ubuntu, version: "22.04" }
+    source: { file: x.img }
+    format: rootfs
+    tags: ["{kubernetes}-{hash}"]
+retention:
+  max_age: 30x
+  protect: ["[abc"]
+"#;
+
+#[test]
+fn every_problem_is_reported_in_one_run_with_location_and_fix() {
+    let out = validate(BAD);
+    assert_eq!(out.code, 2);
+    let expected = [
+        "images.yml:4:15: error: registry `http://127.0.0.1:5000` is plain HTTP — plain HTTP is only allowed with `insecure: true`",
+        "images.yml:5:5: error: target `a` is neither a layout nor a registry — add `layout: ./path` or `registry: host[:port]`",
+        "images.yml:5:11: error: duplicate target name `a` — it is first defined at line 3",
+        "images.yml:6:5: error: unknown key `layuot` in a target — did you mean `layout`?",
+        "images.yml:8:11: error: image name `Ubuntu` is not a valid OCI repository name",
+        "images.yml:10:20: error: a `url` source needs a checksum — add `sha256: <64 hex>`",
+        "images.yml:11:13: error: unknown format `containerdsk` — did you mean `containerdisk`?",
+        "images.yml:12:12: error: tag template `{name}-{nmae}`: unknown placeholder `{nmae}` — did you mean `name`?",
+        "images.yml:12:29: error: tag template `lat+est` renders to an invalid tag",
+        "images.yml:18:12: error: the immutable tag `{name}-{kubernetes}` does not contain `{hash}`",
+        "images.yml:19:5: error: unknown key `foo` in an image — expected one of: name, os, source",
+        "images.yml:20:11: error: duplicate image name `k` — it is first defined at line 13",
+        "images.yml:24:12: error: tag `{kubernetes}-{hash}` uses `{kubernetes}` but image `k` is not built per release",
+        "images.yml:26:12: error: `30x` is not a duration",
+        "images.yml:27:13: error: `[abc` is not a valid glob",
+    ];
+    for e in expected {
+        assert!(out.stderr.contains(e), "missing `{e}` in:\n{}", out.stderr);
+    }
+    assert!(
+        out.stderr
+            .contains("images.yml: 15 problem(s); nothing was done"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn release_images_must_tell_releases_apart() {
+    let text = basic_catalog().replace("{name}-{kubernetes}-{hash}", "{name}-{hash}");
+    let out = validate(&text);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("does not contain `{kubernetes}`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn json_output_lists_diagnostics() {
+    let ws = Workspace::with_catalog(BAD);
+    let mut c = ws.cmd();
+    c.args(["validate", "--format", "json"]);
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let first = &v["diagnostics"][0];
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(4), Some(15))
+    );
+    assert!(first["help"].as_str().unwrap().contains("insecure: true"));
+}
+
+#[test]
+fn duplicate_keys_and_missing_keys() {
+    let out = validate("version: 1\nversion: 1\n");
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("images.yml:2:1: error: duplicate key `version`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("missing key `images`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn wrong_types_are_located() {
+    let text = basic_catalog()
+        .replace("version: 1\n", "version: one\n")
+        .replace("insecure: true", "insecure: \"yes\"");
+    let out = validate(&text);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("images.yml:1:10: error: expected a whole number, found `one`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("expected `true` or `false`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn other_semantic_checks() {
+    let text = basic_catalog()
+        .replace("namespace: ci", "namespace: CI")
+        .replace("format: containerdisk\n  - name: node", "format: containerdisk\n    targets: [prod]\n    tags: [\"{name}-{hash:99}\", \"{runc}-{fo}\"]\n  - name: node");
+    let out = validate(&text);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for e in [
+        "namespace `CI` of target `dev` is not a valid repository path",
+        "image `ubuntu-2204` names unknown target `prod`",
+        "`{hash:99}`: the length must be a number from 1 to 64",
+        "unknown placeholder `{fo}`",
+    ] {
+        assert!(out.stderr.contains(e), "missing `{e}` in:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn placeholders_need_their_variables() {
+    let text = basic_catalog()
+        .replace(
+            "variables:\n  runc:       { default: \"1.2.6\", env: RUNC_VERSION }\n",
+            "variables:\n",
+        )
+        .replace("\"{kubernetes_series}-latest\"", "\"runc-{runc}\"");
+    let out = validate(&text);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("`{runc}` has no value: the catalog has no `runc` variable"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_exit_2() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "empty",
+            b"".to_vec(),
+            "images.yml:1:1: error: the catalog is empty",
+        ),
+        (
+            "comments only",
+            b"# nothing\n".to_vec(),
+            "the catalog is empty",
+        ),
+        (
+            "malformed",
+            b"version: 1\nimages: [\n".to_vec(),
+            "error: invalid YAML",
+        ),
+        (
+            "tabs",
+            b"version: 1\nimages:\n\t- name: x\n".to_vec(),
+            "must use spaces, not tabs",
+        ),
+        (
+            "not utf-8",
+            b"version: 1\n# caf\xe9\n".to_vec(),
+            "images.yml:2:6: error: the catalog is not valid UTF-8",
+        ),
+        (
+            "a list",
+            b"- a\n- b\n".to_vec(),
+            "the catalog must be a mapping, found a list",
+        ),
+        (
+            "a scalar",
+            b"hello\n".to_vec(),
+            "the catalog must be a mapping, found a scalar",
+        ),
+        (
+            "two documents",
+            b"version: 1\n---\nversion: 1\n".to_vec(),
+            "a catalog is a single YAML document",
+        ),
+        ("unknown anchor", b"version: *x\n".to_vec(), "invalid YAML"),
+        (
+            "future version",
+            b"version: 2\nimages: []\n".to_vec(),
+            "unsupported catalog version 2",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let ws = Workspace::new();
+        ws.write("images.yml", &bytes);
+        let mut c = ws.cmd();
+        c.arg("validate");
+        let out = run(c);
+        assert_eq!(out.code, 2, "{what}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(expected),
+            "{what}: expected `{expected}` in:\n{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn unreadable_paths_and_huge_files() {
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("dir.yml")).unwrap();
+    std::os::unix::fs::symlink("loop.yml", ws.path().join("loop.yml")).unwrap();
+    let huge = ws.write("huge.yml", vec![b'#'; 9 << 20]);
+    let cases = [
+        ("dir.yml", "the catalog path is a directory"),
+        (
+            "missing.yml",
+            "cannot read the catalog: no such file or directory",
+        ),
+        ("loop.yml", "cannot read the catalog"),
+        (huge.to_str().unwrap(), "more than the 8388608-byte limit"),
+    ];
+    for (path, expected) in cases {
+        let mut c = ws.cmd();
+        c.args(["validate", "-c", path]);
+        let out = run(c);
+        assert_eq!(out.code, 2, "{path}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(expected),
+            "{path}: expected `{expected}` in:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn default_catalog_is_images_yml_in_the_working_directory() {
+    let ws = Workspace::new();
+    let mut c = ws.cmd();
+    c.arg("validate");
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("images.yml:1:1: error: cannot read the catalog"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("-c path/to/images.yml"),
+        "{}",
+        out.stderr
+    );
+}
