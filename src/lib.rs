@@ -1,12 +1,14 @@
 //! imagepipe: build, tag, publish and garbage-collect OS images from one
 //! declarative catalog (`images.yml`).
 
+pub mod build;
 pub mod catalog;
 pub mod cli;
 pub mod env;
 pub mod error;
 pub mod gitinfo;
 pub mod http;
+pub mod oci;
 pub mod plan;
 pub mod recipe;
 pub mod release;

@@ -1,5 +1,6 @@
 //! The command line: parse, resolve settings, dispatch, map errors to exit codes.
 
+mod build;
 mod output;
 mod plan;
 mod settings;
@@ -29,6 +30,8 @@ enum Command {
     Validate(Common),
     /// Per image × target: the immutable tag, recipe hash and action.
     Plan(PlanArgs),
+    /// Build images into the local store (an OCI image layout); print `name tag digest`.
+    Build(BuildArgs),
     /// Print the JSON Schema of the catalog.
     Schema,
 }
@@ -64,6 +67,15 @@ pub struct PlanArgs {
     pub release: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Rebuild even if the store has the immutable tag, and overwrite it.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -88,6 +100,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args, &env),
+        Command::Build(args) => build::run(&args, &env),
         Command::Schema => output::json(&crate::catalog::schema::schema()),
     };
     match result {

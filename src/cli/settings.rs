@@ -6,8 +6,11 @@ use crate::catalog::{self, Catalog, Image, Target};
 use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::gitinfo;
+use crate::plan::{self, Identity};
+use crate::recipe;
 use crate::recipe::RunContext;
 use crate::release::Release;
+use crate::source::resolve::DefaultResolver;
 
 /// The release of this run: `--release`, else the CI tag, else none.
 pub fn release(flag: Option<&str>, env: &Environment) -> Result<Option<Release>> {
@@ -104,4 +107,23 @@ pub fn select_targets<'c>(catalog: &'c Catalog, wanted: &[String]) -> Result<Vec
         .iter()
         .filter(|t| wanted.is_empty() || wanted.iter().any(|w| *w == *t.name))
         .collect())
+}
+
+/// The selected images with their recipes and rendered tags.
+pub fn identities<'c>(
+    catalog: &'c Catalog,
+    only: &[String],
+    ctx: &RunContext,
+) -> Result<Vec<(&'c Image, Identity)>> {
+    let images = select_images(catalog, only, ctx.release.is_some())?;
+    let mut out = Vec::with_capacity(images.len());
+    for image in images {
+        let r = recipe::recipe(catalog, image, ctx, &DefaultResolver)
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        out.push((
+            image,
+            plan::identity(catalog, image, ctx, r).map_err(|e| Error::Usage(e.to_string()))?,
+        ));
+    }
+    Ok(out)
 }

@@ -1,5 +1,6 @@
 //! Where disks and root filesystems come from.
 
+pub mod fetch;
 pub mod resolve;
 
 /// The file name a download is stored under and the decompression it needs:

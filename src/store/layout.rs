@@ -3,17 +3,38 @@
 //! One layout directory per image repository (`<store>/<image-name>`), so that
 //! tags such as `latest` of different images never collide; each is readable
 //! as `oci:<store>/<image-name>:<tag>` by skopeo and umoci.
+//!
+//! Crash safety: a blob is written to a temporary file in `blobs/sha256/` and
+//! renamed to its digest only once complete and verified; `index.json` is
+//! replaced by rename, after the blobs it names exist. Concurrent writers
+//! serialise index updates with an exclusive lock on `.imagepipe.lock`.
 
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-/// The annotation that names a tag in `index.json`.
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+use crate::oci::hash::HashWriter;
+use crate::oci::{Descriptor, Digest, annotation, canonical_json, media};
+
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+const LOCK_FILE: &str = ".imagepipe.lock";
 
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Index {
+    schema_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
 }
 
 impl Layout {
@@ -24,23 +45,207 @@ impl Layout {
         })
     }
 
+    /// Opens the layout at `root`, creating an empty one if needed.
+    pub fn create(root: &Path) -> io::Result<Self> {
+        fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        let layout = Self {
+            root: root.to_path_buf(),
+        };
+        if !root.join("oci-layout").is_file() {
+            layout.write_atomic(&root.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
+        }
+        if !root.join("index.json").is_file() {
+            let _lock = layout.lock()?;
+            if !root.join("index.json").is_file() {
+                let empty = Index {
+                    schema_version: 2,
+                    media_type: Some(media::INDEX.into()),
+                    manifests: Vec::new(),
+                };
+                layout.write_atomic(&root.join("index.json"), &canonical_json(&empty))?;
+            }
+        }
+        Ok(layout)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The digest a tag points at, if the layout has that tag.
-    pub fn resolve_tag(&self, tag: &str) -> std::io::Result<Option<String>> {
-        let index = self.read_index()?;
-        Ok(index["manifests"].as_array().and_then(|ms| {
-            ms.iter()
-                .find(|m| m["annotations"][REF_NAME].as_str() == Some(tag))
-                .and_then(|m| m["digest"].as_str().map(str::to_owned))
-        }))
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
     }
 
-    fn read_index(&self) -> std::io::Result<Value> {
-        let bytes = std::fs::read(self.root.join("index.json"))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// A writer for a new blob; [`BlobWriter::commit`] names it by its digest.
+    pub fn blob_writer(&self) -> io::Result<BlobWriter> {
+        let tmp = self.temp_path("blob");
+        let file = File::create(&tmp)?;
+        Ok(BlobWriter {
+            inner: Some(HashWriter::new(BufWriter::with_capacity(1 << 20, file))),
+            tmp,
+            layout: self.clone(),
+        })
+    }
+
+    /// Writes a small blob (config, manifest) from memory.
+    pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<(Digest, u64)> {
+        let digest = Digest::of(bytes);
+        if !self.has_blob(&digest) {
+            let mut w = self.blob_writer()?;
+            w.write_all(bytes)?;
+            w.commit(Some(&digest))?;
+        }
+        Ok((digest, bytes.len() as u64))
+    }
+
+    pub fn read_blob(&self, digest: &Digest) -> io::Result<Vec<u8>> {
+        let bytes = fs::read(self.blob_path(digest))?;
+        if Digest::of(&bytes) != *digest {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob {digest} does not match its digest"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// The descriptor a tag points at, if the layout has that tag.
+    pub fn resolve_tag(&self, tag: &str) -> io::Result<Option<Descriptor>> {
+        let index = self.read_index()?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .find(|m| m.annotations.get(annotation::REF_NAME).map(String::as_str) == Some(tag)))
+    }
+
+    /// All tags and what they point at.
+    pub fn tags(&self) -> io::Result<Vec<(String, Descriptor)>> {
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .filter_map(|m| {
+                m.annotations
+                    .get(annotation::REF_NAME)
+                    .cloned()
+                    .map(|t| (t, m))
+            })
+            .collect())
+    }
+
+    /// Points `tag` at `desc` (whose blobs must already be in the layout).
+    pub fn set_tag(&self, tag: &str, mut desc: Descriptor) -> io::Result<()> {
+        if !self.has_blob(&desc.digest) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("tagging {tag}: blob {} is missing", desc.digest),
+            ));
+        }
+        desc.annotations
+            .insert(annotation::REF_NAME.into(), tag.into());
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        index
+            .manifests
+            .retain(|m| m.annotations.get(annotation::REF_NAME).map(String::as_str) != Some(tag));
+        index.manifests.push(desc);
+        index.manifests.sort_by(|a, b| {
+            a.annotations
+                .get(annotation::REF_NAME)
+                .cmp(&b.annotations.get(annotation::REF_NAME))
+        });
+        self.write_atomic(&self.root.join("index.json"), &canonical_json(&index))
+    }
+
+    fn read_index(&self) -> io::Result<Index> {
+        let bytes = fs::read(self.root.join("index.json"))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", self.root.join("index.json").display()),
+            )
+        })
+    }
+
+    /// An exclusive lock on the layout, held until the guard drops.
+    pub fn lock(&self) -> io::Result<File> {
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(LOCK_FILE))?;
+        f.lock()?;
+        Ok(f)
+    }
+
+    fn temp_path(&self, what: &str) -> PathBuf {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("blobs")
+            .join("sha256")
+            .join(format!(".tmp-{what}-{}-{n}", std::process::id()))
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.temp_path("meta");
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// A blob being written; dropped without [`commit`](Self::commit), it leaves nothing behind.
+#[derive(Debug)]
+pub struct BlobWriter {
+    inner: Option<HashWriter<BufWriter<File>>>,
+    tmp: PathBuf,
+    layout: Layout,
+}
+
+impl BlobWriter {
+    /// Syncs the blob and names it by its digest; with `expected`, a mismatch is an error.
+    pub fn commit(mut self, expected: Option<&Digest>) -> io::Result<(Digest, u64)> {
+        let (digest, size, buf) = self.inner.take().expect("not committed twice").finish();
+        let file = buf.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        if let Some(e) = expected
+            && *e != digest
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob digest {digest} does not match the expected {e}"),
+            ));
+        }
+        fs::rename(&self.tmp, self.layout.blob_path(&digest))?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.as_mut().expect("open").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.as_mut().expect("open").flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.inner.is_some() || self.tmp.exists() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }

@@ -111,6 +111,10 @@ impl FileServer {
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
                 let body = f.lock().unwrap().get(&path).cloned();
                 let _ = match body {
+                    // A "truncated" file announces more bytes than it sends, then hangs up.
+                    Some(b) if path.ends_with(".truncated") => stream
+                        .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len() * 2).as_bytes())
+                        .and_then(|()| stream.write_all(&b)),
                     Some(b) => stream
                         .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len()).as_bytes())
                         .and_then(|()| stream.write_all(&b)),
@@ -183,4 +187,50 @@ images:
     tags: ["{{name}}-{{kubernetes}}-{{hash}}", "{{kubernetes_series}}-latest"]
 "#
     )
+}
+
+/// Runs a program, panicking with its stderr when it fails; returns stdout.
+pub fn sh(program: &str, args: &[&str], dir: &Path) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A small qcow2 disk made by qemu-img.
+pub fn qcow2(ws: &Workspace, rel: &str, size: &str) -> PathBuf {
+    let p = ws.path().join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p.to_str().unwrap(), size],
+        ws.path(),
+    );
+    p
+}
+
+/// `skopeo inspect --raw` of `oci:<layout>:<tag>`, parsed.
+pub fn skopeo_raw(layout: &Path, tag: &str) -> serde_json::Value {
+    let out = sh(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{tag}", layout.display()),
+        ],
+        Path::new("."),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Slow checks (network, minutes) run only when IMAGEPIPE_SLOW_TESTS=1; `.ci/run` sets it.
+pub fn slow_tests_enabled() -> bool {
+    std::env::var("IMAGEPIPE_SLOW_TESTS").is_ok_and(|v| v == "1")
 }

@@ -6,6 +6,7 @@
     clippy::print_stderr
 )]
 
+mod build;
 mod common;
 mod fuzz;
 mod identity;

@@ -1,0 +1,148 @@
+//! Layer compression: none, parallel gzip (gzp) or multi-threaded zstd.
+//!
+//! Output bytes depend only on the algorithm, level and library versions
+//! (pinned in Cargo.lock), never on the number of threads: gzp compresses
+//! fixed-size blocks primed with the previous block's tail, and zstd is always
+//! run in its multi-threaded mode (workers ≥ 1), whose output differs from
+//! single-threaded mode but not between worker counts.
+
+use std::io::{self, Write};
+
+use gzp::ZWriter;
+use gzp::deflate::Gzip;
+use gzp::par::compress::{ParCompress, ParCompressBuilder};
+
+use crate::catalog::Compression;
+use crate::oci::media;
+
+/// A compressing writer over `W`.
+pub enum Encoder<W: Write + Send + 'static> {
+    None(W),
+    Gzip(ParCompress<'static, Gzip, W>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write + Send + 'static> std::fmt::Debug for Encoder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None(_) => "Encoder::None",
+            Self::Gzip(_) => "Encoder::Gzip",
+            Self::Zstd(_) => "Encoder::Zstd",
+        })
+    }
+}
+
+/// Threads used for compression: every core.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+impl<W: Write + Send + 'static> Encoder<W> {
+    pub fn new(c: Compression, inner: W, threads: usize) -> io::Result<Self> {
+        let threads = threads.max(1);
+        Ok(match c {
+            Compression::None => Self::None(inner),
+            Compression::Gzip { level } => Self::Gzip(
+                ParCompressBuilder::<Gzip>::new()
+                    .compression_level(gzp::Compression::new(level))
+                    .num_threads(threads)
+                    .map_err(io::Error::other)?
+                    .from_writer(inner),
+            ),
+            Compression::Zstd { level } => {
+                let mut e = zstd::Encoder::new(inner, level)?;
+                e.multithread(u32::try_from(threads).unwrap_or(1))?;
+                e.include_checksum(false)?;
+                Self::Zstd(e)
+            }
+        })
+    }
+
+    /// Flushes the compressed stream's end and returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Self::None(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+            Self::Gzip(mut g) => g.finish().map_err(io::Error::other),
+            Self::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::None(w) => w.write(buf),
+            Self::Gzip(g) => g.write(buf),
+            Self::Zstd(z) => z.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::None(w) => w.flush(),
+            // gzp's flush ends a block early, which would make the bytes depend
+            // on when callers flush; buffered data is written by `finish`.
+            Self::Gzip(_) => Ok(()),
+            Self::Zstd(z) => z.flush(),
+        }
+    }
+}
+
+/// The OCI layer media type for a tar layer with this compression.
+pub fn layer_media_type(c: Compression) -> &'static str {
+    match c {
+        Compression::None => media::LAYER_TAR,
+        Compression::Gzip { .. } => media::LAYER_GZIP,
+        Compression::Zstd { .. } => media::LAYER_ZSTD,
+    }
+}
+
+/// The `+gzip`/`+zstd` suffix of a compressed non-tar blob's media type.
+pub fn suffix(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "",
+        Compression::Gzip { .. } => "+gzip",
+        Compression::Zstd { .. } => "+zstd",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compress(c: Compression, threads: usize, data: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::new(c, Vec::new(), threads).unwrap();
+        for chunk in data.chunks(7919) {
+            e.write_all(chunk).unwrap();
+            e.flush().unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn output_does_not_depend_on_thread_count_or_write_pattern() {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3f)
+            .collect();
+        for c in [
+            Compression::Gzip { level: 1 },
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+        ] {
+            let one = compress(c, 1, &data);
+            assert_eq!(one, compress(c, 2, &data), "{c:?}");
+            assert_eq!(one, compress(c, 4, &data), "{c:?}");
+            assert!(one.len() < data.len());
+        }
+        let gz = compress(Compression::Gzip { level: 6 }, 2, &data);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let zs = compress(Compression::Zstd { level: 3 }, 2, &data);
+        assert_eq!(zstd::decode_all(&zs[..]).unwrap(), data);
+    }
+}

@@ -1,0 +1,127 @@
+//! Layers written in one streaming pass: source → tar → diff_id hasher →
+//! compressor → blob hasher → blob file in the layout.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use indicatif::ProgressBar;
+
+use super::compress::{Encoder, layer_media_type, suffix, threads};
+use crate::catalog::Compression;
+use crate::oci::hash::HashWriter;
+use crate::oci::{Descriptor, Digest, annotation, media};
+use crate::store::layout::{BlobWriter, Layout};
+
+/// A layer in the layout: its descriptor and the digest of its uncompressed tar.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+}
+
+pub type LayerTar = tar::Builder<HashWriter<Encoder<BlobWriter>>>;
+
+/// Writes a tar layer whose entries `fill` appends.
+pub fn tar_layer(
+    layout: &Layout,
+    c: Compression,
+    fill: impl FnOnce(&mut LayerTar) -> io::Result<()>,
+) -> io::Result<Layer> {
+    let encoder = Encoder::new(c, layout.blob_writer()?, threads())?;
+    let mut tar = tar::Builder::new(HashWriter::new(encoder));
+    tar.mode(tar::HeaderMode::Complete);
+    tar.follow_symlinks(false);
+    fill(&mut tar)?;
+    let (diff_id, _, encoder) = tar.into_inner()?.finish();
+    let (digest, size) = encoder.finish()?.commit(None)?;
+    Ok(Layer {
+        descriptor: Descriptor::new(layer_media_type(c), digest, size),
+        diff_id,
+    })
+}
+
+/// Ownership and mode of a KubeVirt containerDisk: the `qemu` user (107).
+pub const CONTAINERDISK_UID: u64 = 107;
+pub const CONTAINERDISK_DIR_MODE: u32 = 0o555;
+pub const CONTAINERDISK_FILE_MODE: u32 = 0o440;
+
+/// The containerDisk layer: `disk/` and `disk/<name>`, 107:107, fixed modes and time.
+pub fn containerdisk_layer(
+    layout: &Layout,
+    c: Compression,
+    disk: &Path,
+    name: &str,
+    mtime: u64,
+    progress: &ProgressBar,
+) -> io::Result<Layer> {
+    let file = File::open(disk)?;
+    let size = file.metadata()?.len();
+    progress.set_length(size);
+    tar_layer(layout, c, |tar| {
+        let mut dir = header(
+            tar::EntryType::Directory,
+            CONTAINERDISK_DIR_MODE,
+            CONTAINERDISK_UID,
+            mtime,
+            0,
+        );
+        tar.append_data(&mut dir, "disk/", io::empty())?;
+        let mut h = header(
+            tar::EntryType::Regular,
+            CONTAINERDISK_FILE_MODE,
+            CONTAINERDISK_UID,
+            mtime,
+            size,
+        );
+        let reader = progress.wrap_read(file.take(size));
+        tar.append_data(&mut h, format!("disk/{name}"), reader)
+    })
+}
+
+/// A GNU tar header with the given type, mode, owner (uid = gid), time and size; no user names.
+pub fn header(kind: tar::EntryType, mode: u32, owner: u64, mtime: u64, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(owner);
+    h.set_gid(owner);
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h
+}
+
+/// The disk itself as one (optionally compressed) blob, for OCI artifacts.
+pub fn artifact_blob(
+    layout: &Layout,
+    c: Compression,
+    disk: &Path,
+    name: &str,
+    disk_format: &str,
+    progress: &ProgressBar,
+) -> io::Result<Descriptor> {
+    let file = File::open(disk)?;
+    progress.set_length(file.metadata()?.len());
+    let mut encoder = Encoder::new(c, layout.blob_writer()?, threads())?;
+    io::copy(&mut progress.wrap_read(file), &mut encoder)?;
+    let (digest, size) = encoder.finish()?.commit(None)?;
+    let mut d = Descriptor::new(
+        &format!("application/vnd.imagepipe.disk.{disk_format}{}", suffix(c)),
+        digest,
+        size,
+    );
+    d.annotations.insert(annotation::TITLE.into(), name.into());
+    Ok(d)
+}
+
+/// The empty config of artifacts: `{}`.
+pub fn empty_config(layout: &Layout) -> io::Result<Descriptor> {
+    let (digest, size) = layout.put_bytes(b"{}")?;
+    Ok(Descriptor::new(media::EMPTY, digest, size))
+}
+
+/// Writes `data` (already in memory) as a blob.
+pub fn json_blob(layout: &Layout, media_type: &str, bytes: &[u8]) -> io::Result<Descriptor> {
+    let (digest, size) = layout.put_bytes(bytes)?;
+    Ok(Descriptor::new(media_type, digest, size))
+}

@@ -1,0 +1,400 @@
+//! Building images into the local OCI layout store.
+
+pub mod compress;
+pub mod disk;
+pub mod layer;
+pub mod rootfs;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::catalog::{Catalog, Format, Image, Platform};
+use crate::oci::{self, Descriptor, Digest, annotation, canonical_json, media};
+use crate::plan::Identity;
+use crate::recipe::{RunContext, TagValues};
+use crate::source::fetch::{BuildEnv, Dirs, Material, fetch};
+use crate::store::layout::Layout;
+use crate::template::Template;
+
+/// The result of building one image.
+#[derive(Clone, Debug, Serialize)]
+pub struct Built {
+    pub image: String,
+    pub tag: String,
+    pub mutable_tags: Vec<String>,
+    pub digest: Digest,
+    /// `true` when the store already held the immutable tag and nothing was built.
+    pub cached: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Overwrite an immutable tag that points at other bytes.
+    pub force: bool,
+}
+
+/// Builds `image` into `<store>/<image-name>` and tags it.
+pub fn build_image(
+    catalog: &Catalog,
+    image: &Image,
+    id: &Identity,
+    ctx: &RunContext,
+    store: &Path,
+    opts: Options,
+) -> Result<Built, String> {
+    let name = image.name.as_str();
+    let layout =
+        Layout::create(&store.join(name)).map_err(|e| format!("store {}: {e}", store.display()))?;
+    if let Some(tag) = &id.tag
+        && let Some(existing) = layout.resolve_tag(tag).map_err(|e| e.to_string())?
+        && !opts.force
+    {
+        tracing::info!("{name}: {tag} is already in the store");
+        set_mutable(&layout, &id.mutable_tags, &existing)?;
+        return Ok(Built {
+            image: name.into(),
+            tag: tag.clone(),
+            mutable_tags: id.mutable_tags.clone(),
+            digest: existing.digest,
+            cached: true,
+        });
+    }
+    let dirs = Dirs::new(&catalog.base_dir());
+    let env = build_env(image, id, ctx);
+    let mut manifests = Vec::new();
+    for ps in &image.platforms {
+        tracing::info!(
+            "{name}: building {} from {} source",
+            ps.platform,
+            ps.source.kind()
+        );
+        let material = fetch(&ps.source, &dirs, &env).map_err(|e| format!("{name}: {e}"))?;
+        let desc = package(&layout, catalog, image, id, ctx, &ps.platform, &material)
+            .map_err(|e| format!("{name}: {e}"))?;
+        manifests.push(desc);
+    }
+    let top = if manifests.len() == 1 {
+        manifests.remove(0)
+    } else {
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": media::INDEX,
+            "manifests": manifests,
+            "annotations": provenance(image, id, ctx, None),
+        });
+        let bytes = canonical_json(&index);
+        let (digest, size) = layout.put_bytes(&bytes).map_err(|e| e.to_string())?;
+        Descriptor::new(media::INDEX, digest, size)
+    };
+    let (tag, mutable_tags) = match &id.tag {
+        Some(t) => (t.clone(), id.mutable_tags.clone()),
+        None => content_tags(catalog, image, ctx, &top.digest)?,
+    };
+    if let Some(existing) = layout.resolve_tag(&tag).map_err(|e| e.to_string())?
+        && existing.digest != top.digest
+        && !opts.force
+    {
+        return Err(format!(
+            "{name}: the immutable tag {tag} already points at {} but this build gave {}; immutable tags are never overwritten (the recipe is not reproducible, or pass --force)",
+            existing.digest, top.digest
+        ));
+    }
+    let mut tagged = top.clone();
+    if let Some(p) = &ctx.pipeline {
+        tagged
+            .annotations
+            .insert(annotation::PIPELINE.into(), p.clone());
+    }
+    layout
+        .set_tag(&tag, tagged.clone())
+        .map_err(|e| e.to_string())?;
+    set_mutable(&layout, &mutable_tags, &tagged)?;
+    Ok(Built {
+        image: name.into(),
+        tag,
+        mutable_tags,
+        digest: top.digest,
+        cached: false,
+    })
+}
+
+fn set_mutable(layout: &Layout, tags: &[String], desc: &Descriptor) -> Result<(), String> {
+    for t in tags {
+        layout.set_tag(t, desc.clone()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Tags of an unpinned recipe: `{hash}` is the built manifest's digest.
+fn content_tags(
+    catalog: &Catalog,
+    image: &Image,
+    ctx: &RunContext,
+    digest: &Digest,
+) -> Result<(String, Vec<String>), String> {
+    let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
+    let values = TagValues::new(image, ctx, digest.hex());
+    let mut tags = Vec::new();
+    for raw in image.tag_templates(&catalog.defaults) {
+        let t = Template::parse(raw, &vars).map_err(|e| e.to_string())?;
+        tags.push(t.render(|p| values.lookup(p)).map_err(|e| e.to_string())?);
+    }
+    let first = tags.remove(0);
+    Ok((first, tags))
+}
+
+/// Environment and Packer variables handed to builders.
+fn build_env(image: &Image, id: &Identity, ctx: &RunContext) -> BuildEnv {
+    let mut vars = BTreeMap::new();
+    let mut packer = BTreeMap::new();
+    vars.insert("SOURCE_DATE_EPOCH".to_owned(), ctx.epoch.to_string());
+    vars.insert("IMAGEPIPE_IMAGE".to_owned(), image.name.value.clone());
+    if let Some(tag) = &id.tag {
+        vars.insert("IMAGEPIPE_TAG".to_owned(), tag.clone());
+        packer.insert("image_tag".to_owned(), tag.clone());
+    }
+    if let Some(r) = ctx.release.as_ref().filter(|_| image.kubernetes) {
+        for (env, var, value) in [
+            ("KUBERNETES_SEMVER", "kubernetes_semver", r.kubernetes()),
+            ("KUBERNETES_SERIES", "kubernetes_series", r.series()),
+            (
+                "KUBERNETES_DEB_VERSION",
+                "kubernetes_deb_version",
+                r.deb_version(),
+            ),
+        ] {
+            vars.insert(env.to_owned(), value.clone());
+            packer.insert(var.to_owned(), value);
+        }
+    }
+    for (k, v) in &ctx.variables {
+        vars.insert(
+            format!("IMAGEPIPE_VAR_{}", k.to_ascii_uppercase()),
+            v.clone(),
+        );
+        packer.insert(format!("{k}_version"), v.clone());
+        packer.insert(k.clone(), v.clone());
+    }
+    for ps in &image.platforms {
+        if let crate::catalog::Source::Packer(p) = &ps.source {
+            let values = TagValues::new(image, ctx, &id.recipe.hash);
+            for (k, raw) in &p.vars {
+                let rendered = Template::parse(raw, &[])
+                    .ok()
+                    .and_then(|t| render_loose(&t, &values))
+                    .unwrap_or_else(|| raw.clone());
+                packer.insert(k.clone(), rendered);
+            }
+        }
+    }
+    BuildEnv {
+        vars,
+        packer_vars: packer,
+        epoch: ctx.epoch,
+    }
+}
+
+/// Renders a Packer variable template; unlike tags, values need not be OCI tags.
+fn render_loose(t: &Template, values: &TagValues) -> Option<String> {
+    let mut out = String::new();
+    for seg in &t.segments {
+        match seg {
+            crate::template::Segment::Literal(s) => out.push_str(s),
+            crate::template::Segment::Placeholder { name, len } => {
+                let v = values.lookup(name).ok()?;
+                out.push_str(&v[..len.unwrap_or(v.len()).min(v.len())]);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn provenance(
+    image: &Image,
+    id: &Identity,
+    ctx: &RunContext,
+    source_sha256: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert(annotation::CREATED.to_owned(), oci::rfc3339(ctx.epoch));
+    a.insert(annotation::IMAGE.to_owned(), image.name.value.clone());
+    a.insert(annotation::RECIPE.to_owned(), id.recipe.hash.clone());
+    a.insert(
+        annotation::VERSION.to_owned(),
+        format!("{} {}", image.os.distro, image.os.version),
+    );
+    if let Some(r) = ctx.release.as_ref().filter(|_| image.kubernetes) {
+        a.insert(annotation::KUBERNETES.to_owned(), r.kubernetes());
+        for (name, key) in [
+            ("runc", annotation::RUNC),
+            ("containerd", annotation::CONTAINERD),
+        ] {
+            if let Some(v) = ctx.variables.get(name) {
+                a.insert(key.to_owned(), v.clone());
+            }
+        }
+    }
+    if let Some(s) = source_sha256 {
+        a.insert(annotation::SOURCE_SHA256.to_owned(), s.to_owned());
+    }
+    if let Some(c) = &ctx.commit {
+        a.insert(annotation::REVISION.to_owned(), c.clone());
+    }
+    a
+}
+
+fn progress_bar(label: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_owned());
+    pb
+}
+
+/// Packages one platform's material as a manifest in the layout.
+fn package(
+    layout: &Layout,
+    catalog: &Catalog,
+    image: &Image,
+    id: &Identity,
+    ctx: &RunContext,
+    platform: &Platform,
+    m: &Material,
+) -> Result<Descriptor, String> {
+    let compression = image.compression(&catalog.defaults);
+    let mtime = u64::try_from(ctx.epoch).unwrap_or(0);
+    let pb = progress_bar(&image.name);
+    let started = std::time::Instant::now();
+    let (config, layers, artifact_type) = match image.format {
+        Format::ContainerDisk => {
+            if m.path.is_dir() {
+                return Err(format!(
+                    "{} is a directory; a containerdisk needs a disk image (qcow2 or raw)",
+                    m.path.display()
+                ));
+            }
+            disk::check(&m.path)?;
+            let layer =
+                layer::containerdisk_layer(layout, compression, &m.path, &m.name, mtime, &pb)
+                    .map_err(|e| e.to_string())?;
+            (
+                image_config(layout, platform, ctx, &[&layer])?,
+                vec![layer.descriptor],
+                None,
+            )
+        }
+        Format::Rootfs => {
+            let layer = layer::tar_layer(layout, compression, |tar| {
+                if m.path.is_dir() {
+                    rootfs::append_dir(tar, &m.path, mtime)
+                } else {
+                    let plain = plain_tarball(&m.path)?;
+                    rootfs::append_tarball(tar, plain.as_ref().map_or(&m.path, |p| p.path()), mtime)
+                }
+            })
+            .map_err(|e| format!("rootfs {}: {e}", m.path.display()))?;
+            (
+                image_config(layout, platform, ctx, &[&layer])?,
+                vec![layer.descriptor],
+                None,
+            )
+        }
+        Format::Artifact => {
+            let fmt = disk::check(&m.path)?;
+            let blob = layer::artifact_blob(layout, compression, &m.path, &m.name, &fmt, &pb)
+                .map_err(|e| e.to_string())?;
+            (
+                layer::empty_config(layout).map_err(|e| e.to_string())?,
+                vec![blob],
+                Some(media::DISK_ARTIFACT),
+            )
+        }
+    };
+    pb.finish_and_clear();
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media::MANIFEST,
+        "config": config,
+        "layers": layers,
+        "annotations": provenance(image, id, ctx, m.source_sha256.as_deref()),
+    });
+    if let Some(t) = artifact_type {
+        manifest["artifactType"] = json!(t);
+    }
+    let bytes = canonical_json(&manifest);
+    let mut desc = layer::json_blob(layout, media::MANIFEST, &bytes).map_err(|e| e.to_string())?;
+    desc.platform = Some(oci::Platform {
+        architecture: platform.arch.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+    });
+    if let Some(t) = artifact_type {
+        desc.artifact_type = Some(t.to_owned());
+    }
+    tracing::info!(
+        "{}: {} packaged in {:.1}s",
+        image.name.value,
+        platform,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(desc)
+}
+
+fn image_config(
+    layout: &Layout,
+    platform: &Platform,
+    ctx: &RunContext,
+    layers: &[&layer::Layer],
+) -> Result<Descriptor, String> {
+    let created = oci::rfc3339(ctx.epoch);
+    let mut config = json!({
+        "architecture": platform.arch,
+        "os": platform.os,
+        "created": created,
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
+        "history": [{ "created": created, "created_by": "imagepipe" }],
+    });
+    if let Some(v) = &platform.variant {
+        config["variant"] = json!(v);
+    }
+    layer::json_blob(layout, media::CONFIG, &canonical_json(&config)).map_err(|e| e.to_string())
+}
+
+/// A compressed tarball decompressed into a temporary file; `None` when already plain.
+fn plain_tarball(path: &Path) -> std::io::Result<Option<tempfile::NamedTempFile>> {
+    use std::io::Read;
+    let mut magic = [0u8; 6];
+    let n = std::fs::File::open(path)?.read(&mut magic)?;
+    let magic = &magic[..n];
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(file))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::Decoder::new(file)?)
+    } else {
+        return Ok(None);
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rootfs-")
+        .tempfile_in(std::env::temp_dir())
+        .or_else(|_| tempfile::NamedTempFile::new_in(dir))?;
+    std::io::copy(&mut reader, tmp.as_file_mut())?;
+    Ok(Some(tmp))
+}

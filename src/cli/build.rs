@@ -1,0 +1,58 @@
+//! `imagepipe build`.
+
+use super::{BuildArgs, Format, output, settings, table_or_json};
+use crate::build::{self, Built};
+use crate::catalog::{self, TargetKind};
+use crate::env::Environment;
+use crate::error::{EXIT_FAILED, Result};
+
+pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
+    let c = &args.plan.common;
+    table_or_json(c.format)?;
+    let catalog = catalog::load(&c.config)?;
+    let ctx = settings::run_context(
+        &catalog,
+        settings::release(args.plan.release.as_deref(), env)?,
+        env,
+    )?;
+    let identities = settings::identities(&catalog, &c.only, &ctx)?;
+    let store = catalog.build_store();
+    let TargetKind::Layout { path } = &store.kind else {
+        unreachable!("the build store is a layout")
+    };
+    let store_dir = catalog.base_dir().join(path);
+    let mut built: Vec<Built> = Vec::new();
+    let mut failures = Vec::new();
+    for (image, id) in &identities {
+        match build::build_image(
+            &catalog,
+            image,
+            id,
+            &ctx,
+            &store_dir,
+            build::Options { force: args.force },
+        ) {
+            Ok(b) => {
+                if c.format == Format::Table {
+                    output::line(&format!("{} {} {}", b.image, b.tag, b.digest));
+                }
+                built.push(b);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                failures.push(serde_json::json!({ "image": image.name.value, "error": e }));
+            }
+        }
+    }
+    if c.format == Format::Json {
+        output::json(
+            &serde_json::json!({ "store": store_dir, "items": built, "failures": failures }),
+        )?;
+    }
+    if failures.is_empty() {
+        Ok(0)
+    } else {
+        tracing::error!("{} of {} image(s) failed", failures.len(), identities.len());
+        Ok(EXIT_FAILED)
+    }
+}

@@ -1,0 +1,204 @@
+//! OCI values: digests, descriptors, media types, canonical JSON.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub mod hash;
+
+pub mod media {
+    pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// `artifactType` of disks published as OCI artifacts.
+    pub const DISK_ARTIFACT: &str = "application/vnd.imagepipe.disk.v1";
+}
+
+pub mod annotation {
+    pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    pub const CREATED: &str = "org.opencontainers.image.created";
+    pub const TITLE: &str = "org.opencontainers.image.title";
+    pub const REVISION: &str = "org.opencontainers.image.revision";
+    pub const VERSION: &str = "org.opencontainers.image.version";
+    pub const IMAGE: &str = "io.imagepipe.image";
+    pub const RECIPE: &str = "io.imagepipe.recipe";
+    pub const KUBERNETES: &str = "io.imagepipe.kubernetes";
+    pub const RUNC: &str = "io.imagepipe.runc";
+    pub const CONTAINERD: &str = "io.imagepipe.containerd";
+    pub const SOURCE_SHA256: &str = "io.imagepipe.source.sha256";
+    pub const PIPELINE: &str = "io.imagepipe.pipeline";
+}
+
+/// A sha256 content digest, `sha256:<64 lowercase hex>`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    hex: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a sha256 digest")]
+pub struct BadDigest(String);
+
+impl Digest {
+    pub fn from_hex(hex: &str) -> Result<Self, BadDigest> {
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self {
+                hex: hex.to_owned(),
+            })
+        } else {
+            Err(BadDigest(hex.to_owned()))
+        }
+    }
+
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
+            hex: crate::recipe::sha256_hex(bytes),
+        }
+    }
+
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+}
+
+impl FromStr for Digest {
+    type Err = BadDigest;
+    fn from_str(s: &str) -> Result<Self, BadDigest> {
+        s.strip_prefix("sha256:")
+            .ok_or_else(|| BadDigest(s.to_owned()))
+            .and_then(Self::from_hex)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub variant: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub platform: Option<Platform>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Descriptor {
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
+        Self {
+            media_type: media_type.to_owned(),
+            digest,
+            size,
+            platform: None,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// Canonical JSON: object keys sorted at every level, no whitespace. The
+/// bytes of manifests, configs and indexes, so their digests are reproducible.
+pub fn canonical_json(value: &impl Serialize) -> Vec<u8> {
+    // serde_json's Value map is a BTreeMap (sorted keys) in this build.
+    let v = serde_json::to_value(value).expect("serialisable");
+    serde_json::to_vec(&v).expect("serialisable")
+}
+
+/// RFC 3339 UTC timestamp of a Unix time, e.g. `2026-01-02T03:04:05Z`.
+pub fn rfc3339(epoch: i64) -> String {
+    let date = crate::recipe::date_yyyymmdd(epoch);
+    let secs = epoch.rem_euclid(86_400);
+    format!(
+        "{}-{}-{}T{:02}:{:02}:{:02}Z",
+        &date[..4],
+        &date[4..6],
+        &date[6..8],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse_strictly() {
+        let d: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        assert_eq!(d.hex(), "a".repeat(64));
+        assert!(
+            format!("sha256:{}", "A".repeat(64))
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!("sha512:abc".parse::<Digest>().is_err());
+        assert!(
+            format!("sha256:{}/../x", "a".repeat(64))
+                .parse::<Digest>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let mut d = Descriptor::new(media::LAYER_GZIP, Digest::of(b""), 0);
+        d.annotations.insert("z".into(), "1".into());
+        d.annotations.insert("a".into(), "2".into());
+        let s = String::from_utf8(canonical_json(&d)).unwrap();
+        assert!(
+            s.starts_with(r#"{"annotations":{"a":"2","z":"1"},"digest":"#),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_323_045), "2026-01-02T03:04:05Z");
+    }
+}

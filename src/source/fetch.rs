@@ -1,0 +1,349 @@
+//! Materialising a source: a local path holding the disk or root filesystem.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use crate::catalog::{Checksum, Command, Mmdebstrap, Packer, Source};
+use crate::oci::hash::HashReader;
+use crate::source::resolve::{DefaultResolver, SourceResolver, expand_glob, io_reason};
+
+/// A source made local: the file or directory to package and its name.
+#[derive(Debug)]
+pub struct Material {
+    pub path: PathBuf,
+    /// The file name used inside the image (`disk/<name>` of a containerDisk).
+    pub name: String,
+    /// The sha256 of the source as fetched (downloads), for provenance.
+    pub source_sha256: Option<String>,
+    /// Scratch space the material lives in, removed when dropped.
+    pub _work: Option<tempfile::TempDir>,
+}
+
+/// What builders get to know about the run.
+#[derive(Clone, Debug, Default)]
+pub struct BuildEnv {
+    /// Environment variables for `command` and `packer` (name → value).
+    pub vars: BTreeMap<String, String>,
+    /// Packer variables.
+    pub packer_vars: BTreeMap<String, String>,
+    pub epoch: i64,
+}
+
+/// Where downloads and scratch directories live: `.imagepipe/` next to the catalog.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub base: PathBuf,
+    pub cache: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Dirs {
+    pub fn new(base: &Path) -> Self {
+        let state = base.join(".imagepipe");
+        Self {
+            base: base.to_path_buf(),
+            cache: state.join("cache"),
+            work: state.join("work"),
+        }
+    }
+
+    fn scratch(&self) -> Result<tempfile::TempDir, String> {
+        fs::create_dir_all(&self.work)
+            .map_err(|e| format!("{}: {}", self.work.display(), io_reason(&e)))?;
+        tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&self.work)
+            .map_err(|e| format!("{}: {e}", self.work.display()))
+    }
+}
+
+pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+    match source {
+        Source::File { path } => {
+            let full = dirs.base.join(path);
+            fs::metadata(&full)
+                .map_err(|e| format!("source file {}: {}", full.display(), io_reason(&e)))?;
+            Ok(Material {
+                name: file_name(&full),
+                path: full,
+                source_sha256: None,
+                _work: None,
+            })
+        }
+        Source::Url { url, checksum } => {
+            let sha256 = match checksum {
+                Checksum::Sha256(h) => h.clone(),
+                Checksum::SumsUrl(s) => DefaultResolver.checksum_from_sums(s, url)?,
+            };
+            download(url, &sha256, dirs)
+        }
+        Source::Command(c) => run_command(c, dirs, env),
+        Source::Packer(p) => run_packer(p, dirs, env),
+        Source::Mmdebstrap(m) => run_mmdebstrap(m, dirs, env),
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || "disk.img".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Downloads into the content-addressed cache once, verifying while streaming;
+/// a mismatch or a cut connection leaves nothing in the cache.
+fn download(url: &str, sha256: &str, dirs: &Dirs) -> Result<Material, String> {
+    let blobs = dirs.cache.join("sha256");
+    fs::create_dir_all(&blobs).map_err(|e| format!("{}: {}", blobs.display(), io_reason(&e)))?;
+    let cached = blobs.join(sha256);
+    if !cached.is_file() {
+        tracing::info!("downloading {url}");
+        let resp = crate::http::agent()
+            .get(url)
+            .call()
+            .map_err(|e| format!("downloading {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("downloading {url}: HTTP {}", resp.status()));
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(&blobs)
+            .map_err(|e| e.to_string())?;
+        let mut reader = HashReader::new(resp.into_body().into_reader());
+        io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| format!("downloading {url}: {e}"))?;
+        let (digest, size) = reader.finish();
+        if digest.hex() != sha256 {
+            return Err(format!(
+                "checksum mismatch for {url}: expected sha256 {sha256}, got {} ({size} bytes); the download was discarded",
+                digest.hex()
+            ));
+        }
+        tmp.as_file().sync_all().map_err(|e| e.to_string())?;
+        tmp.persist(&cached).map_err(|e| e.to_string())?;
+    }
+    let (name, decompress) = super::download_name(url);
+    let path = match decompress {
+        None => cached,
+        Some(algo) => decompressed(&cached, sha256, &name, algo, dirs)?,
+    };
+    Ok(Material {
+        path,
+        name,
+        source_sha256: Some(sha256.to_owned()),
+        _work: None,
+    })
+}
+
+fn decompressed(
+    cached: &Path,
+    sha256: &str,
+    name: &str,
+    algo: &str,
+    dirs: &Dirs,
+) -> Result<PathBuf, String> {
+    let dir = dirs.cache.join("decompressed").join(sha256);
+    let out = dir.join(name);
+    if out.is_file() {
+        return Ok(out);
+    }
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let input = File::open(cached).map_err(|e| e.to_string())?;
+    let mut reader: Box<dyn Read> = match algo {
+        "xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            io::BufReader::new(input),
+        )),
+        _ => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(input))),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(&dir)
+        .map_err(|e| e.to_string())?;
+    io::copy(&mut reader, tmp.as_file_mut())
+        .map_err(|e| format!("decompressing {name} ({algo}): {e}"))?;
+    tmp.persist(&out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The single artifact a builder left in `dir`, or the one `glob` names.
+fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, String> {
+    let found: Vec<PathBuf> = match glob {
+        Some(g) => expand_glob(dir, g)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| dir.join(p))
+            .collect(),
+        None => fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect(),
+    };
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "{what} produced no artifact in {}{}",
+            dir.display(),
+            glob.map(|g| format!(" matching `{g}`")).unwrap_or_default()
+        )),
+        many => Err(format!(
+            "{what} produced {} candidate artifacts in {}; name one with `artifact:` (found: {})",
+            many.len(),
+            dir.display(),
+            many.iter()
+                .map(|p| file_name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn run(mut cmd: Process, what: &str) -> Result<(), String> {
+    tracing::info!("running {what}");
+    let status = cmd.status().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("{what}: program not found (is it installed and on PATH?)")
+        }
+        _ => format!("{what}: {e}"),
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn run_command(c: &Command, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+    let work = dirs.scratch()?;
+    let out = work.path().join("out");
+    fs::create_dir(&out).map_err(|e| e.to_string())?;
+    let program = if c.run[0].contains('/') {
+        dirs.base.join(&c.run[0]).display().to_string()
+    } else {
+        c.run[0].clone()
+    };
+    let mut cmd = Process::new(&program);
+    cmd.args(&c.run[1..])
+        .current_dir(&dirs.base)
+        .envs(&env.vars)
+        .env("IMAGEPIPE_OUTPUT_DIR", &out);
+    // Builders' output goes to our stderr: stdout carries results only.
+    cmd.stdout(std::process::Stdio::from(io::stderr().as_fd_owned()?));
+    run(cmd, &format!("command `{}`", c.run.join(" ")))?;
+    let path = pick_artifact(&out, c.artifact.as_deref(), "the command")?;
+    Ok(Material {
+        name: file_name(&path),
+        path,
+        source_sha256: None,
+        _work: Some(work),
+    })
+}
+
+fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+    let template = dirs.base.join(&p.template);
+    let text = fs::read_to_string(&template)
+        .map_err(|e| format!("packer template {}: {}", template.display(), io_reason(&e)))?;
+    let work = dirs.scratch()?;
+    let out = work.path().join("output");
+    let mut vars = env.packer_vars.clone();
+    vars.insert("output_directory".into(), out.display().to_string());
+    // Legacy JSON templates refuse variables they do not declare: pass only theirs.
+    if let Ok(serde_json::Value::Object(t)) = serde_json::from_str::<serde_json::Value>(&text) {
+        let declared: Vec<String> = t
+            .get("variables")
+            .and_then(|v| v.as_object())
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default();
+        vars.retain(|k, _| declared.contains(k));
+    }
+    let var_file = work.path().join("imagepipe.pkrvars.json");
+    fs::write(
+        &var_file,
+        serde_json::to_vec_pretty(&vars).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut cmd = Process::new("packer");
+    cmd.arg("build")
+        .arg(format!("-var-file={}", var_file.display()))
+        .arg(&template);
+    cmd.current_dir(&dirs.base)
+        .envs(&env.vars)
+        .env("PACKER_NO_COLOR", "1")
+        .env("CHECKPOINT_DISABLE", "1");
+    cmd.stdout(std::process::Stdio::from(io::stderr().as_fd_owned()?));
+    run(cmd, &format!("packer build {}", p.template.display()))?;
+    let path = match &p.artifact {
+        Some(g) => pick_artifact(&dirs.base, Some(g), "packer")?,
+        None => packer_manifest_artifact(&out).or_else(|_| pick_artifact(&out, None, "packer"))?,
+    };
+    Ok(Material {
+        name: file_name(&path),
+        path,
+        source_sha256: None,
+        _work: Some(work),
+    })
+}
+
+/// The first file of the last build in a Packer manifest post-processor file.
+fn packer_manifest_artifact(out: &Path) -> Result<PathBuf, String> {
+    let manifest = out.join("packer-manifest.json");
+    let v: serde_json::Value = serde_json::from_slice(
+        &fs::read(&manifest).map_err(|e| format!("{}: {}", manifest.display(), io_reason(&e)))?,
+    )
+    .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let builds = v["builds"]
+        .as_array()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("{} lists no builds", manifest.display()))?;
+    let last = builds.last().expect("non-empty");
+    let name = last["files"][0]["name"]
+        .as_str()
+        .ok_or_else(|| format!("{} lists no artifact files", manifest.display()))?;
+    let p = PathBuf::from(name);
+    Ok(if p.is_absolute() { p } else { out.join(p) })
+}
+
+fn run_mmdebstrap(m: &Mmdebstrap, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+    let work = dirs.scratch()?;
+    let rootfs = work.path().join("rootfs");
+    let mut cmd = Process::new("mmdebstrap");
+    cmd.arg(format!("--variant={}", m.variant))
+        .arg("--mode=root")
+        .arg("--format=directory");
+    if !m.packages.is_empty() {
+        cmd.arg(format!("--include={}", m.packages.join(",")));
+    }
+    if !m.components.is_empty() {
+        cmd.arg(format!("--components={}", m.components.join(",")));
+    }
+    cmd.arg(&m.suite).arg(&rootfs);
+    if let Some(mirror) = &m.mirror {
+        cmd.arg(mirror);
+    }
+    cmd.env("SOURCE_DATE_EPOCH", env.epoch.to_string());
+    cmd.stdout(std::process::Stdio::from(io::stderr().as_fd_owned()?));
+    run(cmd, &format!("mmdebstrap {}", m.suite))?;
+    Ok(Material {
+        name: "rootfs".into(),
+        path: rootfs,
+        source_sha256: None,
+        _work: Some(work),
+    })
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, String>;
+}
+
+impl AsFdOwned for io::Stderr {
+    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, String> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
+    }
+}
