@@ -25,12 +25,12 @@ bin="$PWD/target/release/imagepipe"
     echo "    format: containerdisk"
   done
 } > "$out/images.yml"
-items=$("$bin" plan -c "$out/images.yml" --format json | grep -c '"image"')
+items=$("$bin" plan --offline -c "$out/images.yml" --format json | grep -c '"image"')
 echo "catalog: $n images, plan items: $items" >&2
 if command -v hyperfine >/dev/null; then
   hyperfine --warmup 2 --runs 10 --export-markdown "$out/plan.md" \
-    "$bin plan -c $out/images.yml --format json" \
+    "$bin plan --offline -c $out/images.yml --format json" \
     "$bin validate -c $out/images.yml"
 else
-  time "$bin" plan -c "$out/images.yml" --format json >/dev/null
+  time "$bin" plan --offline -c "$out/images.yml" --format json >/dev/null
 fi

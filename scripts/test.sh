@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests run for real.
-packages=(git qemu-utils skopeo umoci packer mmdebstrap)
+packages=(git qemu-utils skopeo umoci packer mmdebstrap docker-registry apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
+
+# The mmdebstrap test builds a real Debian rootfs from deb.debian.org (~30 s).
+export IMAGEPIPE_SLOW_TESTS="${IMAGEPIPE_SLOW_TESTS:-1}"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -219,7 +219,7 @@ fn decide(
         Some(name) => (Action::Copy, format!("target {name} has it")),
         None if holders.get(target.name.as_str()) == Some(&TagState::Unknown) => (
             Action::Build,
-            "not in the local store (registry state not checked)".into(),
+            "registry state unknown (offline or unreachable)".into(),
         ),
         None => (Action::Build, "no target has this recipe yet".into()),
     }

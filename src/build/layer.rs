@@ -2,7 +2,7 @@
 //! compressor → blob hasher → blob file in the layout.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufReader, BufWriter, Read};
 use std::path::Path;
 
 use indicatif::ProgressBar;
@@ -20,7 +20,11 @@ pub struct Layer {
     pub diff_id: Digest,
 }
 
-pub type LayerTar = tar::Builder<HashWriter<Encoder<BlobWriter>>>;
+/// The tar stream of a layer. The 1 MiB buffer hands the hasher and the
+/// compressor large writes instead of tar's 8 KiB copies.
+pub type LayerTar = tar::Builder<BufWriter<HashWriter<Encoder<BlobWriter>>>>;
+
+const IO_BUFFER: usize = 1 << 20;
 
 /// Writes a tar layer whose entries `fill` appends.
 pub fn tar_layer(
@@ -29,11 +33,18 @@ pub fn tar_layer(
     fill: impl FnOnce(&mut LayerTar) -> io::Result<()>,
 ) -> io::Result<Layer> {
     let encoder = Encoder::new(c, layout.blob_writer()?, threads())?;
-    let mut tar = tar::Builder::new(HashWriter::new(encoder));
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(
+        IO_BUFFER,
+        HashWriter::new(encoder),
+    ));
     tar.mode(tar::HeaderMode::Complete);
     tar.follow_symlinks(false);
     fill(&mut tar)?;
-    let (diff_id, _, encoder) = tar.into_inner()?.finish();
+    let (diff_id, _, encoder) = tar
+        .into_inner()?
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .finish();
     let (digest, size) = encoder.finish()?.commit(None)?;
     Ok(Layer {
         descriptor: Descriptor::new(layer_media_type(c), digest, size),
@@ -74,7 +85,7 @@ pub fn containerdisk_layer(
             mtime,
             size,
         );
-        let reader = progress.wrap_read(file.take(size));
+        let reader = BufReader::with_capacity(IO_BUFFER, progress.wrap_read(file.take(size)));
         tar.append_data(&mut h, format!("disk/{name}"), reader)
     })
 }
@@ -103,7 +114,10 @@ pub fn artifact_blob(
     let file = File::open(disk)?;
     progress.set_length(file.metadata()?.len());
     let mut encoder = Encoder::new(c, layout.blob_writer()?, threads())?;
-    io::copy(&mut progress.wrap_read(file), &mut encoder)?;
+    io::copy(
+        &mut BufReader::with_capacity(IO_BUFFER, progress.wrap_read(file)),
+        &mut encoder,
+    )?;
     let (digest, size) = encoder.finish()?.commit(None)?;
     let mut d = Descriptor::new(
         &format!("application/vnd.imagepipe.disk.{disk_format}{}", suffix(c)),

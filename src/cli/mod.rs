@@ -3,6 +3,7 @@
 mod build;
 mod output;
 mod plan;
+mod publish;
 mod settings;
 mod validate;
 
@@ -32,6 +33,10 @@ enum Command {
     Plan(PlanArgs),
     /// Build images into the local store (an OCI image layout); print `name tag digest`.
     Build(BuildArgs),
+    /// Build what is missing and push to every target: immutable tags first, then mutable tags.
+    Publish(PublishArgs),
+    /// Markdown release notes: versions and every image reference with its digest, per target.
+    ReleaseNotes(ReleaseNotesArgs),
     /// Print the JSON Schema of the catalog.
     Schema,
 }
@@ -65,6 +70,9 @@ pub struct PlanArgs {
     /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
     #[arg(long)]
     pub release: Option<String>,
+    /// Do not query registry targets (their state is reported as unknown).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +82,34 @@ pub struct BuildArgs {
     /// Rebuild even if the store has the immutable tag, and overwrite it.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Replace immutable tags that hold other bytes (never done otherwise).
+    #[arg(long)]
+    pub force: bool,
+    /// Only move mutable tags, once every target holds the immutable tag (the fan-out's last job).
+    #[arg(long)]
+    pub tags_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseNotesArgs {
+    /// The catalog file.
+    #[arg(short = 'c', long = "config", default_value = "images.yml")]
+    pub config: std::path::PathBuf,
+    /// Kubernetes release tag, e.g. `v1.33.6/runc-1.2.6`.
+    #[arg(long)]
+    pub release: String,
+    /// Only these images (repeatable).
+    #[arg(long = "only", value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Only these targets (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -101,6 +137,8 @@ pub fn run() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args, &env),
         Command::Build(args) => build::run(&args, &env),
+        Command::Publish(args) => publish::run(&args, &env),
+        Command::ReleaseNotes(args) => publish::release_notes(&args, &env),
         Command::Schema => output::json(&crate::catalog::schema::schema()),
     };
     match result {

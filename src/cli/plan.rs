@@ -5,7 +5,12 @@ use crate::catalog;
 use crate::env::Environment;
 use crate::error::Result;
 use crate::plan;
+use crate::publish::LiveState;
+use crate::registry::Client;
+use crate::registry::auth::Keychain;
+use crate::registry::retry::Policy;
 use crate::store::OfflineState;
+use std::time::Duration;
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
@@ -18,8 +23,21 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let base = catalog.base_dir();
-    let state = OfflineState { base: &base };
-    let p = plan::plan(&identities, &targets, &catalog.build_store(), &ctx, &state);
+    let client = Client::with_policy(
+        Keychain::from_env(env),
+        Policy {
+            attempts: 2,
+            total: Duration::from_secs(10),
+            ..Policy::default()
+        },
+    );
+    let live = LiveState {
+        client: &client,
+        base: &base,
+    };
+    let offline = OfflineState { base: &base };
+    let state: &dyn plan::TargetState = if args.offline { &offline } else { &live };
+    let p = plan::plan(&identities, &targets, &catalog.build_store(), &ctx, state);
     match c.format {
         Format::Table => output::plan_table(&p),
         Format::Json => {

@@ -803,3 +803,55 @@ fn mmdebstrap_builds_a_real_debian_rootfs() {
     assert!(os_release.contains("bookworm"), "{os_release}");
     assert!(bundle.join("rootfs/usr/bin/apt").is_file());
 }
+
+/// A size-limited tmpfs, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly() {
+    let ws = Workspace::with_catalog(
+        "version: 1\ntargets:\n  - { name: local, layout: ./small/store }\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { file: big.raw }\n    format: containerdisk\n    compression: none\n",
+    );
+    let Some(_disk) = SmallDisk::mount(&ws.path().join("small"), "4m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let noise: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    ws.write("big.raw", &noise);
+    let out = build(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "{}",
+        out.stderr
+    );
+    let layout = ws.path().join("small/store/disk");
+    no_temp_files(&layout);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"],
+        serde_json::json!([]),
+        "no tag for a partial image"
+    );
+}

@@ -11,6 +11,8 @@ mod common;
 mod fuzz;
 mod identity;
 mod plan;
+mod publish;
+mod registry_fixture;
 mod release;
 mod schema;
 mod validate;

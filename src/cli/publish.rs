@@ -1,0 +1,221 @@
+//! `imagepipe publish` and `imagepipe release-notes`.
+
+use std::fmt::Write as _;
+
+use super::{Format, PublishArgs, ReleaseNotesArgs, output, settings, table_or_json};
+use crate::build;
+use crate::catalog::{self, TargetKind};
+use crate::env::Environment;
+use crate::error::{EXIT_FAILED, Error, Result};
+use crate::publish::{self, Dest, Item, Outcome};
+use crate::registry::Client;
+use crate::registry::auth::Keychain;
+use crate::store::layout::Layout;
+
+pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
+    let c = &args.plan.common;
+    table_or_json(c.format)?;
+    let catalog = catalog::load(&c.config)?;
+    let ctx = settings::run_context(
+        &catalog,
+        settings::release(args.plan.release.as_deref(), env)?,
+        env,
+    )?;
+    let targets = settings::select_targets(&catalog, &c.target)?;
+    let identities = settings::identities(&catalog, &c.only, &ctx)?;
+    let base = catalog.base_dir();
+    let store = catalog.build_store();
+    let TargetKind::Layout { path } = &store.kind else {
+        unreachable!("the build store is a layout")
+    };
+    let store_dir = base.join(path);
+    let client = Client::new(Keychain::from_env(env));
+    let opts = publish::Options { force: args.force };
+    let mut items: Vec<Item> = Vec::new();
+    for (image, id) in &identities {
+        let dests: Vec<_> = targets
+            .iter()
+            .filter(|t| image.goes_to(&t.name))
+            .map(|t| (*t, Dest::of(t, &image.name, &base)))
+            .collect();
+        let (tag, src) = if args.tags_only {
+            match &id.tag {
+                Some(t) => (t.clone(), None),
+                None => {
+                    items.extend(fail(
+                        image.name.as_str(),
+                        &dests,
+                        "its tag comes from the built content: publish it without --tags-only",
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            match build::build_image(
+                &catalog,
+                image,
+                id,
+                &ctx,
+                &store_dir,
+                build::Options { force: args.force },
+            ) {
+                Ok(b) => (
+                    b.tag,
+                    Layout::open_existing(&store_dir.join(image.name.as_str())),
+                ),
+                Err(e) => {
+                    items.extend(fail(image.name.as_str(), &dests, &e));
+                    continue;
+                }
+            }
+        };
+        // Mutable tags move only when this run covers every target of the image;
+        // a run narrowed by --target (a fan-out job) leaves them to `--tags-only`,
+        // which moves them on the targets it names once each holds the immutable tag.
+        let all_targets = catalog
+            .targets
+            .iter()
+            .filter(|t| image.goes_to(&t.name))
+            .count()
+            == dests.len();
+        let mut id = id.clone();
+        if !all_targets && !args.tags_only && !id.mutable_tags.is_empty() {
+            tracing::info!(
+                "{}: --target covers part of its targets: mutable tags are left for `publish --tags-only`",
+                image.name.value
+            );
+            id.mutable_tags.clear();
+        }
+        items.extend(publish::publish_image(
+            &client,
+            image,
+            &id,
+            &tag,
+            src.as_ref(),
+            &dests,
+            opts,
+        ));
+    }
+    report(&items, c.format)?;
+    Ok(if items.iter().any(|i| i.outcome == Outcome::Failed) {
+        EXIT_FAILED
+    } else {
+        0
+    })
+}
+
+fn fail(image: &str, dests: &[(&catalog::Target, Dest)], error: &str) -> Vec<Item> {
+    dests
+        .iter()
+        .map(|(t, d)| Item {
+            image: image.to_owned(),
+            target: t.name.value.clone(),
+            reference: d.reference(),
+            tag: String::new(),
+            digest: None,
+            outcome: Outcome::Failed,
+            moved: Vec::new(),
+            error: Some(error.to_owned()),
+        })
+        .collect()
+}
+
+fn report(items: &[Item], format: Format) -> Result<()> {
+    for i in items.iter().filter(|i| i.outcome == Outcome::Failed) {
+        tracing::error!(
+            "{} → {}: {}",
+            i.image,
+            i.target,
+            i.error.as_deref().unwrap_or("failed")
+        );
+    }
+    if format == Format::Json {
+        output::json(&serde_json::json!({ "items": items }))?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.image.clone(),
+                i.target.clone(),
+                match &i.digest {
+                    Some(d) => format!("{}@{d}", i.reference),
+                    None => i.reference.clone(),
+                },
+                match i.outcome {
+                    Outcome::Pushed => "pushed",
+                    Outcome::Present => "present",
+                    Outcome::Failed => "FAILED",
+                }
+                .to_owned(),
+                i.moved.join(","),
+            ]
+        })
+        .collect();
+    output::table(&["IMAGE", "TARGET", "REFERENCE", "RESULT", "MOVED"], &rows);
+    Ok(())
+}
+
+pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
+    let release = settings::release(Some(&args.release), env)?
+        .ok_or_else(|| Error::Usage("--release is required".into()))?;
+    let catalog = catalog::load(&args.config)?;
+    let ctx = settings::run_context(&catalog, Some(release.clone()), env)?;
+    let targets = settings::select_targets(&catalog, &args.target)?;
+    let identities = settings::identities(&catalog, &args.only, &ctx)?;
+    let base = catalog.base_dir();
+    let client = Client::new(Keychain::from_env(env));
+    let mut md = String::new();
+    let _ = writeln!(md, "# Kubernetes {} node images\n", release.kubernetes());
+    let _ = writeln!(md, "Release tag: `{}`\n", release.tag);
+    let _ = writeln!(md, "| component | version |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "| Kubernetes | {} (packages {}) |",
+        release.kubernetes(),
+        release.deb_version()
+    );
+    for name in ["runc", "containerd"] {
+        if let Some(v) = ctx.variables.get(name) {
+            let _ = writeln!(md, "| {name} | {v} |");
+        }
+    }
+    let mut missing = 0;
+    for (image, id) in &identities {
+        let _ = writeln!(
+            md,
+            "\n## {} ({} {})\n",
+            image.name.value, image.os.distro, image.os.version
+        );
+        let Some(tag) = &id.tag else {
+            let _ = writeln!(
+                md,
+                "Tag derived from built content: see the publish report."
+            );
+            continue;
+        };
+        let _ = writeln!(md, "| target | image |\n|---|---|");
+        for t in targets.iter().filter(|t| image.goes_to(&t.name)) {
+            let dest = Dest::of(t, &image.name, &base);
+            let cell = match dest.resolve(&client, tag) {
+                Ok(Some(d)) => format!("`{}:{tag}@{d}`", dest.reference()),
+                Ok(None) => {
+                    missing += 1;
+                    format!("missing: `{}:{tag}` is not published", dest.reference())
+                }
+                Err(e) => {
+                    missing += 1;
+                    format!("unknown: {e}")
+                }
+            };
+            let _ = writeln!(md, "| {} | {cell} |", t.name.value);
+        }
+    }
+    output::text(&md);
+    if missing > 0 {
+        tracing::error!("{missing} image reference(s) are missing");
+        return Ok(EXIT_FAILED);
+    }
+    Ok(0)
+}

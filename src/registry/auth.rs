@@ -1,0 +1,258 @@
+//! Credentials: where they come from (a keychain over Docker's and podman's
+//! files and credential helpers) and a type that never prints them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+
+use crate::env::{DOCKER_CONFIG, Environment, REGISTRY_AUTH_FILE};
+
+/// A secret value: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The value, for the one place that puts it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What a registry host is accessed with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    Anonymous,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// An OAuth2 refresh token (Docker's `identitytoken`), exchanged at the token endpoint.
+    IdentityToken(Secret),
+}
+
+/// Resolves credentials per registry host.
+#[derive(Clone, Debug, Default)]
+pub struct Keychain {
+    files: Vec<PathBuf>,
+}
+
+impl Keychain {
+    /// The files, in order: `REGISTRY_AUTH_FILE`, Docker's `config.json`
+    /// (`DOCKER_CONFIG` or `~/.docker`), podman's `$XDG_RUNTIME_DIR/containers/auth.json`.
+    pub fn from_env(env: &Environment) -> Self {
+        let mut files = Vec::new();
+        if let Some(f) = env.get(REGISTRY_AUTH_FILE) {
+            files.push(PathBuf::from(f));
+        }
+        match env.get(DOCKER_CONFIG) {
+            Some(d) => files.push(Path::new(d).join("config.json")),
+            None => {
+                if let Some(home) = env.get("HOME") {
+                    files.push(Path::new(home).join(".docker/config.json"));
+                }
+            }
+        }
+        if let Some(run) = env.get("XDG_RUNTIME_DIR") {
+            files.push(Path::new(run).join("containers/auth.json"));
+        }
+        Self { files }
+    }
+
+    pub fn from_files(files: Vec<PathBuf>) -> Self {
+        Self { files }
+    }
+
+    /// The credential for `host` (`host[:port]`); anonymous when none is configured.
+    pub fn resolve(&self, host: &str) -> Result<Credential, String> {
+        for file in &self.files {
+            let Ok(bytes) = std::fs::read(file) else {
+                continue;
+            };
+            let config: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: not valid JSON: {e}", file.display()))?;
+            if let Some(helper) = config["credHelpers"].get(host).and_then(|h| h.as_str()) {
+                return helper_get(helper, host);
+            }
+            if let Some(entry) = lookup(&config["auths"], host)
+                && let Some(c) = from_entry(entry, file)?
+            {
+                return Ok(c);
+            }
+            if let Some(store) = config["credsStore"].as_str() {
+                match helper_get(store, host) {
+                    Ok(Credential::Anonymous) | Err(_) => {}
+                    Ok(c) => return Ok(c),
+                }
+            }
+        }
+        Ok(Credential::Anonymous)
+    }
+}
+
+fn lookup<'a>(auths: &'a serde_json::Value, host: &str) -> Option<&'a serde_json::Value> {
+    let map = auths.as_object()?;
+    let mut keys = vec![
+        host.to_owned(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+    ];
+    if host == "docker.io" || host == "registry-1.docker.io" {
+        keys.push("https://index.docker.io/v1/".into());
+    }
+    keys.iter()
+        .find_map(|k| map.get(k).or_else(|| map.get(&format!("{k}/"))))
+}
+
+fn from_entry(entry: &serde_json::Value, file: &Path) -> Result<Option<Credential>, String> {
+    if let Some(t) = entry["identitytoken"].as_str().filter(|t| !t.is_empty()) {
+        return Ok(Some(Credential::IdentityToken(Secret::new(t))));
+    }
+    if let Some(a) = entry["auth"].as_str().filter(|a| !a.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(a.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                format!(
+                    "{}: an `auth` entry is not base64 of `user:password`",
+                    file.display()
+                )
+            })?;
+        let (user, pass) = decoded.split_once(':').ok_or_else(|| {
+            format!(
+                "{}: an `auth` entry is not base64 of `user:password`",
+                file.display()
+            )
+        })?;
+        return Ok(Some(Credential::Basic {
+            username: user.to_owned(),
+            password: Secret::new(pass),
+        }));
+    }
+    if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
+        return Ok(Some(Credential::Basic {
+            username: u.to_owned(),
+            password: Secret::new(p),
+        }));
+    }
+    Ok(None)
+}
+
+/// Runs `docker-credential-<helper> get` with the host on stdin.
+fn helper_get(helper: &str, host: &str) -> Result<Credential, String> {
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("credential helper {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(host.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("credential helper {program}: {e}"))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stdout);
+        if msg.contains("credentials not found") {
+            return Ok(Credential::Anonymous);
+        }
+        return Err(format!(
+            "credential helper {program} failed for {host} ({})",
+            out.status
+        ));
+    }
+    let v: BTreeMap<String, String> = serde_json::from_slice(&out.stdout)
+        .map_err(|_| format!("credential helper {program} returned unreadable output"))?;
+    let user = v.get("Username").cloned().unwrap_or_default();
+    let secret = v.get("Secret").cloned().unwrap_or_default();
+    Ok(if user == "<token>" {
+        Credential::IdentityToken(Secret::new(secret))
+    } else if secret.is_empty() {
+        Credential::Anonymous
+    } else {
+        Credential::Basic {
+            username: user,
+            password: Secret::new(secret),
+        }
+    })
+}
+
+/// `Basic base64(user:password)`.
+pub fn basic_header(username: &str, password: &Secret) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{username}:{}", password.expose()))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: Secret::new("hunter2"),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(Secret::new("x").to_string(), "***");
+    }
+
+    #[test]
+    fn docker_config_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.json");
+        std::fs::write(
+            &f,
+            r#"{"auths":{"r.example.com":{"auth":"dTpwOnc="},"https://s.example.com":{"identitytoken":"tok"},"t.example.com":{"username":"a","password":"b"}}}"#,
+        )
+        .unwrap();
+        let k = Keychain::from_files(vec![f]);
+        assert_eq!(
+            k.resolve("r.example.com").unwrap(),
+            Credential::Basic {
+                username: "u".into(),
+                password: Secret::new("p:w")
+            }
+        );
+        assert_eq!(
+            k.resolve("s.example.com").unwrap(),
+            Credential::IdentityToken(Secret::new("tok"))
+        );
+        assert_eq!(
+            k.resolve("t.example.com").unwrap(),
+            Credential::Basic {
+                username: "a".into(),
+                password: Secret::new("b")
+            }
+        );
+        assert_eq!(
+            k.resolve("other.example.com").unwrap(),
+            Credential::Anonymous
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! `imagepipe publish` and `release-notes` against a real Distribution registry,
+//! read back with skopeo.
+
+use serde_json::Value;
+
+use crate::common::{Workspace, qcow2, run, sh};
+use crate::registry_fixture::Registry;
+
+fn catalog(addr: &str, extra_targets: &str) -> String {
+    format!(
+        "version: 1\ntargets:\n  - {{ name: local, layout: ./.imagepipe/store }}\n  - {{ name: eu, registry: {addr}, namespace: eu/k8s, insecure: true }}\n  - {{ name: us, registry: {addr}, namespace: us/k8s, insecure: true }}\n{extra_targets}images:\n  - name: disk\n    os: {{ distro: ubuntu, version: \"24.04\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n"
+    )
+}
+
+fn publish(ws: &Workspace, args: &[&str]) -> crate::common::Output {
+    let mut c = ws.cmd();
+    c.args(["publish", "--format", "json"])
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    run(c)
+}
+
+fn remote_digest(addr: &str, repo: &str, tag: &str) -> Option<String> {
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{addr}/{repo}:{tag}"),
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| imagepipe::recipe::sha256_hex(&out.stdout))
+}
+
+#[test]
+fn publishes_to_every_target_with_the_same_digest() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
+    qcow2(&ws, "disk.qcow2", "8M");
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    let tag = items[0]["tag"].as_str().unwrap();
+    let digest = items[0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    for ns in ["eu/k8s", "us/k8s"] {
+        assert_eq!(
+            remote_digest(&reg.addr, &format!("{ns}/disk"), tag).as_deref(),
+            Some(digest.as_str()),
+            "{ns}"
+        );
+        assert_eq!(
+            remote_digest(&reg.addr, &format!("{ns}/disk"), "latest").as_deref(),
+            Some(digest.as_str()),
+            "{ns} latest"
+        );
+    }
+    assert_eq!(items[1]["outcome"], "pushed");
+    assert_eq!(items[1]["moved"], serde_json::json!(["latest"]));
+    // skopeo copies it back in full.
+    let back = ws.path().join("back");
+    sh(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/us/k8s/disk:{tag}", reg.addr),
+            &format!("oci:{}:x", back.display()),
+        ],
+        ws.path(),
+    );
+    // A rerun pushes nothing and moves nothing new.
+    let again = publish(&ws, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let v: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["outcome"] == "present"),
+        "{}",
+        again.stdout
+    );
+    // plan now reads the registry: skip everywhere.
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json"])
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let plan: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    assert!(
+        plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["action"] == "skip"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_failing_target_leaves_mutable_tags_alone() {
+    let reg = Registry::start();
+    let dead = format!("127.0.0.1:{}", crate::registry_fixture::free_port());
+    let extra =
+        format!("  - {{ name: dead, registry: \"{dead}\", namespace: x, insecure: true }}\n");
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, &extra));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let tag = v["items"][0]["tag"].as_str().unwrap().to_owned();
+    let dead_item = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"] == "dead")
+        .unwrap()
+        .clone();
+    assert_eq!(dead_item["outcome"], "failed");
+    assert!(
+        dead_item["error"].as_str().unwrap().contains(&dead),
+        "{dead_item}"
+    );
+    // The live targets got the immutable tag, but `latest` did not move anywhere.
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", &tag).is_some());
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", "latest").is_none());
+    assert!(remote_digest(&reg.addr, "us/k8s/disk", "latest").is_none());
+}
+
+#[test]
+fn fan_out_jobs_then_tags_only() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
+    qcow2(&ws, "disk.qcow2", "4M");
+    // One job per target: immutable tags only.
+    for t in ["eu", "us"] {
+        let out = publish(&ws, &["--target", t]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert!(
+        remote_digest(&reg.addr, "eu/k8s/disk", "latest").is_none(),
+        "a job does not move latest"
+    );
+    // The final job, on a fresh runner without the local store.
+    std::fs::remove_dir_all(ws.path().join(".imagepipe")).unwrap();
+    let out = publish(&ws, &["--tags-only", "--target", "eu", "--target", "us"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = remote_digest(&reg.addr, "eu/k8s/disk", &tag);
+    assert_eq!(remote_digest(&reg.addr, "eu/k8s/disk", "latest"), d);
+    assert_eq!(remote_digest(&reg.addr, "us/k8s/disk", "latest"), d);
+}
+
+#[test]
+fn immutable_tags_are_never_overwritten_on_a_registry() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json", "--offline"])
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let tag = serde_json::from_str::<Value>(&run(c).stdout).unwrap()["items"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Someone else put other bytes under our immutable tag on one target.
+    let other = Workspace::with_catalog(&catalog(&reg.addr, "").replace("ubuntu", "debian"));
+    qcow2(&other, "disk.qcow2", "6M");
+    let mut c = other.cmd();
+    c.arg("build");
+    assert_eq!(run(c).code, 0);
+    sh(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!(
+                "oci:{}/.imagepipe/store/disk:latest",
+                other.path().display()
+            ),
+            &format!("docker://{}/us/k8s/disk:{tag}", reg.addr),
+        ],
+        other.path(),
+    );
+    let squatter = remote_digest(&reg.addr, "us/k8s/disk", &tag);
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("never overwritten"), "{}", out.stderr);
+    assert_eq!(
+        remote_digest(&reg.addr, "us/k8s/disk", &tag),
+        squatter,
+        "left as it was"
+    );
+    assert!(
+        remote_digest(&reg.addr, "eu/k8s/disk", "latest").is_none(),
+        "latest did not move"
+    );
+    let forced = publish(&ws, &["--force"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_ne!(remote_digest(&reg.addr, "us/k8s/disk", &tag), squatter);
+}
+
+#[test]
+fn basic_auth_from_docker_config_and_no_secret_in_any_output() {
+    let password = "s3cret-Pa55word";
+    let reg = Registry::start_with_auth("ci", password);
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
+    qcow2(&ws, "disk.qcow2", "4M");
+    // Without credentials: a clear error naming the fix.
+    let out = publish(&ws, &["--target", "eu"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("requires credentials") && out.stderr.contains("DOCKER_CONFIG"),
+        "{}",
+        out.stderr
+    );
+    let config = ws.path().join("docker");
+    let auth = base64_encode(&format!("ci:{password}"));
+    ws.write(
+        "docker/config.json",
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    );
+    let run_with = |args: &[&str]| {
+        let mut c = ws.cmd();
+        c.args(args)
+            .env("DOCKER_CONFIG", &config)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("IMAGEPIPE_LOG", "debug");
+        run(c)
+    };
+    let outs = [
+        run_with(&["publish"]),
+        run_with(&["publish", "--format", "json"]),
+        run_with(&["plan", "--format", "json"]),
+        run_with(&["release-notes", "--release", "v1.33.6"]),
+    ];
+    assert_eq!(outs[0].code, 0, "{}", outs[0].stderr);
+    for o in &outs {
+        for text in [&o.stdout, &o.stderr] {
+            assert!(!text.contains(password), "password leaked:\n{text}");
+            assert!(!text.contains(&auth), "auth leaked:\n{text}");
+        }
+    }
+    // A wrong password is a clear failure that does not echo it either.
+    ws.write(
+        "docker/config.json",
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"ci","password":"wrong-{password}"}}}}}}"#,
+            reg.addr
+        ),
+    );
+    let bad = run_with(&["publish", "--force"]);
+    assert_eq!(bad.code, 1);
+    assert!(!bad.stderr.contains(password) && !bad.stdout.contains(password));
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn release_notes_list_every_reference_with_its_digest() {
+    let reg = Registry::start();
+    let text = format!(
+        "version: 1\nvariables:\n  runc: {{ default: \"1.2.6\", env: RUNC_VERSION }}\n  containerd: {{ default: \"2.0.4\" }}\ntargets:\n  - {{ name: eu, registry: {a}, namespace: eu, insecure: true }}\n  - {{ name: us, registry: {a}, namespace: us, insecure: true }}\nimages:\n  - name: node-2204\n    kubernetes: true\n    os: {{ distro: ubuntu, version: \"22.04\" }}\n    source: {{ file: a.qcow2 }}\n    format: containerdisk\n    tags: [\"{{name}}-{{kubernetes}}-{{hash}}\", \"{{kubernetes_series}}-latest\"]\n  - name: node-2404\n    kubernetes: true\n    os: {{ distro: ubuntu, version: \"24.04\" }}\n    source: {{ file: b.qcow2 }}\n    format: containerdisk\n    tags: [\"{{name}}-{{kubernetes}}-{{hash}}\"]\n",
+        a = reg.addr
+    );
+    let ws = Workspace::with_catalog(&text);
+    qcow2(&ws, "a.qcow2", "4M");
+    qcow2(&ws, "b.qcow2", "5M");
+    let notes = |ws: &Workspace| {
+        let mut c = ws.cmd();
+        c.args(["release-notes", "--release", "v1.33.6/runc-1.2.6"])
+            .env("SOURCE_DATE_EPOCH", "1");
+        run(c)
+    };
+    let before = notes(&ws);
+    assert_eq!(before.code, 1, "nothing published yet");
+    assert!(before.stdout.contains("missing"));
+    let mut c = ws.cmd();
+    c.args([
+        "publish",
+        "--release",
+        "v1.33.6/runc-1.2.6",
+        "--format",
+        "json",
+    ])
+    .env("SOURCE_DATE_EPOCH", "1");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let after = notes(&ws);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    assert!(after.stdout.starts_with("# Kubernetes v1.33.6 node images"));
+    assert!(
+        after.stdout.contains("| runc | 1.2.6 |")
+            && after.stdout.contains("| containerd | 2.0.4 |")
+    );
+    assert!(after.stdout.contains("1.33.6-1.1"));
+    for item in v["items"].as_array().unwrap() {
+        let reference = format!(
+            "{}@{}",
+            item["reference"].as_str().unwrap(),
+            item["digest"].as_str().unwrap()
+        );
+        assert!(
+            after.stdout.contains(&reference),
+            "{reference} missing in\n{}",
+            after.stdout
+        );
+    }
+    assert!(remote_digest(&reg.addr, "eu/node-2204", "v1.33-latest").is_some());
+}

@@ -1,0 +1,108 @@
+//! A real CNCF Distribution registry (Debian's `docker-registry`) on
+//! 127.0.0.1 and a random free port, with its own storage; stopped on drop.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Registry {
+    pub addr: String,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Registry {
+    /// Plain HTTP, delete enabled.
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With htpasswd basic auth for `user`/`password` (bcrypt via `htpasswd -B`).
+    pub fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut auth_cfg = String::new();
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let ok = Command::new("htpasswd")
+                .args(["-Bbc", htpasswd.to_str().unwrap(), user, password])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("htpasswd (apache2-utils) is installed");
+            assert!(ok.success());
+            auth_cfg = format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_cfg}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = spawn(&config, dir.path());
+        let r = Self {
+            addr,
+            _dir: dir,
+            child,
+        };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("registry on {} did not start", self.addr);
+    }
+}
+
+fn binary() -> &'static str {
+    if Path::new("/usr/bin/docker-registry").exists() {
+        "/usr/bin/docker-registry"
+    } else {
+        "registry"
+    }
+}
+
+fn spawn(config: &Path, dir: &Path) -> Child {
+    Command::new(binary())
+        .arg("serve")
+        .arg(config)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed")
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
