@@ -165,6 +165,19 @@ impl Client {
         scope: &str,
         make: &MakeRequest<'_>,
     ) -> Result<Response<Body>, RegistryError> {
+        self.send_with(self.policy, repo, op, scope, make)
+    }
+
+    /// [`send`](Self::send) with another retry policy (one attempt, for
+    /// requests whose retry must start over at a higher level).
+    fn send_with(
+        &self,
+        policy: Policy,
+        repo: &Repository,
+        op: &str,
+        scope: &str,
+        make: &MakeRequest<'_>,
+    ) -> Result<Response<Body>, RegistryError> {
         let started = Instant::now();
         let key = (repo.host.clone(), scope.to_owned());
         let mut retries = 0;
@@ -193,7 +206,7 @@ impl Client {
                             .get("retry-after")
                             .and_then(|v| v.to_str().ok()),
                     );
-                    match self.policy.wait(retries + 1, started, ra) {
+                    match policy.wait(retries + 1, started, ra) {
                         Some(_) => {
                             tracing::warn!(
                                 "{repo}: {op}: HTTP {}, retrying",
@@ -206,7 +219,7 @@ impl Client {
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
-                    if self.policy.wait(retries + 1, started, None).is_none() {
+                    if policy.wait(retries + 1, started, None).is_none() {
                         return Err(Self::err(
                             repo,
                             op,
@@ -218,7 +231,7 @@ impl Client {
                 }
             };
             retries += 1;
-            if let Some(wait) = self.policy.wait(retries, started, retry_after) {
+            if let Some(wait) = policy.wait(retries, started, retry_after) {
                 std::thread::sleep(wait);
             }
         }
@@ -410,34 +423,60 @@ impl Client {
         open: &dyn Fn() -> std::io::Result<Box<dyn Read + Send>>,
     ) -> Result<(), RegistryError> {
         let op = format!("blob upload {digest}");
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A failed PUT leaves its upload session with part of the data:
+            // every attempt starts a new session.
+            let location = self.start_upload(repo, &op)?;
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let put = format!("{location}{sep}digest={digest}");
+            let once = Policy {
+                attempts: 1,
+                ..self.policy
+            };
+            let result = self.send_with(once, repo, &op, &Self::push(repo), &|a, auth| {
+                let reader = open().map_err(ureq::Error::Io)?;
+                with_auth(a.put(&put), auth)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Length", &size.to_string())
+                    .send(ureq::SendBody::from_owned_reader(reader))
+            });
+            let error = match result {
+                Ok(resp) if matches!(resp.status().as_u16(), 201 | 204) => return Ok(()),
+                Ok(resp) if !retryable_status(resp.status().as_u16()) => {
+                    return Err(Self::status_err(repo, &op, resp));
+                }
+                Ok(resp) => Self::status_err(repo, &op, resp),
+                Err(e) => e,
+            };
+            match self.policy.wait(attempt, started, None) {
+                Some(wait) => {
+                    tracing::warn!("{error}; starting the upload again");
+                    std::thread::sleep(wait);
+                }
+                None => return Err(error),
+            }
+        }
+    }
+
+    /// `POST /blobs/uploads/`: a new upload session's URL.
+    fn start_upload(&self, repo: &Repository, op: &str) -> Result<String, RegistryError> {
         let start = repo.url("blobs/uploads/");
-        let resp = self.send(repo, &op, &Self::push(repo), &|a, auth| {
+        let resp = self.send(repo, op, &Self::push(repo), &|a, auth| {
             with_auth(a.post(&start), auth)
                 .header("Content-Length", "0")
                 .send_empty()
         })?;
         if resp.status().as_u16() != 202 {
-            return Err(Self::status_err(repo, &op, resp));
+            return Err(Self::status_err(repo, op, resp));
         }
-        let location = resp
-            .headers()
+        resp.headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
             .map(|l| repo.resolve(l))
-            .ok_or_else(|| Self::err(repo, &op, "upload session without a Location"))?;
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let put = format!("{location}{sep}digest={digest}");
-        let resp = self.send(repo, &op, &Self::push(repo), &|a, auth| {
-            let reader = open().map_err(ureq::Error::Io)?;
-            with_auth(a.put(&put), auth)
-                .header("Content-Type", "application/octet-stream")
-                .header("Content-Length", &size.to_string())
-                .send(ureq::SendBody::from_owned_reader(reader))
-        })?;
-        match resp.status().as_u16() {
-            201 | 204 => Ok(()),
-            _ => Err(Self::status_err(repo, &op, resp)),
-        }
+            .ok_or_else(|| Self::err(repo, op, "upload session without a Location"))
     }
 
     /// Stores a manifest under a tag or digest; the registry's digest is checked.

@@ -8,6 +8,7 @@
 
 mod build;
 mod common;
+mod fault_proxy;
 mod fuzz;
 mod identity;
 mod plan;

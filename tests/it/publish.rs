@@ -323,3 +323,212 @@ fn release_notes_list_every_reference_with_its_digest() {
     }
     assert!(remote_digest(&reg.addr, "eu/node-2204", "v1.33-latest").is_some());
 }
+
+mod faults {
+    use super::*;
+    use crate::fault_proxy::{Fault, FaultProxy};
+    use std::sync::atomic::Ordering;
+
+    fn one_target(addr: &str) -> String {
+        format!(
+            "version: 1\ntargets:\n  - {{ name: r, registry: \"{addr}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.raw }}\n    format: containerdisk\n    compression: none\n"
+        )
+    }
+
+    fn setup(reg: &Registry, faults: Vec<Fault>) -> (Workspace, FaultProxy) {
+        let proxy = FaultProxy::start(&reg.addr, faults);
+        let ws = Workspace::with_catalog(&one_target(&proxy.addr));
+        let noise: Vec<u8> = (0..(4u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect();
+        ws.write("disk.raw", noise);
+        (ws, proxy)
+    }
+
+    #[test]
+    fn server_errors_and_rate_limits_are_retried() {
+        let reg = Registry::start();
+        let (ws, proxy) = setup(
+            &reg,
+            vec![
+                Fault::Status {
+                    method: "HEAD",
+                    path: "/blobs/",
+                    status: 503,
+                    retry_after: None,
+                    times: 3,
+                },
+                Fault::Status {
+                    method: "POST",
+                    path: "/blobs/uploads/",
+                    status: 429,
+                    retry_after: Some(1),
+                    times: 1,
+                },
+                Fault::Status {
+                    method: "PUT",
+                    path: "/manifests/",
+                    status: 502,
+                    retry_after: None,
+                    times: 2,
+                },
+            ],
+        );
+        let started = std::time::Instant::now();
+        let out = publish(&ws, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(
+            proxy.injected.load(Ordering::SeqCst),
+            6,
+            "every fault was hit"
+        );
+        assert!(
+            started.elapsed() >= std::time::Duration::from_secs(1),
+            "Retry-After was honoured"
+        );
+        assert!(out.stderr.contains("HTTP 429, retrying"), "{}", out.stderr);
+        let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(remote_digest(&reg.addr, "ci/disk", &tag).is_some());
+        assert!(remote_digest(&reg.addr, "ci/disk", "latest").is_some());
+    }
+
+    #[test]
+    fn a_connection_reset_mid_upload_starts_the_upload_again() {
+        let reg = Registry::start();
+        let (ws, proxy) = setup(
+            &reg,
+            vec![Fault::ResetAfter {
+                method: "PUT",
+                path: "/blobs/uploads/",
+                bytes: 1 << 20,
+                times: 2,
+            }],
+        );
+        let out = publish(&ws, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(proxy.injected.load(Ordering::SeqCst), 2);
+        assert!(
+            out.stderr.contains("starting the upload again"),
+            "{}",
+            out.stderr
+        );
+        let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // skopeo pulls every byte back.
+        let back = ws.path().join("back");
+        sh(
+            "skopeo",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{}/ci/disk:{tag}", reg.addr),
+                &format!("oci:{}:x", back.display()),
+            ],
+            ws.path(),
+        );
+    }
+
+    #[test]
+    fn client_errors_are_not_retried_and_the_error_names_everything() {
+        let reg = Registry::start();
+        let (ws, proxy) = setup(
+            &reg,
+            vec![Fault::Status {
+                method: "PUT",
+                path: "/manifests/",
+                status: 400,
+                retry_after: None,
+                times: 50,
+            }],
+        );
+        let out = publish(&ws, &[]);
+        assert_eq!(out.code, 1);
+        assert_eq!(proxy.injected.load(Ordering::SeqCst), 1, "a 400 is final");
+        assert!(
+            out.stderr
+                .contains(&format!("{}/ci/disk: manifest PUT", proxy.addr)),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("HTTP 400"), "{}", out.stderr);
+    }
+
+    #[test]
+    fn persistent_failures_end_with_a_clear_error() {
+        let reg = Registry::start();
+        let (ws, _proxy) = setup(
+            &reg,
+            vec![Fault::Status {
+                method: "HEAD",
+                path: "/blobs/",
+                status: 503,
+                retry_after: None,
+                times: 1000,
+            }],
+        );
+        let out = publish(&ws, &[]);
+        assert_eq!(out.code, 1);
+        assert!(
+            out.stderr.contains("blob HEAD") && out.stderr.contains("HTTP 503"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_registry_killed_mid_upload_then_restarted_completes_on_rerun() {
+    let mut reg = Registry::start();
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.raw }}\n    format: containerdisk\n    compression: none\n",
+        reg.addr
+    ));
+    let noise: Vec<u8> = (0..(256u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect();
+    ws.write("disk.raw", noise);
+    let mut c = ws.cmd();
+    c.arg("build");
+    assert_eq!(run(c).code, 0);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
+        .args(["publish", "--format", "json"])
+        .current_dir(ws.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the registry while the 256 MiB blob is on its way, then bring it back.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    reg.restart();
+    let first = child.wait_with_output().unwrap();
+    let out = publish(&ws, &[]);
+    assert_eq!(
+        out.code,
+        0,
+        "first run: {}\nrerun: {}",
+        String::from_utf8_lossy(&first.stderr),
+        out.stderr
+    );
+    let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for t in [tag.as_str(), "latest"] {
+        let back = ws.path().join(format!("back-{t}"));
+        sh(
+            "skopeo",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{}/ci/disk:{t}", reg.addr),
+                &format!("oci:{}:x", back.display()),
+            ],
+            ws.path(),
+        );
+    }
+}

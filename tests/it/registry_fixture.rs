@@ -81,6 +81,16 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Kills the registry and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self._dir.path().join("config.yml"), self._dir.path());
+        self.wait_ready();
+    }
+}
+
 fn binary() -> &'static str {
     if Path::new("/usr/bin/docker-registry").exists() {
         "/usr/bin/docker-registry"
