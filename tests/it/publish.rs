@@ -532,3 +532,20 @@ fn a_registry_killed_mid_upload_then_restarted_completes_on_rerun() {
         );
     }
 }
+
+#[test]
+fn a_rerun_with_nothing_to_do_costs_two_requests_per_image_and_target() {
+    let reg = Registry::start();
+    let proxy = crate::fault_proxy::FaultProxy::start(&reg.addr, Vec::new());
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n",
+        proxy.addr
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    assert_eq!(publish(&ws, &[]).code, 0);
+    let before = proxy.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let used = proxy.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(used <= 2, "a no-op rerun made {used} requests");
+}
