@@ -27,6 +27,9 @@ pub const CONTAINERD_VERSION: &str = "CONTAINERD_VERSION";
 /// Registry credentials: Docker's config directory and the podman/skopeo auth file.
 pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
+/// Colon-separated directories of `<host>/*.crt` CA certificates for private
+/// registries; default `/etc/containers/certs.d:/etc/docker/certs.d`.
+pub const IMAGEPIPE_CERTS_DIR: &str = "IMAGEPIPE_CERTS_DIR";
 /// Log filter for stderr (`info` by default; `debug`, `imagepipe=trace`, ...).
 pub const IMAGEPIPE_LOG: &str = "IMAGEPIPE_LOG";
 

@@ -6,8 +6,6 @@ use crate::env::Environment;
 use crate::error::Result;
 use crate::plan;
 use crate::publish::LiveState;
-use crate::registry::Client;
-use crate::registry::auth::Keychain;
 use crate::registry::retry::Policy;
 use crate::store::OfflineState;
 use std::time::Duration;
@@ -23,13 +21,13 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let base = catalog.base_dir();
-    let client = Client::with_policy(
-        Keychain::from_env(env),
-        Policy {
+    let client = settings::registry_client(
+        env,
+        Some(Policy {
             attempts: 2,
             total: Duration::from_secs(10),
             ..Policy::default()
-        },
+        }),
     );
     let live = LiveState {
         client: &client,

@@ -8,8 +8,6 @@ use crate::catalog::{self, TargetKind};
 use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Error, Result};
 use crate::publish::{self, Dest, Item, Outcome};
-use crate::registry::Client;
-use crate::registry::auth::Keychain;
 use crate::store::layout::Layout;
 
 pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
@@ -29,7 +27,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         unreachable!("the build store is a layout")
     };
     let store_dir = base.join(path);
-    let client = Client::new(Keychain::from_env(env));
+    let client = settings::registry_client(env, None);
     let opts = publish::Options { force: args.force };
     let mut items: Vec<Item> = Vec::new();
     for (image, id) in &identities {
@@ -165,7 +163,7 @@ pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
     let targets = settings::select_targets(&catalog, &args.target)?;
     let identities = settings::identities(&catalog, &args.only, &ctx)?;
     let base = catalog.base_dir();
-    let client = Client::new(Keychain::from_env(env));
+    let client = settings::registry_client(env, None);
     let mut md = String::new();
     let _ = writeln!(md, "# Kubernetes {} node images\n", release.kubernetes());
     let _ = writeln!(md, "Release tag: `{}`\n", release.tag);

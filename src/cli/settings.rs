@@ -127,3 +127,24 @@ pub fn identities<'c>(
     }
     Ok(out)
 }
+
+/// The registry client: credentials and CA certificates from the environment.
+pub fn registry_client(
+    env: &Environment,
+    policy: Option<crate::registry::retry::Policy>,
+) -> crate::registry::Client {
+    let keychain = crate::registry::auth::Keychain::from_env(env);
+    let client = match policy {
+        Some(p) => crate::registry::Client::with_policy(keychain, p),
+        None => crate::registry::Client::new(keychain),
+    };
+    match env.get(crate::env::IMAGEPIPE_CERTS_DIR) {
+        Some(dirs) => client.with_cert_dirs(
+            dirs.split(':')
+                .filter(|d| !d.is_empty())
+                .map(std::path::PathBuf::from)
+                .collect(),
+        ),
+        None => client,
+    }
+}

@@ -13,6 +13,9 @@ use super::auth::{Credential, Keychain, basic_header};
 use super::retry::{Policy, parse_retry_after, retryable_status};
 use crate::oci::{Digest, media};
 
+/// Where private registries' CA certificates live, as for podman and docker.
+pub const DEFAULT_CERT_DIRS: &[&str] = &["/etc/containers/certs.d", "/etc/docker/certs.d"];
+
 /// Manifests larger than this are refused (the Distribution spec's limit).
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
@@ -92,7 +95,9 @@ type MakeRequest<'a> =
 
 #[derive(Debug)]
 pub struct Client {
-    agent: ureq::Agent,
+    /// One agent per registry host (hosts with a private CA get their own roots).
+    agents: Mutex<HashMap<String, ureq::Agent>>,
+    cert_dirs: Vec<std::path::PathBuf>,
     keychain: Keychain,
     creds: Mutex<HashMap<String, Credential>>,
     /// Bearer tokens per (host, scope); `Basic` headers are stored the same way.
@@ -114,21 +119,71 @@ impl Client {
     }
 
     pub fn with_policy(keychain: Keychain, policy: Policy) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .http_status_as_error(false)
-            .max_redirects(5)
-            .user_agent(concat!("imagepipe/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
         Self {
-            agent,
+            agents: Mutex::default(),
+            cert_dirs: DEFAULT_CERT_DIRS
+                .iter()
+                .map(std::path::PathBuf::from)
+                .collect(),
             keychain,
             creds: Mutex::default(),
             tokens: Mutex::default(),
             policy,
         }
+    }
+
+    /// Directories holding `<host>/*.crt` CA certificates for private registries
+    /// (replacing the defaults `/etc/containers/certs.d` and `/etc/docker/certs.d`).
+    #[must_use]
+    pub fn with_cert_dirs(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.cert_dirs = dirs;
+        self
+    }
+
+    /// The agent for a host: TLS verified against Mozilla's roots, or against
+    /// the host's own CA certificates when `certs.d/<host>/*.crt` exist.
+    fn agent(&self, host: &str) -> Result<ureq::Agent, String> {
+        if let Some(a) = self.agents.lock().expect("lock").get(host) {
+            return Ok(a.clone());
+        }
+        let mut certs = Vec::new();
+        for dir in &self.cert_dirs {
+            let Ok(entries) = std::fs::read_dir(dir.join(host)) else {
+                continue;
+            };
+            let mut files: Vec<_> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect();
+            files.sort();
+            for f in files {
+                let pem = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                certs.push(
+                    ureq::tls::Certificate::from_pem(&pem)
+                        .map_err(|e| format!("{}: not a PEM certificate: {e}", f.display()))?,
+                );
+            }
+        }
+        let mut config = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .http_status_as_error(false)
+            .max_redirects(5)
+            .user_agent(concat!("imagepipe/", env!("CARGO_PKG_VERSION")));
+        if !certs.is_empty() {
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        let agent = config.build().new_agent();
+        self.agents
+            .lock()
+            .expect("lock")
+            .insert(host.to_owned(), agent.clone());
+        Ok(agent)
     }
 
     fn err(repo: &Repository, op: &str, message: impl Into<String>) -> RegistryError {
@@ -179,12 +234,13 @@ impl Client {
         make: &MakeRequest<'_>,
     ) -> Result<Response<Body>, RegistryError> {
         let started = Instant::now();
+        let agent = self.agent(&repo.host).map_err(|e| Self::err(repo, op, e))?;
         let key = (repo.host.clone(), scope.to_owned());
         let mut retries = 0;
         let mut auth_rounds = 0;
         loop {
             let auth = self.tokens.lock().expect("lock").get(&key).cloned();
-            let result = make(&self.agent, auth.as_deref());
+            let result = make(&agent, auth.as_deref());
             let retry_after = match result {
                 Ok(resp) if resp.status().as_u16() == 401 && auth_rounds < 2 => {
                     auth_rounds += 1;
@@ -218,6 +274,7 @@ impl Client {
                     }
                 }
                 Ok(resp) => return Ok(resp),
+                Err(e) if !transient(&e) => return Err(Self::err(repo, op, e.to_string())),
                 Err(e) => {
                     if policy.wait(retries + 1, started, None).is_none() {
                         return Err(Self::err(
@@ -300,6 +357,7 @@ impl Client {
         cred: &Credential,
     ) -> Result<String, RegistryError> {
         let op = "token";
+        let agent = self.agent(&repo.host).map_err(|e| Self::err(repo, op, e))?;
         let resp = match cred {
             Credential::IdentityToken(refresh) => {
                 let mut form = vec![
@@ -311,10 +369,10 @@ impl Client {
                 if let Some(s) = service {
                     form.push(("service", s));
                 }
-                self.agent.post(realm).send_form(form)
+                agent.post(realm).send_form(form)
             }
             _ => {
-                let mut req = self.agent.get(realm).query("scope", scope);
+                let mut req = agent.get(realm).query("scope", scope);
                 if let Some(s) = service {
                     req = req.query("service", s);
                 }
@@ -678,6 +736,21 @@ impl Client {
             200 | 202 | 204 | 404 => Ok(()),
             _ => Err(Self::status_err(repo, &op, resp)),
         }
+    }
+}
+
+/// Transport failures worth retrying: dropped connections, timeouts, I/O.
+/// TLS, protocol and address errors will not get better by waiting.
+fn transient(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        // rustls reports certificate failures as InvalidData I/O errors.
+        ureq::Error::Io(io) => !matches!(
+            io.kind(),
+            K::InvalidData | K::InvalidInput | K::PermissionDenied | K::Unsupported
+        ),
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::BodyStalled => true,
+        _ => false,
     }
 }
 

@@ -549,3 +549,46 @@ fn a_rerun_with_nothing_to_do_costs_two_requests_per_image_and_target() {
     let used = proxy.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert!(used <= 2, "a no-op rerun made {used} requests");
 }
+
+#[test]
+fn tls_is_verified_against_the_hosts_ca() {
+    let (reg, ca) = Registry::start_tls();
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n",
+        reg.addr
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let certs = ws.path().join("certs.d");
+    // Without the CA: refused, and said why.
+    let mut c = ws.cmd();
+    c.args(["publish"]).env("IMAGEPIPE_CERTS_DIR", &certs);
+    let out = run(c);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        out.stderr
+    );
+    // With the CA in certs.d/<host>/: published, and skopeo agrees.
+    std::fs::create_dir_all(certs.join(&reg.addr)).unwrap();
+    std::fs::copy(&ca, certs.join(&reg.addr).join("ca.crt")).unwrap();
+    let mut c = ws.cmd();
+    c.args(["publish", "--format", "json"])
+        .env("IMAGEPIPE_CERTS_DIR", &certs);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sh(
+        "skopeo",
+        &[
+            "inspect",
+            "--cert-dir",
+            certs.join(&reg.addr).to_str().unwrap(),
+            &format!("docker://{}/ci/disk:{tag}", reg.addr),
+        ],
+        ws.path(),
+    );
+}
