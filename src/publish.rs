@@ -3,7 +3,6 @@
 //! holds the immutable one.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -29,12 +28,14 @@ impl Dest {
                 registry,
                 namespace,
                 insecure,
+                chunk_size,
             } => Self::Registry(Repository {
                 host: registry.clone(),
                 path: namespace
                     .as_ref()
                     .map_or_else(|| image.to_owned(), |ns| format!("{ns}/{image}")),
                 insecure: *insecure,
+                chunk_size: *chunk_size,
             }),
         }
     }
@@ -281,14 +282,9 @@ fn ensure_blob(
     {
         return Ok(());
     }
-    let path = src.blob_path(&blob.digest);
-    let size = blob.size;
-    tracing::info!("{repo}: uploading {} ({size} bytes)", blob.digest);
+    tracing::info!("{repo}: uploading {} ({} bytes)", blob.digest, blob.size);
     client
-        .upload_blob(repo, &blob.digest, size, &|| {
-            let f = std::fs::File::open(&path)?;
-            Ok(Box::new(f.take(size)) as Box<dyn Read + Send>)
-        })
+        .upload_blob(repo, &blob.digest, blob.size, &src.blob_path(&blob.digest))
         .map_err(|e| e.to_string())
 }
 

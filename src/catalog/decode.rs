@@ -24,7 +24,14 @@ pub const TOP_KEYS: &[&str] = &[
     "retention",
 ];
 pub const VARIABLE_KEYS: &[&str] = &["default", "env"];
-pub const TARGET_KEYS: &[&str] = &["name", "layout", "registry", "namespace", "insecure"];
+pub const TARGET_KEYS: &[&str] = &[
+    "name",
+    "layout",
+    "registry",
+    "namespace",
+    "insecure",
+    "chunk_size",
+];
 pub const DEFAULTS_KEYS: &[&str] = &["tags", "compression"];
 pub const IMAGE_KEYS: &[&str] = &[
     "name",
@@ -324,10 +331,32 @@ fn target(node: &Node, d: &mut Diagnostics) -> Option<Target> {
         .get("insecure")
         .and_then(|n| boolean(n, d))
         .unwrap_or(false);
+    let chunk_size = f.get("chunk_size").and_then(|n| {
+        let s = string(n, d)?;
+        match parse_size(&s.value) {
+            Some(v) if v >= MIN_CHUNK => Some(v),
+            Some(_) => {
+                d.error(
+                    s.span,
+                    format!("chunk size `{}` is below 5 MiB", s.value),
+                    "registries such as ECR refuse smaller parts: use at least `5MiB`",
+                );
+                None
+            }
+            None => {
+                d.error(
+                    s.span,
+                    format!("`{}` is not a size", s.value),
+                    "write a number of bytes with an optional unit: `16MiB`, `64M`, `1GiB`",
+                );
+                None
+            }
+        }
+    });
     let what = format!("target `{}`", name.value);
     let kind = match (layout, registry) {
         (Some(path), None) => {
-            for key in ["namespace", "insecure"] {
+            for key in ["namespace", "insecure", "chunk_size"] {
                 if let Some(n) = f.get(key) {
                     d.error(
                         n.span,
@@ -344,6 +373,7 @@ fn target(node: &Node, d: &mut Diagnostics) -> Option<Target> {
             registry: registry_host(&reg, insecure, d).unwrap_or_default(),
             namespace: namespace.map(|n| n.value.trim_matches('/').to_owned()),
             insecure,
+            chunk_size,
         },
         (Some(l), Some(_)) => {
             d.error(
@@ -886,6 +916,28 @@ fn retention(node: &Node, d: &mut Diagnostics) -> Option<Retention> {
     })
 }
 
+/// The smallest upload chunk: ECR refuses parts under 5 MiB.
+pub const MIN_CHUNK: u64 = 5 << 20;
+
+/// Parses `16MiB`, `64M`, `1GiB`, `5242880` (binary units; `B` optional).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().ok()?;
+    let unit = match t[digits..]
+        .trim()
+        .trim_end_matches('B')
+        .trim_end_matches('i')
+    {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
 /// Parses `30d`, `12h`, `2w`, `90m`, `45s` and combinations such as `1d12h`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut total: u64 = 0;
@@ -915,6 +967,17 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("5242880"), Some(5 << 20));
+        assert_eq!(parse_size("5 MB"), Some(5 << 20));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("3T"), None);
+    }
 
     #[test]
     fn durations() {

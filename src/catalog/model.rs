@@ -106,6 +106,8 @@ pub enum TargetKind {
         registry: String,
         namespace: Option<String>,
         insecure: bool,
+        /// Upload blobs in chunks of this many bytes (resumable); `None`: one streamed PUT.
+        chunk_size: Option<u64>,
     },
 }
 

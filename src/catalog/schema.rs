@@ -141,6 +141,7 @@ pub fn schema() -> Value {
             "registry": string("Registry host[:port]; `http://` only with insecure: true."),
             "namespace": string("Repository path prefix under the registry."),
             "insecure": { "type": "boolean", "description": "Allow plain HTTP." },
+            "chunk_size": { "type": "string", "pattern": "^[0-9]+ *([KkMmGg](i?B)?|B)?$", "description": "Upload in resumable chunks of this size (at least 5MiB), e.g. `16MiB`; default: one streamed PUT per blob." },
         }),
         &["name"],
     );

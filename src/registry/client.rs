@@ -2,7 +2,8 @@
 //! the operations above it never see tokens.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub struct Repository {
     pub path: String,
     /// Plain HTTP (targets marked `insecure: true`).
     pub insecure: bool,
+    /// Upload in chunks of this size, resuming after failures; `None`: one PUT.
+    pub chunk_size: Option<u64>,
 }
 
 impl Repository {
@@ -472,41 +475,31 @@ impl Client {
         }
     }
 
-    /// Uploads a blob in one streamed PUT; `open` gives a fresh reader for each attempt.
+    /// Uploads a blob from a file: one streamed PUT, or resumable chunks when
+    /// the repository has a chunk size. A failed PUT starts a new session; a
+    /// failed chunk resumes where the registry says it got to.
     pub fn upload_blob(
         &self,
         repo: &Repository,
         digest: &Digest,
         size: u64,
-        open: &dyn Fn() -> std::io::Result<Box<dyn Read + Send>>,
+        path: &Path,
     ) -> Result<(), RegistryError> {
         let op = format!("blob upload {digest}");
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            // A failed PUT leaves its upload session with part of the data:
-            // every attempt starts a new session.
-            let location = self.start_upload(repo, &op)?;
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let put = format!("{location}{sep}digest={digest}");
-            let once = Policy {
-                attempts: 1,
-                ..self.policy
-            };
-            let result = self.send_with(once, repo, &op, &Self::push(repo), &|a, auth| {
-                let reader = open().map_err(ureq::Error::Io)?;
-                with_auth(a.put(&put), auth)
-                    .header("Content-Type", "application/octet-stream")
-                    .header("Content-Length", &size.to_string())
-                    .send(ureq::SendBody::from_owned_reader(reader))
-            });
-            let error = match result {
-                Ok(resp) if matches!(resp.status().as_u16(), 201 | 204) => return Ok(()),
-                Ok(resp) if !retryable_status(resp.status().as_u16()) => {
-                    return Err(Self::status_err(repo, &op, resp));
+            let result = match repo.chunk_size {
+                // A blob that fits in one chunk goes in one request.
+                Some(chunk) if size > chunk => {
+                    self.upload_chunked(repo, &op, digest, size, path, chunk)
                 }
-                Ok(resp) => Self::status_err(repo, &op, resp),
+                _ => self.upload_monolithic(repo, &op, digest, size, path),
+            };
+            let error = match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.status().is_some_and(|s| !retryable_status(s)) => return Err(e),
                 Err(e) => e,
             };
             match self.policy.wait(attempt, started, None) {
@@ -519,8 +512,139 @@ impl Client {
         }
     }
 
-    /// `POST /blobs/uploads/`: a new upload session's URL.
-    fn start_upload(&self, repo: &Repository, op: &str) -> Result<String, RegistryError> {
+    fn upload_monolithic(
+        &self,
+        repo: &Repository,
+        op: &str,
+        digest: &Digest,
+        size: u64,
+        path: &Path,
+    ) -> Result<(), RegistryError> {
+        // A failed PUT leaves its session with part of the data: each attempt
+        // starts a new session (the caller retries).
+        let (location, _) = self.start_upload(repo, op)?;
+        let put = with_digest(&location, digest);
+        let once = Policy {
+            attempts: 1,
+            ..self.policy
+        };
+        let resp = self.send_with(once, repo, op, &Self::push(repo), &|a, auth| {
+            let reader = std::fs::File::open(path)
+                .map_err(ureq::Error::Io)?
+                .take(size);
+            with_auth(a.put(&put), auth)
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Length", &size.to_string())
+                .send(ureq::SendBody::from_owned_reader(reader))
+        })?;
+        match resp.status().as_u16() {
+            201 | 204 => Ok(()),
+            _ => Err(Self::status_err(repo, op, resp)),
+        }
+    }
+
+    fn upload_chunked(
+        &self,
+        repo: &Repository,
+        op: &str,
+        digest: &Digest,
+        size: u64,
+        path: &Path,
+        chunk: u64,
+    ) -> Result<(), RegistryError> {
+        let (mut location, min_chunk) = self.start_upload(repo, op)?;
+        let chunk = chunk.max(min_chunk.unwrap_or(0));
+        let started = Instant::now();
+        let once = Policy {
+            attempts: 1,
+            ..self.policy
+        };
+        let mut offset = 0u64;
+        let mut failures = 0;
+        while offset < size {
+            let len = chunk.min(size - offset);
+            let url = location.clone();
+            let result = self.send_with(once, repo, op, &Self::push(repo), &|a, auth| {
+                let mut f = std::fs::File::open(path).map_err(ureq::Error::Io)?;
+                f.seek(SeekFrom::Start(offset)).map_err(ureq::Error::Io)?;
+                with_auth(a.patch(&url), auth)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Range", &format!("{offset}-{}", offset + len - 1))
+                    .header("Content-Length", &len.to_string())
+                    .send(ureq::SendBody::from_owned_reader(f.take(len)))
+            });
+            match result {
+                Ok(resp) if resp.status().as_u16() == 202 => {
+                    if let Some(l) = resp.headers().get("location").and_then(|v| v.to_str().ok()) {
+                        location = repo.resolve(l);
+                    }
+                    offset = range_end(&resp).map_or(offset + len, |end| end + 1);
+                }
+                Ok(resp) if !retryable_status(resp.status().as_u16()) => {
+                    return Err(Self::status_err(repo, op, resp));
+                }
+                other => {
+                    failures += 1;
+                    let why = match other {
+                        Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
+                        Err(e) => e.to_string(),
+                    };
+                    let Some(wait) = self.policy.wait(failures, started, None) else {
+                        return Err(Self::err(repo, op, format!("chunk at {offset}: {why}")));
+                    };
+                    std::thread::sleep(wait);
+                    // Ask the registry how much it has, and go on from there. A
+                    // registry that dropped the session (Distribution does when a
+                    // chunk was cut short) answers 404: the caller starts over.
+                    let (loc, got) = self.upload_status(repo, op, &location).map_err(|e| {
+                        Self::err(repo, op, format!("chunk at {offset}: {why}; the registry cannot resume the session ({e})"))
+                    })?;
+                    location = loc;
+                    offset = got;
+                    tracing::warn!("{repo}: {op}: {why}; resuming at byte {offset}");
+                }
+            }
+        }
+        let put = with_digest(&location, digest);
+        let resp = self.send(repo, op, &Self::push(repo), &|a, auth| {
+            with_auth(a.put(&put), auth)
+                .header("Content-Length", "0")
+                .send_empty()
+        })?;
+        match resp.status().as_u16() {
+            201 | 204 => Ok(()),
+            _ => Err(Self::status_err(repo, op, resp)),
+        }
+    }
+
+    /// `GET <upload>`: the session's current location and how many bytes it holds.
+    fn upload_status(
+        &self,
+        repo: &Repository,
+        op: &str,
+        location: &str,
+    ) -> Result<(String, u64), RegistryError> {
+        let resp = self.send(repo, op, &Self::push(repo), &|a, auth| {
+            with_auth(a.get(location), auth).call()
+        })?;
+        if resp.status().as_u16() != 204 {
+            return Err(Self::status_err(repo, op, resp));
+        }
+        let loc = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| location.to_owned(), |l| repo.resolve(l));
+        Ok((loc, range_end(&resp).map_or(0, |end| end + 1)))
+    }
+
+    /// `POST /blobs/uploads/`: a new upload session's URL and the registry's
+    /// minimum chunk size (`OCI-Chunk-Min-Length`), if it sets one.
+    fn start_upload(
+        &self,
+        repo: &Repository,
+        op: &str,
+    ) -> Result<(String, Option<u64>), RegistryError> {
         let start = repo.url("blobs/uploads/");
         let resp = self.send(repo, op, &Self::push(repo), &|a, auth| {
             with_auth(a.post(&start), auth)
@@ -530,11 +654,18 @@ impl Client {
         if resp.status().as_u16() != 202 {
             return Err(Self::status_err(repo, op, resp));
         }
-        resp.headers()
+        let min_chunk = resp
+            .headers()
+            .get("oci-chunk-min-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let location = resp
+            .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
             .map(|l| repo.resolve(l))
-            .ok_or_else(|| Self::err(repo, op, "upload session without a Location"))
+            .ok_or_else(|| Self::err(repo, op, "upload session without a Location"))?;
+        Ok((location, min_chunk))
     }
 
     /// Stores a manifest under a tag or digest; the registry's digest is checked.
@@ -737,6 +868,25 @@ impl Client {
             _ => Err(Self::status_err(repo, &op, resp)),
         }
     }
+}
+
+/// `<upload url>` with the `digest` query parameter that closes the upload.
+fn with_digest(location: &str, digest: &Digest) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+/// The last byte a `Range: 0-<end>` upload status header reports. `0-0`
+/// is what Distribution sends for an empty session too, so it counts as none.
+fn range_end(resp: &Response<Body>) -> Option<u64> {
+    let v = resp.headers().get("range")?.to_str().ok()?;
+    let end: u64 = v
+        .trim_start_matches("bytes=")
+        .split_once('-')?
+        .1
+        .parse()
+        .ok()?;
+    (end > 0).then_some(end)
 }
 
 /// Transport failures worth retrying: dropped connections, timeouts, I/O.

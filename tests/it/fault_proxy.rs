@@ -19,10 +19,13 @@ pub enum Fault {
         retry_after: Option<u32>,
         times: usize,
     },
-    /// Forward, but cut the connection after this many body bytes, `times` times.
+    /// Let `skip` matching requests through, then forward but cut the
+    /// connection after `bytes` body bytes (0: before anything reaches the
+    /// registry), `times` times.
     ResetAfter {
         method: &'static str,
         path: &'static str,
+        skip: usize,
         bytes: usize,
         times: usize,
     },
@@ -128,8 +131,18 @@ fn serve(
                 Fault::ResetAfter {
                     method: m,
                     path: p,
+                    skip,
+                    ..
+                } if *skip > 0 && *m == method && path.contains(*p) => {
+                    *skip -= 1;
+                    break;
+                }
+                Fault::ResetAfter {
+                    method: m,
+                    path: p,
                     bytes,
                     times,
+                    ..
                 } if *times > 0 && *m == method && path.contains(*p) => {
                     *times -= 1;
                     injected.fetch_add(1, Ordering::SeqCst);
@@ -139,6 +152,12 @@ fn serve(
                 _ => {}
             }
         }
+    }
+    if reset_after == Some(0) {
+        return client.shutdown(Shutdown::Both);
+    }
+    if reset_after == Some(0) {
+        return client.shutdown(Shutdown::Both);
     }
     let mut up = TcpStream::connect(upstream)?;
     up.write_all(head.as_bytes())?;

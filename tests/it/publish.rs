@@ -403,6 +403,7 @@ mod faults {
             vec![Fault::ResetAfter {
                 method: "PUT",
                 path: "/blobs/uploads/",
+                skip: 0,
                 bytes: 1 << 20,
                 times: 2,
             }],
@@ -430,6 +431,84 @@ mod faults {
                 &format!("oci:{}:x", back.display()),
             ],
             ws.path(),
+        );
+    }
+
+    fn chunked(reg: &Registry, fault: Fault) -> (Workspace, FaultProxy, crate::common::Output) {
+        let proxy = FaultProxy::start(&reg.addr, vec![fault]);
+        let ws = Workspace::with_catalog(
+            &one_target(&proxy.addr)
+                .replace("insecure: true }", "insecure: true, chunk_size: 5MiB }"),
+        );
+        let noise: Vec<u8> = (0..(12u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect();
+        ws.write("disk.raw", noise);
+        let out = publish(&ws, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(proxy.injected.load(Ordering::SeqCst), 1);
+        let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let back = ws.path().join("back");
+        sh(
+            "skopeo",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{}/ci/disk:{tag}", reg.addr),
+                &format!("oci:{}:x", back.display()),
+            ],
+            ws.path(),
+        );
+        (ws, proxy, out)
+    }
+
+    #[test]
+    fn chunked_uploads_resume_where_the_registry_got_to() {
+        let reg = Registry::start();
+        // The second chunk's connection drops before the registry sees any of it.
+        let (_ws, _proxy, out) = chunked(
+            &reg,
+            Fault::ResetAfter {
+                method: "PATCH",
+                path: "/blobs/uploads/",
+                skip: 1,
+                bytes: 0,
+                times: 1,
+            },
+        );
+        assert!(
+            out.stderr.contains("resuming at byte 5242880"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("starting the upload again"),
+            "resumed, not restarted: {}",
+            out.stderr
+        );
+    }
+
+    #[test]
+    fn a_chunk_cut_half_way_restarts_when_the_registry_drops_the_session() {
+        let reg = Registry::start();
+        // Distribution invalidates a session whose chunk was cut short: start over.
+        let (_ws, _proxy, out) = chunked(
+            &reg,
+            Fault::ResetAfter {
+                method: "PATCH",
+                path: "/blobs/uploads/",
+                skip: 1,
+                bytes: 3 << 20,
+                times: 1,
+            },
+        );
+        assert!(
+            out.stderr.contains("starting the upload again"),
+            "{}",
+            out.stderr
         );
     }
 
