@@ -31,19 +31,56 @@ pub enum Fault {
     },
 }
 
+/// A bearer-token front: the proxy plays the registry's token server.
+#[derive(Debug, Default)]
+pub struct TokenAuth {
+    pub user: String,
+    pub password: String,
+    /// The refresh token (Docker identity token) the token endpoint accepts.
+    pub refresh_token: String,
+    /// A token stops working after this many uses (0: never), forcing a re-auth.
+    pub expire_after: usize,
+    /// Every scope a token was asked for.
+    pub scopes: Vec<String>,
+    tokens: Vec<(String, usize)>,
+}
+
+impl TokenAuth {
+    pub fn new(user: &str, password: &str, refresh_token: &str, expire_after: usize) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+            refresh_token: refresh_token.into(),
+            expire_after,
+            ..Self::default()
+        }
+    }
+}
+
 pub struct FaultProxy {
     pub addr: String,
     pub requests: Arc<AtomicUsize>,
     pub injected: Arc<AtomicUsize>,
+    pub auth: Arc<Mutex<Option<TokenAuth>>>,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FaultProxy {
     pub fn start(upstream: &str, faults: Vec<Fault>) -> Self {
+        Self::start_full(upstream, faults, None)
+    }
+
+    pub fn start_with_auth(upstream: &str, faults: Vec<Fault>, auth: TokenAuth) -> Self {
+        Self::start_full(upstream, faults, Some(auth))
+    }
+
+    fn start_full(upstream: &str, faults: Vec<Fault>, auth: Option<TokenAuth>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let faults = Arc::new(Mutex::new(faults));
+        let auth = Arc::new(Mutex::new(auth));
+        let auth_out = auth.clone();
         let (requests, injected, stop) = (
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
@@ -61,9 +98,15 @@ impl FaultProxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (f, r, i, up) = (faults.clone(), r.clone(), i.clone(), up.clone());
+                let (f, r, i, up, a) = (
+                    faults.clone(),
+                    r.clone(),
+                    i.clone(),
+                    up.clone(),
+                    auth.clone(),
+                );
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &up, &f, &r, &i);
+                    let _ = serve(conn, &up, &f, &r, &i, &a);
                 });
             }
         });
@@ -71,6 +114,7 @@ impl FaultProxy {
             addr,
             requests,
             injected,
+            auth: auth_out,
             stop,
             handle: Some(handle),
         }
@@ -83,6 +127,7 @@ fn serve(
     faults: &Mutex<Vec<Fault>>,
     requests: &AtomicUsize,
     injected: &AtomicUsize,
+    auth: &Mutex<Option<TokenAuth>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = String::new();
@@ -107,6 +152,11 @@ fn serve(
             p.next().unwrap_or_default().to_owned(),
         )
     };
+    if let Some(a) = auth.lock().unwrap().as_mut() {
+        if let Some(done) = token_front(a, &client, &mut reader, &mut head, &method, &path)? {
+            return done;
+        }
+    }
     let mut reset_after = None;
     {
         let mut fs = faults.lock().unwrap();
@@ -200,6 +250,118 @@ impl Drop for FaultProxy {
         let _ = TcpStream::connect(&self.addr);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+    }
+}
+
+fn respond(client: &TcpStream, status: &str, headers: &str, body: &str) -> std::io::Result<()> {
+    let mut c = client;
+    c.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )?;
+    c.shutdown(Shutdown::Both)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn query_param(path: &str, key: &str) -> Option<String> {
+    let q = path.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%3A", ":")
+                .replace("%2C", ",")
+                .replace("%2F", "/")
+                .replace('+', " ")
+        })
+    })
+}
+
+/// Plays the token server and checks bearer tokens; `Some(result)` when the
+/// request was answered here, `None` to forward it (Authorization removed).
+fn token_front(
+    a: &mut TokenAuth,
+    client: &TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    head: &mut String,
+    method: &str,
+    path: &str,
+) -> std::io::Result<Option<std::io::Result<()>>> {
+    use base64::Engine as _;
+    if path.starts_with("/token") {
+        let ok = if method == "POST" {
+            let len: usize = header(head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body)?;
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let form = format!("/?{body}");
+            if let Some(scope) = query_param(&form, "scope") {
+                a.scopes.push(scope);
+            }
+            query_param(&form, "grant_type").as_deref() == Some("refresh_token")
+                && query_param(&form, "refresh_token").as_deref() == Some(a.refresh_token.as_str())
+        } else {
+            if let Some(scope) = query_param(path, "scope") {
+                a.scopes.push(scope);
+            }
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", a.user, a.password))
+            );
+            header(head, "authorization") == Some(expected.as_str())
+        };
+        if !ok {
+            return Ok(Some(respond(client, "401 Unauthorized", "", "")));
+        }
+        let token = format!("tok-{}", a.tokens.len());
+        a.tokens.push((token.clone(), 0));
+        return Ok(Some(respond(
+            client,
+            "200 OK",
+            "Content-Type: application/json\r\n",
+            &format!("{{\"token\":\"{token}\",\"access_token\":\"{token}\"}}"),
+        )));
+    }
+    let presented = header(head, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let limit = a.expire_after;
+    let valid = presented
+        .and_then(|t| a.tokens.iter_mut().find(|(k, _)| *k == t))
+        .filter(|(_, uses)| limit == 0 || *uses < limit);
+    match valid {
+        Some((_, uses)) => {
+            *uses += 1;
+            *head = head
+                .lines()
+                .filter(|l| !l.to_ascii_lowercase().starts_with("authorization:"))
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            Ok(None)
+        }
+        None => {
+            let host = header(head, "host").unwrap_or("127.0.0.1");
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://{host}/token\",service=\"test-registry\"\r\n"
+            );
+            Ok(Some(respond(
+                client,
+                "401 Unauthorized",
+                &challenge,
+                "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}",
+            )))
         }
     }
 }

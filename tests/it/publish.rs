@@ -671,3 +671,171 @@ fn tls_is_verified_against_the_hosts_ca() {
         ws.path(),
     );
 }
+
+mod bearer {
+    use super::*;
+    use crate::fault_proxy::{FaultProxy, TokenAuth};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn two_namespaces(addr: &str) -> String {
+        format!(
+            "version: 1\ntargets:\n  - {{ name: a, registry: \"{addr}\", namespace: one, insecure: true }}\n  - {{ name: b, registry: \"{addr}\", namespace: two, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n"
+        )
+    }
+
+    fn run_with(
+        ws: &Workspace,
+        env: &[(&str, &std::path::Path)],
+        args: &[&str],
+    ) -> crate::common::Output {
+        let mut c = ws.cmd();
+        c.args(args).env("SOURCE_DATE_EPOCH", "1");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(c)
+    }
+
+    #[test]
+    fn token_flow_with_reauth_and_mount_scopes() {
+        let reg = Registry::start();
+        let proxy = FaultProxy::start_with_auth(
+            &reg.addr,
+            Vec::new(),
+            TokenAuth::new("ci", "t0ken-Pa55", "", 3),
+        );
+        let ws = Workspace::with_catalog(&two_namespaces(&proxy.addr));
+        qcow2(&ws, "disk.qcow2", "4M");
+        ws.write(
+            "docker/config.json",
+            format!(
+                r#"{{"auths":{{"{}":{{"username":"ci","password":"t0ken-Pa55"}}}}}}"#,
+                proxy.addr
+            ),
+        );
+        let out = run_with(
+            &ws,
+            &[("DOCKER_CONFIG", &ws.path().join("docker"))],
+            &["publish", "--format", "json"],
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(!out.stderr.contains("t0ken-Pa55") && !out.stdout.contains("t0ken-Pa55"));
+        let auth = proxy.auth.lock().unwrap();
+        let scopes = &auth.as_ref().unwrap().scopes;
+        assert!(
+            scopes.iter().any(|s| s == "repository:one/disk:pull,push"),
+            "{scopes:?}"
+        );
+        // Tokens expire after 3 uses: more tokens were fetched than scopes needed.
+        assert!(scopes.len() > 3, "re-authenticated mid-run: {scopes:?}");
+        // The second repository mounts from the first: its token also asks to pull the source.
+        assert!(
+            scopes
+                .iter()
+                .any(|s| s.contains("repository:two/disk:pull,push")
+                    && s.contains("repository:one/disk:pull")),
+            "{scopes:?}"
+        );
+    }
+
+    #[test]
+    fn identity_tokens_are_exchanged_for_access_tokens() {
+        let reg = Registry::start();
+        let proxy = FaultProxy::start_with_auth(
+            &reg.addr,
+            Vec::new(),
+            TokenAuth::new("-", "-", "refresh-me", 0),
+        );
+        let ws = Workspace::with_catalog(&two_namespaces(&proxy.addr));
+        qcow2(&ws, "disk.qcow2", "4M");
+        ws.write(
+            "docker/config.json",
+            format!(
+                r#"{{"auths":{{"{}":{{"identitytoken":"refresh-me"}}}}}}"#,
+                proxy.addr
+            ),
+        );
+        let out = run_with(
+            &ws,
+            &[("DOCKER_CONFIG", &ws.path().join("docker"))],
+            &["publish"],
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(!out.stderr.contains("refresh-me"));
+        // A wrong one fails clearly.
+        ws.write(
+            "docker/config.json",
+            format!(
+                r#"{{"auths":{{"{}":{{"identitytoken":"stale"}}}}}}"#,
+                proxy.addr
+            ),
+        );
+        let out = run_with(
+            &ws,
+            &[("DOCKER_CONFIG", &ws.path().join("docker"))],
+            &["publish", "--force"],
+        );
+        assert_eq!(out.code, 1);
+        assert!(
+            out.stderr.contains("token endpoint") && out.stderr.contains("check the credentials"),
+            "{}",
+            out.stderr
+        );
+    }
+
+    #[test]
+    fn credential_helpers_and_registry_auth_file() {
+        let reg = Registry::start();
+        let proxy = FaultProxy::start_with_auth(
+            &reg.addr,
+            Vec::new(),
+            TokenAuth::new("helper-user", "helper-secret", "", 0),
+        );
+        let ws = Workspace::with_catalog(&two_namespaces(&proxy.addr));
+        qcow2(&ws, "disk.qcow2", "4M");
+        let bin = ws.path().join("bin");
+        ws.write(
+            "bin/docker-credential-imagepipetest",
+            "#!/bin/sh\nread host\necho \"$host\" >> \"$(dirname \"$0\")/asked\"\necho '{\"ServerURL\":\"'\"$host\"'\",\"Username\":\"helper-user\",\"Secret\":\"helper-secret\"}'\n",
+        );
+        std::fs::set_permissions(
+            bin.join("docker-credential-imagepipetest"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        ws.write(
+            "docker/config.json",
+            format!(r#"{{"credHelpers":{{"{}":"imagepipetest"}}}}"#, proxy.addr),
+        );
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let mut c = ws.cmd();
+        c.args(["publish"])
+            .env("SOURCE_DATE_EPOCH", "1")
+            .env("DOCKER_CONFIG", ws.path().join("docker"))
+            .env("PATH", &path);
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            std::fs::read_to_string(bin.join("asked"))
+                .unwrap()
+                .contains(&proxy.addr)
+        );
+        assert!(!out.stderr.contains("helper-secret"));
+        // podman/skopeo's auth file, named by REGISTRY_AUTH_FILE, comes first.
+        let auth = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode("helper-user:helper-secret")
+        };
+        ws.write(
+            "auth.json",
+            format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, proxy.addr),
+        );
+        let mut c = ws.cmd();
+        c.args(["publish", "--force"])
+            .env("SOURCE_DATE_EPOCH", "2")
+            .env("REGISTRY_AUTH_FILE", ws.path().join("auth.json"))
+            .env("DOCKER_CONFIG", ws.path().join("nowhere"));
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+}
