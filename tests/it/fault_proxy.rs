@@ -152,10 +152,10 @@ fn serve(
             p.next().unwrap_or_default().to_owned(),
         )
     };
-    if let Some(a) = auth.lock().unwrap().as_mut() {
-        if let Some(done) = token_front(a, &client, &mut reader, &mut head, &method, &path)? {
-            return done;
-        }
+    if let Some(a) = auth.lock().unwrap().as_mut()
+        && let Some(done) = token_front(a, &client, &mut reader, &mut head, &method, &path)?
+    {
+        return done;
     }
     let mut reset_after = None;
     {
