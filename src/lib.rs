@@ -3,10 +3,12 @@
 
 pub mod build;
 pub mod catalog;
+pub mod cleanup;
 pub mod cli;
 pub mod env;
 pub mod error;
 pub mod gitinfo;
+pub mod gitrefs;
 pub mod http;
 pub mod oci;
 pub mod plan;
@@ -14,6 +16,7 @@ pub mod publish;
 pub mod recipe;
 pub mod registry;
 pub mod release;
+pub mod retention;
 pub mod source;
 pub mod store;
 pub mod template;

@@ -86,6 +86,37 @@ impl Template {
             .any(|s| matches!(s, Segment::Placeholder { name: n, .. } if n == name))
     }
 
+    /// Whether `tag` could have been rendered from this template: literal
+    /// parts must match, a placeholder stands for one or more tag characters
+    /// (`{hash:N}`/`{commit:N}`: exactly N; `{hash}`/`{commit}`: 12).
+    pub fn matches(&self, tag: &str) -> bool {
+        fn go(segs: &[Segment], s: &str) -> bool {
+            match segs.split_first() {
+                None => s.is_empty(),
+                Some((Segment::Literal(l), rest)) => {
+                    s.strip_prefix(l.as_str()).is_some_and(|r| go(rest, r))
+                }
+                Some((Segment::Placeholder { name, len }, rest)) => {
+                    let fixed = len.or_else(|| {
+                        SLICEABLE
+                            .iter()
+                            .any(|(n, _)| n == name)
+                            .then_some(DEFAULT_HASH_LEN)
+                    });
+                    let run = s
+                        .bytes()
+                        .take_while(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+                        .count();
+                    match fixed {
+                        Some(n) => n <= run && go(rest, &s[n..]),
+                        None => (1..=run).rev().any(|n| go(rest, &s[n..])),
+                    }
+                }
+            }
+        }
+        go(&self.segments, tag)
+    }
+
     /// Renders with `lookup` giving each placeholder's full value (or why it has none).
     pub fn render(
         &self,
@@ -277,6 +308,17 @@ mod tests {
         ));
         let t = Template::parse("{pipeline}", &[]).unwrap();
         assert!(matches!(t.render(values), Err(RenderError::Missing { .. })));
+    }
+
+    #[test]
+    fn templates_recognise_their_tags() {
+        let t = Template::parse("{name}-{hash}", &[]).unwrap();
+        assert!(t.matches("vm-ubuntu-2204-0123456789ab"));
+        assert!(!t.matches("vm-ubuntu-2204-0123456789abc"));
+        assert!(!t.matches("hand-made"));
+        let t = Template::parse("{kubernetes_series}-latest", &[]).unwrap();
+        assert!(t.matches("v1.33-latest"));
+        assert!(!t.matches("latest"));
     }
 
     #[test]

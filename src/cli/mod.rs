@@ -1,6 +1,7 @@
 //! The command line: parse, resolve settings, dispatch, map errors to exit codes.
 
 mod build;
+mod cleanup;
 mod output;
 mod plan;
 mod publish;
@@ -37,6 +38,8 @@ enum Command {
     Publish(PublishArgs),
     /// Markdown release notes: versions and every image reference with its digest, per target.
     ReleaseNotes(ReleaseNotesArgs),
+    /// Retention plan per target and repository; deletes only with --apply.
+    Cleanup(CleanupArgs),
     /// Print the JSON Schema of the catalog.
     Schema,
 }
@@ -112,6 +115,18 @@ pub struct ReleaseNotesArgs {
     pub target: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Delete what the plan says (otherwise a dry run that prints the same plan).
+    #[arg(long)]
+    pub apply: bool,
+    /// Raise the catalog's `max_delete` for this run.
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -139,6 +154,7 @@ pub fn run() -> ExitCode {
         Command::Build(args) => build::run(&args, &env),
         Command::Publish(args) => publish::run(&args, &env),
         Command::ReleaseNotes(args) => publish::release_notes(&args, &env),
+        Command::Cleanup(args) => cleanup::run(&args, &env),
         Command::Schema => output::json(&crate::catalog::schema::schema()),
     };
     match result {

@@ -856,6 +856,18 @@ impl Client {
         Ok(tags)
     }
 
+    /// Deletes a tag alone (OCI 1.1 `DELETE /manifests/<tag>`); `false` when
+    /// the registry does not support it (Distribution answers 400).
+    pub fn delete_tag(&self, repo: &Repository, tag: &str) -> Result<bool, RegistryError> {
+        let op = format!("tag DELETE {tag}");
+        let url = repo.url(&format!("manifests/{tag}"));
+        let scope = format!("repository:{}:delete,pull,push", repo.path);
+        let resp = self.send(repo, &op, &scope, &|a, auth| {
+            with_auth(a.delete(&url), auth).call()
+        })?;
+        Ok(matches!(resp.status().as_u16(), 200 | 202 | 204))
+    }
+
     pub fn delete_manifest(&self, repo: &Repository, digest: &Digest) -> Result<(), RegistryError> {
         let op = format!("manifest DELETE {digest}");
         let url = repo.url(&format!("manifests/{digest}"));

@@ -7,6 +7,7 @@
 )]
 
 mod build;
+mod cleanup;
 mod common;
 mod fault_proxy;
 mod fuzz;

@@ -162,6 +162,25 @@ impl Registry {
 }
 
 impl Registry {
+    /// Stops the registry, runs its offline garbage collector, starts it again.
+    pub fn garbage_collect(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config = self._dir.path().join("config.yml");
+        let out = Command::new(binary())
+            .args(["garbage-collect", "--delete-untagged"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.child = spawn(&config, self._dir.path());
+        self.wait_ready();
+    }
+
     /// Kills the registry and starts it again on the same port and storage.
     pub fn restart(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,305 @@
+//! Cleanup: reading what registries hold, and applying a retention plan
+//! safely (re-checked digests, a deletion cap, tag-only removal).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::oci::{Digest, annotation, media};
+use crate::registry::{Client, Repository};
+use crate::retention::{Item, Plan, Removal, TagInfo};
+
+/// Requests in flight at once while listing or deleting.
+pub const CONCURRENCY: usize = 8;
+
+/// Every tag of a repository with its digest, creation time and provenance.
+/// Any failure fails the whole listing: a partial list must not be judged.
+pub fn list(client: &Client, repo: &Repository) -> Result<Vec<TagInfo>, String> {
+    let tags = client.list_tags(repo).map_err(|e| e.to_string())?;
+    let results: Mutex<Vec<Result<TagInfo, String>>> = Mutex::new(Vec::with_capacity(tags.len()));
+    let next = Mutex::new(tags.iter());
+    std::thread::scope(|s| {
+        for _ in 0..CONCURRENCY {
+            s.spawn(|| {
+                loop {
+                    let Some(tag) = next.lock().expect("lock").next() else {
+                        break;
+                    };
+                    let r = describe(client, repo, tag);
+                    results.lock().expect("lock").push(r);
+                }
+            });
+        }
+    });
+    let mut out = results
+        .into_inner()
+        .expect("lock")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort_by(|a, b| a.tag.cmp(&b.tag));
+    Ok(out)
+}
+
+fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, String> {
+    let m = client
+        .get_manifest(repo, tag)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{repo}:{tag} vanished while listing"))?;
+    let v: Value = serde_json::from_slice(&m.bytes)
+        .map_err(|e| format!("{repo}:{tag}: manifest is not JSON: {e}"))?;
+    let ann = &v["annotations"];
+    let created = ann[annotation::CREATED].as_str().and_then(parse_rfc3339);
+    let children = v["manifests"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|d| d["digest"].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let size = v["layers"].as_array().map(|ls| {
+        ls.iter().filter_map(|l| l["size"].as_u64()).sum::<u64>()
+            + v["config"]["size"].as_u64().unwrap_or(0)
+    });
+    Ok(TagInfo {
+        tag: tag.to_owned(),
+        digest: m.digest,
+        created,
+        built_by_us: ann[annotation::IMAGE].as_str().map(str::to_owned),
+        children,
+        size,
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` → seconds since 1970.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    // Days from civil, Howard Hinnant's algorithm.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// What happened to one planned deletion.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    pub target: String,
+    pub repository: String,
+    pub tag: String,
+    pub digest: Digest,
+    /// `deleted`, `untagged`, `skipped` or `failed`.
+    pub result: &'static str,
+    pub detail: String,
+}
+
+/// The number of deletions a plan asks for: manifests (once per digest) and tag removals.
+pub fn deletion_count(plan: &Plan) -> usize {
+    let mut manifests = std::collections::HashSet::new();
+    let mut untags = 0;
+    for i in plan.deletions() {
+        match i.removal {
+            Some(Removal::DeleteManifest) => {
+                manifests.insert((&i.repository, &i.digest));
+            }
+            _ => untags += 1,
+        }
+    }
+    manifests.len() + untags
+}
+
+/// Applies the deletions of a plan. Each tag's digest is read again first;
+/// a tag that moved is skipped, and a manifest is deleted only if every
+/// planned tag on it still points there and no protected tag moved onto it.
+pub fn apply(
+    client: &Client,
+    repos: &BTreeMap<String, Repository>,
+    plan: &Plan,
+    audit: &(dyn Fn(&Applied) + Sync),
+) -> Vec<Applied> {
+    // Group by repository and digest: one DELETE per manifest.
+    let mut groups: BTreeMap<(String, Digest), Vec<&Item>> = BTreeMap::new();
+    for i in plan.deletions() {
+        groups
+            .entry((i.repository.clone(), i.digest.clone()))
+            .or_default()
+            .push(i);
+    }
+    let kept_tags: BTreeMap<&str, Vec<&Item>> = plan
+        .items
+        .iter()
+        .filter(|i| i.decision == crate::retention::Decision::Keep)
+        .fold(BTreeMap::new(), |mut m, i| {
+            m.entry(i.repository.as_str()).or_default().push(i);
+            m
+        });
+    let work: Vec<_> = groups.into_iter().collect();
+    let next = Mutex::new(work.iter());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..CONCURRENCY {
+            s.spawn(|| {
+                loop {
+                    let Some(((repo_name, digest), items)) = next.lock().expect("lock").next()
+                    else {
+                        break;
+                    };
+                    let Some(repo) = repos.get(repo_name) else {
+                        continue;
+                    };
+                    let kept = kept_tags
+                        .get(repo_name.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    for a in apply_group(client, repo, digest, items, kept) {
+                        audit(&a);
+                        results.lock().expect("lock").push(a);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = results.into_inner().expect("lock");
+    out.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
+    out
+}
+
+fn applied(i: &Item, result: &'static str, detail: impl Into<String>) -> Applied {
+    Applied {
+        target: i.target.clone(),
+        repository: i.repository.clone(),
+        tag: i.tag.clone(),
+        digest: i.digest.clone(),
+        result,
+        detail: detail.into(),
+    }
+}
+
+fn apply_group(
+    client: &Client,
+    repo: &Repository,
+    digest: &Digest,
+    items: &[&Item],
+    kept: &[&Item],
+) -> Vec<Applied> {
+    let mut out = Vec::new();
+    let mut still: Vec<&Item> = Vec::new();
+    for i in items {
+        match client.head_manifest(repo, &i.tag) {
+            Ok(Some((d, _, _))) if d == *digest => still.push(i),
+            Ok(Some((d, _, _))) => out.push(applied(
+                i,
+                "skipped",
+                format!("moved to {d} since planning"),
+            )),
+            Ok(None) => out.push(applied(i, "skipped", "already gone")),
+            Err(e) => out.push(applied(i, "failed", e.to_string())),
+        }
+    }
+    let (deletes, untags): (Vec<&Item>, Vec<&Item>) = still
+        .into_iter()
+        .partition(|i| i.removal == Some(Removal::DeleteManifest));
+    if !deletes.is_empty() {
+        // A kept tag that now points at this digest (a moved `latest`) saves it.
+        let rescued = kept.iter().filter(|k| k.digest != *digest).find_map(|k| {
+            match client.head_manifest(repo, &k.tag) {
+                Ok(Some((d, _, _))) if d == *digest => Some(k.tag.clone()),
+                _ => None,
+            }
+        });
+        match rescued {
+            Some(t) => out.extend(
+                deletes
+                    .iter()
+                    .map(|i| applied(i, "skipped", format!("kept tag {t} moved onto this digest"))),
+            ),
+            None => match client.delete_manifest(repo, digest) {
+                Ok(()) => out.extend(
+                    deletes
+                        .iter()
+                        .map(|i| applied(i, "deleted", format!("manifest {digest} deleted"))),
+                ),
+                Err(e) => out.extend(deletes.iter().map(|i| applied(i, "failed", e.to_string()))),
+            },
+        }
+    }
+    for i in untags {
+        out.push(match untag(client, repo, &i.tag) {
+            Ok(how) => applied(i, "untagged", how),
+            Err(e) => applied(i, "failed", e),
+        });
+    }
+    out
+}
+
+/// Removes one tag and nothing else: the registry's tag DELETE where it has
+/// one, otherwise a unique throwaway manifest is put on the tag and deleted.
+pub fn untag(client: &Client, repo: &Repository, tag: &str) -> Result<String, String> {
+    if client.delete_tag(repo, tag).map_err(|e| e.to_string())? {
+        return Ok("tag deleted".into());
+    }
+    let empty = Digest::of(b"{}");
+    if !client
+        .blob_exists(repo, &empty)
+        .map_err(|e| e.to_string())?
+    {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("empty");
+        std::fs::write(&path, b"{}").map_err(|e| e.to_string())?;
+        client
+            .upload_blob(repo, &empty, 2, &path)
+            .map_err(|e| e.to_string())?;
+    }
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let throwaway = json!({
+        "schemaVersion": 2,
+        "mediaType": media::MANIFEST,
+        "config": { "mediaType": media::EMPTY, "digest": empty, "size": 2 },
+        "layers": [{ "mediaType": media::EMPTY, "digest": empty, "size": 2 }],
+        "annotations": { "io.imagepipe.untag": format!("{tag} {nonce}") },
+    });
+    let bytes = crate::oci::canonical_json(&throwaway);
+    let d = client
+        .put_manifest(repo, tag, media::MANIFEST, &bytes)
+        .map_err(|e| e.to_string())?;
+    client
+        .delete_manifest(repo, &d)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("tag moved to throwaway manifest {d}, deleted"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        for t in [0, 1_700_000_000, 951_782_400, 1_767_323_045] {
+            assert_eq!(parse_rfc3339(&crate::oci::rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-01-02T03:04:05.123Z"),
+            Some(1_767_323_045)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

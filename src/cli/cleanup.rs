@@ -1,0 +1,212 @@
+//! `imagepipe cleanup`.
+
+use std::collections::BTreeMap;
+
+use super::{CleanupArgs, Format, output, settings, table_or_json};
+use crate::catalog::{self, TargetKind};
+use crate::cleanup::{self, Applied};
+use crate::env::Environment;
+use crate::error::{EXIT_FAILED, Error, Result};
+use crate::gitrefs;
+use crate::publish::Dest;
+use crate::registry::Repository;
+use crate::retention::{self, Decision, References, Repo, Rules};
+
+pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
+    let c = &args.common;
+    table_or_json(c.format)?;
+    let catalog = catalog::load(&c.config)?;
+    let Some(ret) = &catalog.retention else {
+        return Err(Error::Usage(format!(
+            "{}: no `retention:` section, so nothing can be cleaned up — see docs/cleanup.md",
+            c.config.display()
+        )));
+    };
+    let targets = settings::select_targets(&catalog, &c.target)?;
+    let names: Vec<String> = c.only.clone();
+    for n in &names {
+        if catalog.image(n).is_none() {
+            return Err(Error::Usage(format!(
+                "--only {n}: the catalog has no such image"
+            )));
+        }
+    }
+    let base = catalog.base_dir();
+    let client = settings::registry_client(env, None);
+
+    // Git references (fail closed: an unreadable branch deletes nothing).
+    let (refs, git_error, unsupported) = match &ret.git {
+        None => (References::default(), None, Vec::new()),
+        Some(g) => {
+            let branches: Vec<String> = g.branches.iter().map(|b| b.value.clone()).collect();
+            let paths: Vec<String> = g.paths.iter().map(|p| p.value.clone()).collect();
+            match gitrefs::scan(&base.join(&g.repo), &branches, g.supported_releases, &paths) {
+                Ok(scan) => {
+                    for b in &scan.branches {
+                        tracing::info!(
+                            "git: {} ({}): {} file(s) scanned",
+                            b.branch,
+                            b.reference,
+                            b.files.len()
+                        );
+                    }
+                    (References::from_scan(&scan), None, scan.unsupported)
+                }
+                Err(e) => (References::default(), Some(e.to_string()), Vec::new()),
+            }
+        }
+    };
+
+    // Registry state, per managed repository.
+    let mut repos = Vec::new();
+    let mut clients: BTreeMap<String, Repository> = BTreeMap::new();
+    for image in catalog
+        .images
+        .iter()
+        .filter(|i| names.is_empty() || names.contains(&i.name.value))
+    {
+        for t in targets.iter().filter(|t| image.goes_to(&t.name)) {
+            if !matches!(t.kind, TargetKind::Registry { .. }) {
+                continue;
+            }
+            let Dest::Registry(r) = Dest::of(t, &image.name, &base) else {
+                continue;
+            };
+            tracing::info!("listing {r}");
+            let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
+            let templates = image
+                .tag_templates(&catalog.defaults)
+                .iter()
+                .filter_map(|t| crate::template::Template::parse(t, &vars).ok())
+                .collect();
+            repos.push(Repo {
+                target: t.name.value.clone(),
+                repository: r.to_string(),
+                image: image.name.value.clone(),
+                templates,
+                tags: cleanup::list(&client, &r),
+            });
+            clients.insert(r.to_string(), r);
+        }
+    }
+    let mut protect = globset::GlobSetBuilder::new();
+    for p in &ret.protect {
+        protect.add(globset::Glob::new(p).map_err(|e| Error::Usage(e.to_string()))?);
+    }
+    let rules = Rules {
+        keep_last: ret.keep_last,
+        max_age_secs: ret.max_age.as_ref().map(|d| d.value.as_secs()),
+        protect: protect.build().map_err(|e| Error::Usage(e.to_string()))?,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let plan = retention::plan(
+        &repos,
+        &refs,
+        &rules,
+        now,
+        git_error.as_deref(),
+        &unsupported,
+    );
+    for e in &plan.errors {
+        tracing::error!("{e}");
+    }
+
+    let mut applied: Vec<Applied> = Vec::new();
+    let mut failed = !plan.errors.is_empty();
+    if args.apply {
+        let limit = args.max_delete.unwrap_or(ret.max_delete);
+        let count = cleanup::deletion_count(&plan);
+        if count as u64 > limit {
+            tracing::error!(
+                "the plan deletes {count} manifests/tags, more than max_delete {limit}: nothing deleted (raise it with --max-delete {count} after checking the plan)"
+            );
+            failed = true;
+        } else if plan.errors.is_empty() {
+            let json = c.format == Format::Json;
+            applied = cleanup::apply(&client, &clients, &plan, &|a: &Applied| {
+                if json {
+                    tracing::info!(target: "audit", "{}", serde_json::to_string(a).unwrap_or_default());
+                } else {
+                    tracing::info!(
+                        "{} {}:{} ({}): {}",
+                        a.result,
+                        a.repository,
+                        a.tag,
+                        a.digest,
+                        a.detail
+                    );
+                }
+            });
+            failed |= applied.iter().any(|a| a.result == "failed");
+        } else {
+            tracing::error!("not applying: the plan has errors (fail closed)");
+        }
+    }
+    match c.format {
+        Format::Json => {
+            output::json(&serde_json::json!({
+                "apply": args.apply,
+                "items": plan.items,
+                "errors": plan.errors,
+                "unsupported_branches": plan.unsupported_branches,
+                "applied": applied,
+            }))?;
+        }
+        _ => print_table(&plan, args.apply),
+    }
+    Ok(if failed { EXIT_FAILED } else { 0 })
+}
+
+fn print_table(plan: &retention::Plan, apply: bool) {
+    let mut by_repo: BTreeMap<&str, Vec<&retention::Item>> = BTreeMap::new();
+    for i in &plan.items {
+        by_repo.entry(&i.repository).or_default().push(i);
+    }
+    let mut out = String::new();
+    for (repo, items) in &by_repo {
+        let deleting: Vec<_> = items
+            .iter()
+            .filter(|i| i.decision == Decision::Delete)
+            .collect();
+        let mut freed: BTreeMap<&crate::oci::Digest, u64> = BTreeMap::new();
+        for i in deleting
+            .iter()
+            .filter(|i| i.removal == Some(retention::Removal::DeleteManifest))
+        {
+            freed.insert(&i.digest, i.size.unwrap_or(0));
+        }
+        out.push_str(&format!(
+            "{repo}: {} tag(s), keep {}, delete {} (up to {} bytes before registry garbage collection){}\n",
+            items.len(),
+            items.len() - deleting.len(),
+            deleting.len(),
+            freed.values().sum::<u64>(),
+            if apply { "" } else { " [dry run]" }
+        ));
+        for i in items {
+            let mut why = i.reasons.join(", ");
+            if !i.referenced_by.is_empty() {
+                why.push_str(&format!(" ({})", i.referenced_by.join(", ")));
+            }
+            let decision = match (i.decision, i.removal) {
+                (Decision::Keep, _) => "keep",
+                (Decision::Delete, Some(retention::Removal::Untag)) => "untag",
+                (Decision::Delete, _) => "delete",
+            };
+            out.push_str(&format!(
+                "  {decision:<6}  {:<40}  {}  {why}\n",
+                i.tag,
+                &i.digest.to_string()[..19]
+            ));
+        }
+    }
+    if !plan.unsupported_branches.is_empty() {
+        out.push_str(&format!(
+            "release branches past supported_releases (not counted): {}\n",
+            plan.unsupported_branches.join(", ")
+        ));
+    }
+    output::text(&out);
+}
