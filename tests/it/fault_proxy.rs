@@ -62,6 +62,8 @@ pub struct FaultProxy {
     pub requests: Arc<AtomicUsize>,
     pub injected: Arc<AtomicUsize>,
     pub auth: Arc<Mutex<Option<TokenAuth>>>,
+    /// `METHOD path` of every request seen.
+    pub log: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -81,6 +83,8 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(faults));
         let auth = Arc::new(Mutex::new(auth));
         let auth_out = auth.clone();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log_out = log.clone();
         let (requests, injected, stop) = (
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
@@ -105,8 +109,9 @@ impl FaultProxy {
                     up.clone(),
                     auth.clone(),
                 );
+                let l = log.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &up, &f, &r, &i, &a);
+                    let _ = serve(conn, &up, &f, &r, &i, &a, &l);
                 });
             }
         });
@@ -115,6 +120,7 @@ impl FaultProxy {
             requests,
             injected,
             auth: auth_out,
+            log: log_out,
             stop,
             handle: Some(handle),
         }
@@ -128,6 +134,7 @@ fn serve(
     requests: &AtomicUsize,
     injected: &AtomicUsize,
     auth: &Mutex<Option<TokenAuth>>,
+    log: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = String::new();
@@ -152,6 +159,7 @@ fn serve(
             p.next().unwrap_or_default().to_owned(),
         )
     };
+    log.lock().unwrap().push(format!("{method} {path}"));
     if let Some(a) = auth.lock().unwrap().as_mut()
         && let Some(done) = token_front(a, &client, &mut reader, &mut head, &method, &path)?
     {
