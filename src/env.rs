@@ -30,6 +30,14 @@ pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
 /// Colon-separated directories of `<host>/*.crt` CA certificates for private
 /// registries; default `/etc/containers/certs.d:/etc/docker/certs.d`.
 pub const IMAGEPIPE_CERTS_DIR: &str = "IMAGEPIPE_CERTS_DIR";
+/// GitHub Actions: file that step outputs are appended to (`plan` writes `matrix`, `images`, `has-work`, `release`).
+pub const GITHUB_OUTPUT: &str = "GITHUB_OUTPUT";
+/// GitHub Actions: Markdown job summary (`plan`, `publish` and `cleanup` append to it).
+pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
+/// GitLab CI: registry credentials as the JSON of a Docker `config.json`.
+pub const DOCKER_AUTH_CONFIG: &str = "DOCKER_AUTH_CONFIG";
+/// The container image the generated GitLab child pipeline's jobs run in.
+pub const IMAGEPIPE_CI_IMAGE: &str = "IMAGEPIPE_CI_IMAGE";
 /// Log filter for stderr (`info` by default; `debug`, `imagepipe=trace`, ...).
 pub const IMAGEPIPE_LOG: &str = "IMAGEPIPE_LOG";
 

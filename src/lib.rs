@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod catalog;
+pub mod ci;
 pub mod cleanup;
 pub mod cli;
 pub mod env;

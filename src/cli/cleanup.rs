@@ -144,6 +144,33 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
             tracing::error!("not applying: the plan has errors (fail closed)");
         }
     }
+    let mut rows: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for i in &plan.items {
+        let e = rows.entry(&i.repository).or_default();
+        if i.decision == Decision::Keep {
+            e.0 += 1
+        } else {
+            e.1 += 1
+        }
+    }
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(r, (k, d))| vec![r.to_owned(), k.to_string(), d.to_string()])
+        .collect();
+    let title = if args.apply {
+        "imagepipe cleanup --apply"
+    } else {
+        "imagepipe cleanup (dry run)"
+    };
+    let mut summary = format!(
+        "### {title}\n\n{}",
+        crate::ci::markdown_table(&["repository", "keep", "delete"], &rows)
+    );
+    for e in &plan.errors {
+        summary.push_str(&format!("\n- error: {e}"));
+    }
+    crate::ci::step_summary(env, &summary)
+        .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
     match c.format {
         Format::Json => {
             output::json(&serde_json::json!({

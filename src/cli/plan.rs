@@ -3,7 +3,7 @@
 use super::{Format, PlanArgs, output, settings};
 use crate::catalog;
 use crate::env::Environment;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan;
 use crate::publish::LiveState;
 use crate::registry::retry::Policy;
@@ -36,15 +36,58 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let offline = OfflineState { base: &base };
     let state: &dyn plan::TargetState = if args.offline { &offline } else { &live };
     let p = plan::plan(&identities, &targets, &catalog.build_store(), &ctx, state);
+    crate::ci::write_github_output(env, &p)
+        .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_OUTPUT)))?;
+    let summary_rows: Vec<Vec<String>> = p
+        .items
+        .iter()
+        .map(|i| {
+            vec![
+                i.image.clone(),
+                i.target.clone(),
+                i.tag.clone().unwrap_or_default(),
+                i.action.as_str().to_owned(),
+                i.reason.clone(),
+            ]
+        })
+        .collect();
+    crate::ci::step_summary(
+        env,
+        &format!(
+            "### imagepipe plan\n\n{}",
+            crate::ci::markdown_table(
+                &["image", "target", "tag", "action", "reason"],
+                &summary_rows
+            )
+        ),
+    )
+    .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
     match c.format {
         Format::Table => output::plan_table(&p),
         Format::Json => {
             output::json(&p)?;
         }
         Format::GithubMatrix => {
-            output::json(&output::github_matrix(&p))?;
+            output::json(&crate::ci::github_matrix(&p))?;
         }
-        Format::Gitlab => output::text(&output::gitlab_pipeline(&p, &c.config)),
+        Format::Gitlab => {
+            let store = match &catalog.build_store().kind {
+                catalog::TargetKind::Layout { path } => c
+                    .config
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .join(path),
+                catalog::TargetKind::Registry { .. } => {
+                    std::path::PathBuf::from(catalog::DEFAULT_LAYOUT)
+                }
+            };
+            output::text(&crate::ci::gitlab_pipeline(
+                &p,
+                &c.config,
+                &store,
+                env.get(crate::env::IMAGEPIPE_CI_IMAGE),
+            ));
+        }
     }
     Ok(0)
 }

@@ -95,6 +95,35 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         ));
     }
     report(&items, c.format)?;
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            let result = match i.outcome {
+                Outcome::Pushed => "pushed".to_owned(),
+                Outcome::Present => "present".to_owned(),
+                Outcome::Failed => format!("FAILED: {}", i.error.as_deref().unwrap_or("")),
+            };
+            let reference = i
+                .digest
+                .as_ref()
+                .map_or_else(|| i.reference.clone(), |d| format!("{}@{d}", i.reference));
+            vec![
+                i.image.clone(),
+                i.target.clone(),
+                format!("`{reference}`"),
+                result,
+                i.moved.join(", "),
+            ]
+        })
+        .collect();
+    crate::ci::step_summary(
+        env,
+        &format!(
+            "### imagepipe publish\n\n{}",
+            crate::ci::markdown_table(&["image", "target", "reference", "result", "moved"], &rows)
+        ),
+    )
+    .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
     Ok(if items.iter().any(|i| i.outcome == Outcome::Failed) {
         EXIT_FAILED
     } else {

@@ -52,6 +52,8 @@ pub enum Credential {
 /// Resolves credentials per registry host.
 #[derive(Clone, Debug, Default)]
 pub struct Keychain {
+    /// `DOCKER_AUTH_CONFIG`: a config.json given inline (GitLab CI's convention).
+    inline: Option<String>,
     files: Vec<PathBuf>,
 }
 
@@ -74,19 +76,33 @@ impl Keychain {
         if let Some(run) = env.get("XDG_RUNTIME_DIR") {
             files.push(Path::new(run).join("containers/auth.json"));
         }
-        Self { files }
+        Self {
+            inline: env.get(crate::env::DOCKER_AUTH_CONFIG).map(str::to_owned),
+            files,
+        }
     }
 
     pub fn from_files(files: Vec<PathBuf>) -> Self {
-        Self { files }
+        Self {
+            inline: None,
+            files,
+        }
     }
 
     /// The credential for `host` (`host[:port]`); anonymous when none is configured.
     pub fn resolve(&self, host: &str) -> Result<Credential, String> {
-        for file in &self.files {
-            let Ok(bytes) = std::fs::read(file) else {
-                continue;
-            };
+        let inline = self.inline.as_ref().map(|t| {
+            (
+                PathBuf::from(crate::env::DOCKER_AUTH_CONFIG),
+                t.clone().into_bytes(),
+            )
+        });
+        let files = self
+            .files
+            .iter()
+            .filter_map(|f| std::fs::read(f).ok().map(|b| (f.clone(), b)));
+        for (file, bytes) in inline.into_iter().chain(files) {
+            let file = file.as_path();
             let config: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: not valid JSON: {e}", file.display()))?;
             if let Some(helper) = config["credHelpers"].get(host).and_then(|h| h.as_str()) {

@@ -7,6 +7,7 @@
 )]
 
 mod build;
+mod ci;
 mod cleanup;
 mod common;
 mod fault_proxy;

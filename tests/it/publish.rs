@@ -852,12 +852,27 @@ fn a_second_repository_on_the_same_registry_gets_blobs_by_mount() {
     qcow2(&ws, "disk.qcow2", "4M");
     assert_eq!(publish(&ws, &[]).code, 0);
     // Later a second region/namespace on the same registry is added.
-    let two = one.replace("images:", &format!("  - {{ name: b, registry: \"{}\", namespace: two, insecure: true }}\nimages:", proxy.addr));
+    let two = one.replace(
+        "images:",
+        &format!(
+            "  - {{ name: b, registry: \"{}\", namespace: two, insecure: true }}\nimages:",
+            proxy.addr
+        ),
+    );
     ws.write("images.yml", two);
     proxy.log.lock().unwrap().clear();
     let out = publish(&ws, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let log = proxy.log.lock().unwrap().clone();
-    assert!(log.iter().any(|l| l.starts_with("POST /v2/two/disk/blobs/uploads/?mount=") && l.contains("from=one/disk")), "{log:?}");
-    assert!(!log.iter().any(|l| l.starts_with("PUT /v2/two/disk/blobs/uploads/") || l.starts_with("PATCH")), "no blob was uploaded again: {log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("POST /v2/two/disk/blobs/uploads/?mount=")
+                && l.contains("from=one/disk")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("PUT /v2/two/disk/blobs/uploads/") || l.starts_with("PATCH")),
+        "no blob was uploaded again: {log:?}"
+    );
 }

