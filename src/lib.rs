@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod ci;
 pub mod cleanup;
 pub mod cli;
+pub mod cloud;
 pub mod env;
 pub mod error;
 pub mod gitinfo;

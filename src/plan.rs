@@ -143,7 +143,7 @@ pub fn plan(
         let chosen: Vec<&Target> = targets
             .iter()
             .copied()
-            .filter(|t| image.goes_to(&t.name))
+            .filter(|t| image.goes_to(t))
             .collect();
         // State of every target (and the build store), looked up once.
         let mut holders: BTreeMap<&str, TagState> = BTreeMap::new();
@@ -205,7 +205,21 @@ fn decide(
                 format!("up to date: {tag} is on {}", target.name.value),
             );
         }
-        Some(TagState::Unknown) => {}
+        Some(TagState::Unknown) if target.kind.is_cloud() => {
+            let how = match &target.kind {
+                crate::catalog::TargetKind::Cloud {
+                    exists: Some(_), ..
+                } => "existence not known (offline, or the check did not answer)",
+                _ => "no `exists` check for this region",
+            };
+            return (Action::Build, format!("{how}: Packer builds it here"));
+        }
+        Some(TagState::Absent) if target.kind.is_cloud() => {
+            return (
+                Action::Build,
+                format!("{tag} does not exist in this region: Packer builds it here"),
+            );
+        }
         _ => {}
     }
     let other = holders

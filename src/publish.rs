@@ -18,12 +18,23 @@ use crate::store::layout::Layout;
 pub enum Dest {
     Layout(PathBuf),
     Registry(Repository),
+    /// A cloud region (machine images; see [`crate::cloud`]).
+    Cloud {
+        provider: String,
+        region: String,
+    },
 }
 
 impl Dest {
     pub fn of(target: &Target, image: &str, base: &Path) -> Self {
         match &target.kind {
             TargetKind::Layout { path } => Self::Layout(base.join(path).join(image)),
+            TargetKind::Cloud {
+                provider, region, ..
+            } => Self::Cloud {
+                provider: provider.clone(),
+                region: region.clone(),
+            },
             TargetKind::Registry {
                 registry,
                 namespace,
@@ -45,6 +56,7 @@ impl Dest {
         match self {
             Self::Layout(p) => format!("oci:{}", p.display()),
             Self::Registry(r) => r.to_string(),
+            Self::Cloud { provider, region } => format!("{provider}:{region}"),
         }
     }
 
@@ -62,6 +74,9 @@ impl Dest {
                 .head_manifest(r, tag)
                 .map(|m| m.map(|(d, _, _)| d))
                 .map_err(|e| e.to_string()),
+            Self::Cloud { .. } => {
+                Err("a cloud region holds machine images, not OCI images".to_owned())
+            }
         }
     }
 }
@@ -75,6 +90,9 @@ pub struct LiveState<'a> {
 
 impl TargetState for LiveState<'_> {
     fn tag_state(&self, target: &Target, image: &str, tag: &str) -> TagState {
+        if target.kind.is_cloud() {
+            return crate::cloud::exists(target, tag, self.base);
+        }
         match Dest::of(target, image, self.base).resolve(self.client, tag) {
             Ok(Some(_)) => TagState::Present,
             Ok(None) => TagState::Absent,
@@ -137,6 +155,7 @@ pub fn push_immutable(
         _ => {}
     }
     match dest {
+        Dest::Cloud { .. } => Err("a cloud region holds machine images, not OCI images".to_owned()),
         Dest::Layout(dir) => copy_to_layout(src, top, dir, tag),
         Dest::Registry(repo) => {
             push_tree(client, src, top, repo, mount_from, true)?;
@@ -159,6 +178,7 @@ pub fn move_tag(
     tag: &str,
 ) -> Result<(), String> {
     match dest {
+        Dest::Cloud { .. } => Err("a cloud region holds machine images, not OCI images".to_owned()),
         Dest::Layout(dir) => {
             let l = Layout::create(dir).map_err(|e| e.to_string())?;
             l.set_tag(tag, top.clone()).map_err(|e| e.to_string())
@@ -177,6 +197,7 @@ pub fn fetch_manifest(
     tag: &str,
 ) -> Result<Option<(Descriptor, Vec<u8>)>, String> {
     match dest {
+        Dest::Cloud { .. } => Ok(None),
         Dest::Layout(dir) => {
             let Some(l) = Layout::open_existing(dir) else {
                 return Ok(None);
@@ -347,7 +368,7 @@ pub fn publish_image(
     for (target, dest) in targets {
         let mount_from = match dest {
             Dest::Registry(r) => mounted.get(&r.host).cloned(),
-            Dest::Layout(_) => None,
+            Dest::Layout(_) | Dest::Cloud { .. } => None,
         };
         let result = match src {
             Some(src) => push_immutable(client, src, &top, dest, tag, mount_from.as_deref(), opts),

@@ -149,7 +149,7 @@ fn content_tags(
 }
 
 /// Environment and Packer variables handed to builders.
-fn build_env(image: &Image, id: &Identity, ctx: &RunContext) -> BuildEnv {
+pub fn build_env(image: &Image, id: &Identity, ctx: &RunContext) -> BuildEnv {
     let mut vars = BTreeMap::new();
     let mut packer = BTreeMap::new();
     vars.insert("SOURCE_DATE_EPOCH".to_owned(), ctx.epoch.to_string());
@@ -311,6 +311,9 @@ fn package(
                 vec![layer.descriptor],
                 None,
             )
+        }
+        Format::MachineImage => {
+            return Err("machine images are built in each cloud region by `publish`, not into the local store".into());
         }
         Format::Artifact => {
             let fmt = disk::check(&m.path)?;

@@ -31,6 +31,10 @@ pub const TARGET_KEYS: &[&str] = &[
     "namespace",
     "insecure",
     "chunk_size",
+    "cloud",
+    "region",
+    "env",
+    "exists",
 ];
 pub const DEFAULTS_KEYS: &[&str] = &["tags", "compression"];
 pub const IMAGE_KEYS: &[&str] = &[
@@ -354,8 +358,51 @@ fn target(node: &Node, d: &mut Diagnostics) -> Option<Target> {
         }
     });
     let what = format!("target `{}`", name.value);
-    let kind = match (layout, registry) {
-        (Some(path), None) => {
+    let cloud = f.get("cloud").and_then(|n| string(n, d));
+    if cloud.is_none() {
+        for key in ["region", "env", "exists"] {
+            if let Some(n) = f.get(key) {
+                d.error(
+                    n.span,
+                    format!("`{key}` only applies to a cloud {what}"),
+                    "add `cloud: <provider>`, or remove it",
+                );
+            }
+        }
+    }
+    let kind = match (layout, registry, cloud) {
+        (None, None, Some(provider)) => {
+            for key in ["namespace", "insecure", "chunk_size"] {
+                if let Some(n) = f.get(key) {
+                    d.error(
+                        n.span,
+                        format!("`{key}` does not apply to a cloud {what}"),
+                        "remove it",
+                    );
+                }
+            }
+            let region = f
+                .required(
+                    "region",
+                    &what,
+                    d,
+                    "add the cloud region, e.g. `region: eu-west-2`",
+                )
+                .and_then(|n| string(n, d))
+                .map(|s| s.value)
+                .unwrap_or_default();
+            let exists = f.get("exists").map(|n| match n.kind {
+                NodeKind::Seq(_) => plain_strings(Some(n), d),
+                _ => string(n, d).map(|s| vec![s.value]).unwrap_or_default(),
+            });
+            TargetKind::Cloud {
+                provider: provider.value,
+                region,
+                env: f.get("env").map(|n| string_map(n, d)).unwrap_or_default(),
+                exists: exists.filter(|e| !e.is_empty()),
+            }
+        }
+        (Some(path), None, None) => {
             for key in ["namespace", "insecure", "chunk_size"] {
                 if let Some(n) = f.get(key) {
                     d.error(
@@ -369,27 +416,27 @@ fn target(node: &Node, d: &mut Diagnostics) -> Option<Target> {
                 path: PathBuf::from(path.value),
             }
         }
-        (None, Some(reg)) => TargetKind::Registry {
+        (None, Some(reg), None) => TargetKind::Registry {
             registry: registry_host(&reg, insecure, d).unwrap_or_default(),
             namespace: namespace.map(|n| n.value.trim_matches('/').to_owned()),
             insecure,
             chunk_size,
         },
-        (Some(l), Some(_)) => {
-            d.error(
-                l.span,
-                format!("{what} sets both `layout` and `registry`"),
-                "a target is either an OCI layout directory or a registry: keep one",
-            );
-            TargetKind::Layout {
-                path: PathBuf::from(l.value),
-            }
-        }
-        (None, None) => {
+        (None, None, None) => {
             d.error(
                 node.span,
                 format!("{what} is neither a layout nor a registry"),
-                "add `layout: ./path` or `registry: host[:port]`",
+                "add `layout: ./path`, `registry: host[:port]` or `cloud: <provider>` with `region:`",
+            );
+            TargetKind::Layout {
+                path: PathBuf::new(),
+            }
+        }
+        _ => {
+            d.error(
+                node.span,
+                format!("{what} sets more than one of `layout`, `registry` and `cloud`"),
+                "a target is an OCI layout directory, a registry or a cloud region: keep one",
             );
             TargetKind::Layout {
                 path: PathBuf::new(),
@@ -645,6 +692,7 @@ fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
                 "containerdisk" => Some(Format::ContainerDisk),
                 "rootfs" => Some(Format::Rootfs),
                 "artifact" => Some(Format::Artifact),
+                "machine-image" => Some(Format::MachineImage),
                 other => {
                     d.error(
                         s.span,

@@ -109,12 +109,31 @@ pub enum TargetKind {
         /// Upload blobs in chunks of this many bytes (resumable); `None`: one streamed PUT.
         chunk_size: Option<u64>,
     },
+    /// A cloud region receiving machine images (OMI/AMI) built there by Packer.
+    Cloud {
+        provider: String,
+        region: String,
+        /// Environment handed to Packer (and the existence check) for this region.
+        env: Vec<(String, String)>,
+        /// Optional command telling whether an image name exists in the region
+        /// (exit 0: yes, 1: no); arguments may use `{image_name}` and `{region}`.
+        exists: Option<Vec<String>>,
+    },
+}
+
+impl TargetKind {
+    pub fn is_cloud(&self) -> bool {
+        matches!(self, Self::Cloud { .. })
+    }
 }
 
 impl Target {
     /// Where an image of this target lives, for humans: `host/ns/name` or `layout:name`.
     pub fn repository(&self, image: &str) -> String {
         match &self.kind {
+            TargetKind::Cloud {
+                provider, region, ..
+            } => format!("{provider}:{region}"),
             TargetKind::Layout { path } => format!("oci:{}", path.join(image).display()),
             TargetKind::Registry {
                 registry,
@@ -166,16 +185,20 @@ pub enum Format {
     ContainerDisk,
     Rootfs,
     Artifact,
+    /// A cloud machine image built by Packer in each cloud region target.
+    MachineImage,
 }
 
 impl Format {
-    pub const NAMES: &'static [&'static str] = &["containerdisk", "rootfs", "artifact"];
+    pub const NAMES: &'static [&'static str] =
+        &["containerdisk", "rootfs", "artifact", "machine-image"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ContainerDisk => "containerdisk",
             Self::Rootfs => "rootfs",
             Self::Artifact => "artifact",
+            Self::MachineImage => "machine-image",
         }
     }
 }
@@ -265,11 +288,14 @@ impl Image {
         self.compression.unwrap_or(defaults.compression)
     }
 
-    /// Whether `target` receives this image.
-    pub fn goes_to(&self, target: &str) -> bool {
-        self.targets
-            .as_ref()
-            .is_none_or(|ts| ts.iter().any(|t| **t == target))
+    /// Whether `target` receives this image: machine images go to cloud
+    /// targets, OCI images to layouts and registries; `targets:` narrows that.
+    pub fn goes_to(&self, target: &Target) -> bool {
+        (self.format == Format::MachineImage) == target.kind.is_cloud()
+            && self
+                .targets
+                .as_ref()
+                .is_none_or(|ts| ts.iter().any(|t| **t == *target.name))
     }
 }
 

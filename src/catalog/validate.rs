@@ -133,6 +133,32 @@ fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagn
             }
         }
     }
+    if image.format == crate::catalog::Format::MachineImage {
+        if image.platforms.len() > 1
+            || !image
+                .platforms
+                .iter()
+                .all(|p| matches!(p.source, crate::catalog::Source::Packer(_)))
+        {
+            d.error(
+                image.span,
+                format!("machine image `{}` needs one `packer` source", name.value),
+                "build machine images with `source: { packer: { template: ... } }`",
+            );
+        }
+        if !c.targets.iter().any(|t| image.goes_to(t)) {
+            d.error(
+                image.span,
+                format!("machine image `{}` has no cloud target", name.value),
+                "add a target with `cloud:` and `region:`",
+            );
+        }
+    } else if image.targets.as_ref().is_some_and(|ts| {
+        ts.iter()
+            .any(|t| c.target(t).is_some_and(|t| t.kind.is_cloud()))
+    }) {
+        d.error(image.span, format!("image `{}` is an OCI image but names a cloud target", name.value), "cloud targets receive `format: machine-image` images; remove the target or change the format");
+    }
     let mut platforms: Vec<String> = image
         .platforms
         .iter()

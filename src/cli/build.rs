@@ -24,6 +24,13 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
     let mut built: Vec<Built> = Vec::new();
     let mut failures = Vec::new();
     for (image, id) in &identities {
+        if image.format == catalog::Format::MachineImage {
+            tracing::info!(
+                "{}: a machine image is built in each cloud region by `imagepipe publish`",
+                image.name.value
+            );
+            continue;
+        }
         match build::build_image(
             &catalog,
             image,

@@ -65,7 +65,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         .iter()
         .filter(|i| names.is_empty() || names.contains(&i.name.value))
     {
-        for t in targets.iter().filter(|t| image.goes_to(&t.name)) {
+        for t in targets.iter().filter(|t| image.goes_to(t)) {
             if !matches!(t.kind, TargetKind::Registry { .. }) {
                 continue;
             }

@@ -77,7 +77,7 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
                     .parent()
                     .unwrap_or(std::path::Path::new(""))
                     .join(path),
-                catalog::TargetKind::Registry { .. } => {
+                catalog::TargetKind::Registry { .. } | catalog::TargetKind::Cloud { .. } => {
                     std::path::PathBuf::from(catalog::DEFAULT_LAYOUT)
                 }
             };

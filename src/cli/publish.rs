@@ -31,9 +31,24 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let opts = publish::Options { force: args.force };
     let mut items: Vec<Item> = Vec::new();
     for (image, id) in &identities {
+        if image.format == catalog::Format::MachineImage {
+            if !args.tags_only {
+                let regions: Vec<&catalog::Target> = targets
+                    .iter()
+                    .copied()
+                    .filter(|t| image.goes_to(t))
+                    .collect();
+                items.extend(
+                    crate::cloud::publish(&catalog, image, id, &ctx, &regions, args.jobs)
+                        .into_iter()
+                        .map(cloud_item),
+                );
+            }
+            continue;
+        }
         let dests: Vec<_> = targets
             .iter()
-            .filter(|t| image.goes_to(&t.name))
+            .filter(|t| image.goes_to(t))
             .map(|t| (*t, Dest::of(t, &image.name, &base)))
             .collect();
         let (tag, src) = if args.tags_only {
@@ -70,12 +85,8 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         // Mutable tags move only when this run covers every target of the image;
         // a run narrowed by --target (a fan-out job) leaves them to `--tags-only`,
         // which moves them on the targets it names once each holds the immutable tag.
-        let all_targets = catalog
-            .targets
-            .iter()
-            .filter(|t| image.goes_to(&t.name))
-            .count()
-            == dests.len();
+        let all_targets =
+            catalog.targets.iter().filter(|t| image.goes_to(t)).count() == dests.len();
         let mut id = id.clone();
         if !all_targets && !args.tags_only && !id.mutable_tags.is_empty() {
             tracing::info!(
@@ -129,6 +140,27 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     } else {
         0
     })
+}
+
+/// A region's machine image as a publish item: the reference is Packer's artifact id.
+fn cloud_item(r: crate::cloud::Record) -> Item {
+    let outcome = if r.error.is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Pushed
+    };
+    Item {
+        image: r.image,
+        target: r.target,
+        reference: r
+            .artifact_id
+            .unwrap_or_else(|| format!("{}:{}", r.provider, r.region)),
+        tag: r.name,
+        digest: None,
+        outcome,
+        moved: Vec::new(),
+        error: r.error,
+    }
 }
 
 fn fail(image: &str, dests: &[(&catalog::Target, Dest)], error: &str) -> Vec<Item> {
@@ -223,7 +255,33 @@ pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
             continue;
         };
         let _ = writeln!(md, "| target | image |\n|---|---|");
-        for t in targets.iter().filter(|t| image.goes_to(&t.name)) {
+        let results = crate::cloud::read_results(&base);
+        for t in targets.iter().filter(|t| image.goes_to(t)) {
+            if t.kind.is_cloud() {
+                let cell = match results
+                    .get(&format!("{}/{}", image.name.value, t.name.value))
+                    .filter(|r| r.name == *tag)
+                {
+                    Some(crate::cloud::Record {
+                        artifact_id: Some(a),
+                        error: None,
+                        ..
+                    }) => format!("`{tag}`: `{a}`"),
+                    Some(crate::cloud::Record { error: Some(e), .. }) => {
+                        missing += 1;
+                        format!("failed: {e}")
+                    }
+                    _ => {
+                        missing += 1;
+                        format!(
+                            "missing: no build of `{tag}` recorded in {}",
+                            crate::cloud::results_path(&base).display()
+                        )
+                    }
+                };
+                let _ = writeln!(md, "| {} | {cell} |", t.name.value);
+                continue;
+            }
             let dest = Dest::of(t, &image.name, &base);
             let cell = match dest.resolve(&client, tag) {
                 Ok(Some(d)) => format!("`{}:{tag}@{d}`", dest.reference()),

@@ -245,7 +245,15 @@ fn run_command(c: &Command, dirs: &Dirs, env: &BuildEnv) -> Result<Material, Str
     })
 }
 
-fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+/// Runs `packer build` with a generated var file (the variables a JSON template
+/// declares, all of them for HCL) and `extra_env`; returns the scratch
+/// directory and the `output_directory` handed to the template.
+pub fn packer_build(
+    p: &Packer,
+    dirs: &Dirs,
+    env: &BuildEnv,
+    extra_env: &[(String, String)],
+) -> Result<(tempfile::TempDir, PathBuf), String> {
     let template = dirs.base.join(&p.template);
     let text = fs::read_to_string(&template)
         .map_err(|e| format!("packer template {}: {}", template.display(), io_reason(&e)))?;
@@ -275,9 +283,15 @@ fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, Strin
     cmd.current_dir(&dirs.base)
         .envs(&env.vars)
         .env("PACKER_NO_COLOR", "1")
-        .env("CHECKPOINT_DISABLE", "1");
+        .env("CHECKPOINT_DISABLE", "1")
+        .envs(extra_env.iter().map(|(k, v)| (k, v)));
     cmd.stdout(std::process::Stdio::from(io::stderr().as_fd_owned()?));
     run(cmd, &format!("packer build {}", p.template.display()))?;
+    Ok((work, out))
+}
+
+fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+    let (work, out) = packer_build(p, dirs, env, &[])?;
     let path = match &p.artifact {
         Some(g) => pick_artifact(&dirs.base, Some(g), "packer")?,
         None => packer_manifest_artifact(&out).or_else(|_| pick_artifact(&out, None, "packer"))?,
@@ -290,21 +304,34 @@ fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, Strin
     })
 }
 
-/// The first file of the last build in a Packer manifest post-processor file.
-fn packer_manifest_artifact(out: &Path) -> Result<PathBuf, String> {
+/// The last build Packer's manifest post-processor recorded in
+/// `<out>/packer-manifest.json`.
+pub fn packer_last_build(out: &Path) -> Result<serde_json::Value, String> {
     let manifest = out.join("packer-manifest.json");
-    let v: serde_json::Value = serde_json::from_slice(
-        &fs::read(&manifest).map_err(|e| format!("{}: {}", manifest.display(), io_reason(&e)))?,
-    )
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&manifest).map_err(|e| {
+        format!(
+            "{}: {} (add Packer's manifest post-processor writing there)",
+            manifest.display(),
+            io_reason(&e)
+        )
+    })?)
     .map_err(|e| format!("{}: {e}", manifest.display()))?;
-    let builds = v["builds"]
+    v["builds"]
         .as_array()
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| format!("{} lists no builds", manifest.display()))?;
-    let last = builds.last().expect("non-empty");
-    let name = last["files"][0]["name"]
-        .as_str()
-        .ok_or_else(|| format!("{} lists no artifact files", manifest.display()))?;
+        .and_then(|b| b.last())
+        .cloned()
+        .ok_or_else(|| format!("{} lists no builds", manifest.display()))
+}
+
+/// The first file of the last build in a Packer manifest.
+fn packer_manifest_artifact(out: &Path) -> Result<PathBuf, String> {
+    let last = packer_last_build(out)?;
+    let name = last["files"][0]["name"].as_str().ok_or_else(|| {
+        format!(
+            "{} lists no artifact files",
+            out.join("packer-manifest.json").display()
+        )
+    })?;
     let p = PathBuf::from(name);
     Ok(if p.is_absolute() { p } else { out.join(p) })
 }

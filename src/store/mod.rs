@@ -24,7 +24,7 @@ impl TargetState for OfflineState<'_> {
                     _ => TagState::Absent,
                 }
             }
-            TargetKind::Registry { .. } => TagState::Unknown,
+            TargetKind::Registry { .. } | TargetKind::Cloud { .. } => TagState::Unknown,
         }
     }
 }

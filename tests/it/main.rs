@@ -9,6 +9,7 @@
 mod build;
 mod ci;
 mod cleanup;
+mod cloud;
 mod common;
 mod fault_proxy;
 mod fuzz;

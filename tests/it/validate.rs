@@ -60,7 +60,7 @@ fn every_problem_is_reported_in_one_run_with_location_and_fix() {
     assert_eq!(out.code, 2);
     let expected = [
         "images.yml:4:15: error: registry `http://127.0.0.1:5000` is plain HTTP — plain HTTP is only allowed with `insecure: true`",
-        "images.yml:5:5: error: target `a` is neither a layout nor a registry — add `layout: ./path` or `registry: host[:port]`",
+        "images.yml:5:5: error: target `a` is neither a layout nor a registry — add `layout: ./path`, `registry: host[:port]` or `cloud: <provider>` with `region:`",
         "images.yml:5:11: error: duplicate target name `a` — it is first defined at line 3",
         "images.yml:6:5: error: unknown key `layuot` in a target — did you mean `layout`?",
         "images.yml:8:11: error: image name `Ubuntu` is not a valid OCI repository name",

@@ -1,0 +1,209 @@
+//! Machine images in cloud regions (the Cluster API node-image flow): one
+//! Packer build per region, the same image name everywhere, results recorded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::build::build_env;
+use crate::catalog::{Catalog, Image, Source, Target, TargetKind};
+use crate::plan::{Identity, TagState};
+use crate::recipe::RunContext;
+use crate::source::fetch::{Dirs, packer_build, packer_last_build};
+
+/// Where publish records machine images: `.imagepipe/machine-images.json` next to the catalog.
+pub fn results_path(base: &Path) -> PathBuf {
+    base.join(".imagepipe").join("machine-images.json")
+}
+
+/// One region's machine image.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub image: String,
+    pub target: String,
+    pub provider: String,
+    pub region: String,
+    /// The image name, identical in every region (the immutable tag).
+    pub name: String,
+    /// What Packer's manifest says, e.g. `eu-west-2:ami-0123…`.
+    pub artifact_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The recorded results, keyed `image/target`.
+pub fn read_results(base: &Path) -> BTreeMap<String, Record> {
+    std::fs::read(results_path(base))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_results(base: &Path, records: &[Record]) -> Result<(), String> {
+    let mut all = read_results(base);
+    for r in records {
+        all.insert(format!("{}/{}", r.image, r.target), r.clone());
+    }
+    let path = results_path(base);
+    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&all).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn region_env(target: &Target, name: &str) -> Vec<(String, String)> {
+    let TargetKind::Cloud { env, region, .. } = &target.kind else {
+        return Vec::new();
+    };
+    let mut v = env.clone();
+    v.push(("IMAGEPIPE_IMAGE_NAME".into(), name.into()));
+    v.push(("IMAGEPIPE_REGION".into(), region.clone()));
+    v
+}
+
+/// Runs the target's existence check for `name`: exit 0 present, 1 absent;
+/// no check, or anything else, is unknown.
+pub fn exists(target: &Target, name: &str, base: &Path) -> TagState {
+    let TargetKind::Cloud {
+        exists: Some(cmd),
+        region,
+        ..
+    } = &target.kind
+    else {
+        return TagState::Unknown;
+    };
+    let args: Vec<String> = cmd
+        .iter()
+        .map(|a| a.replace("{image_name}", name).replace("{region}", region))
+        .collect();
+    let program = if args[0].contains('/') {
+        base.join(&args[0]).display().to_string()
+    } else {
+        args[0].clone()
+    };
+    let status = Command::new(program)
+        .args(&args[1..])
+        .current_dir(base)
+        .envs(region_env(target, name))
+        .stdout(Stdio::null())
+        .status();
+    match status.map(|s| s.code()) {
+        Ok(Some(0)) => TagState::Present,
+        Ok(Some(1)) => TagState::Absent,
+        other => {
+            tracing::warn!(
+                "{}: existence check for {name} gave {other:?}",
+                target.name.value
+            );
+            TagState::Unknown
+        }
+    }
+}
+
+/// Builds `image` once per cloud target (up to `jobs` at once) under the
+/// immutable name, skipping regions whose check says it exists. Every
+/// region's result is recorded, failures included.
+pub fn publish(
+    catalog: &Catalog,
+    image: &Image,
+    id: &Identity,
+    ctx: &RunContext,
+    targets: &[&Target],
+    jobs: usize,
+) -> Vec<Record> {
+    let base = catalog.base_dir();
+    let name = id.tag.clone().unwrap_or_else(|| image.name.value.clone());
+    let record = |t: &Target, artifact_id: Option<String>, error: Option<String>| {
+        let TargetKind::Cloud {
+            provider, region, ..
+        } = &t.kind
+        else {
+            unreachable!("cloud targets only")
+        };
+        Record {
+            image: image.name.value.clone(),
+            target: t.name.value.clone(),
+            provider: provider.clone(),
+            region: region.clone(),
+            name: name.clone(),
+            artifact_id,
+            error,
+        }
+    };
+    let Some(Source::Packer(packer)) = image.platforms.first().map(|p| &p.source) else {
+        return targets
+            .iter()
+            .map(|t| {
+                record(
+                    t,
+                    None,
+                    Some("a machine image needs a `packer` source".into()),
+                )
+            })
+            .collect();
+    };
+    let mut env = build_env(image, id, ctx);
+    env.packer_vars.insert("image_name".into(), name.clone());
+    let dirs = Dirs::new(&base);
+    let mut out: Vec<Record> = Vec::new();
+    for chunk in targets.chunks(jobs.max(1)) {
+        let results: Vec<Record> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|t| {
+                    let (env, dirs, name) = (&env, &dirs, &name);
+                    s.spawn(move || {
+                        if exists(t, name, &dirs.base) == TagState::Present {
+                            tracing::info!("{}: {name} already exists", t.name.value);
+                            let prior = read_results(&dirs.base)
+                                .remove(&format!("{}/{}", image.name.value, t.name.value))
+                                .and_then(|r| r.artifact_id);
+                            return record(
+                                t,
+                                prior.or_else(|| Some(format!("{name} (exists)"))),
+                                None,
+                            );
+                        }
+                        let mut region_vars = env.clone();
+                        if let TargetKind::Cloud { region, .. } = &t.kind {
+                            region_vars
+                                .packer_vars
+                                .insert("region".into(), region.clone());
+                        }
+                        tracing::info!("{}: building {name} with Packer", t.name.value);
+                        let result = packer_build(packer, dirs, &region_vars, &region_env(t, name))
+                            .and_then(|(_work, out)| {
+                                let last = packer_last_build(&out)?;
+                                last["artifact_id"]
+                                    .as_str()
+                                    .filter(|a| !a.is_empty())
+                                    .map(str::to_owned)
+                                    .ok_or_else(|| {
+                                        "the Packer manifest's last build has no artifact_id"
+                                            .to_owned()
+                                    })
+                            });
+                        match result {
+                            Ok(a) => record(t, Some(a), None),
+                            Err(e) => record(t, None, Some(e)),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("region thread"))
+                .collect()
+        });
+        out.extend(results);
+    }
+    if let Err(e) = write_results(&base, &out) {
+        tracing::error!("recording results: {e}");
+    }
+    out
+}
