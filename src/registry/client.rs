@@ -856,6 +856,26 @@ impl Client {
         Ok(tags)
     }
 
+    /// The manifests that refer to `digest` (OCI 1.1 referrers API); `None`
+    /// when the registry does not offer it (CNCF Distribution 2.x answers 404).
+    pub fn referrers(&self, repo: &Repository, digest: &Digest) -> Result<Option<Vec<crate::oci::Descriptor>>, RegistryError> {
+        let op = format!("referrers {digest}");
+        let url = repo.url(&format!("referrers/{digest}"));
+        let resp = self.send(repo, &op, &Self::pull(repo), &|a, auth| with_auth(a.get(&url), auth).header("Accept", media::INDEX).call())?;
+        match resp.status().as_u16() {
+            200 => {
+                let v = read_json(resp, MAX_MANIFEST_BYTES).map_err(|e| Self::err(repo, &op, e))?;
+                let list = v["manifests"].as_array().cloned().unwrap_or_default();
+                list.into_iter()
+                    .map(|d| serde_json::from_value(d).map_err(|e| Self::err(repo, &op, e.to_string())))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            }
+            404 | 405 => Ok(None),
+            _ => Err(Self::status_err(repo, &op, resp)),
+        }
+    }
+
     /// Deletes a tag alone (OCI 1.1 `DELETE /manifests/<tag>`); `false` when
     /// the registry does not support it (Distribution answers 400).
     pub fn delete_tag(&self, repo: &Repository, tag: &str) -> Result<bool, RegistryError> {
