@@ -55,17 +55,17 @@ for disk in half-random real-files; do
       "umoci insert --image $d/L:base --tag 1 $d/disk.qcow2 /disk/disk.qcow2" \
     -n "buildah bud (no push)" --prepare "rm -rf $d/bR $d/bRR" \
       "buildah --root $d/bR --runroot $d/bRR --storage-driver overlay bud --isolation chroot -q -t localhost/x:1 $d >/dev/null" \
-    -n "pigz -6 -p2 (bare)" --prepare true "pigz -6 -p2 < $d/disk.qcow2 > /dev/null" \
-    -n "pigz -1 -p2 (bare)" --prepare true "pigz -1 -p2 < $d/disk.qcow2 > /dev/null" \
-    -n "zstd -1 -T2 (bare)" --prepare true "zstd -q -1 -T2 -c $d/disk.qcow2 > /dev/null" \
-    -n "zstd -3 -T2 (bare)" --prepare true "zstd -q -3 -T2 -c $d/disk.qcow2 > /dev/null"
+    -n "pigz -6 -p2 (bare)" --prepare true "pigz -6 -p2 < $d/disk.qcow2 > $d/bare.out && sync $d/bare.out" \
+    -n "pigz -1 -p2 (bare)" --prepare true "pigz -1 -p2 < $d/disk.qcow2 > $d/bare.out && sync $d/bare.out" \
+    -n "zstd -1 -T2 (bare)" --prepare true "zstd -q -1 -T2 -c $d/disk.qcow2 > $d/bare.out && sync $d/bare.out" \
+    -n "zstd -3 -T2 (bare)" --prepare true "zstd -q -3 -T2 -c $d/disk.qcow2 > $d/bare.out && sync $d/bare.out"
   # Peak memory of one imagepipe build.
   rm -rf "$d/ip-zstd-1/.imagepipe"
   ( cd "$d/ip-zstd-1" && /usr/bin/time -f "$disk imagepipe zstd:1 peak RSS %M KB" "$bin" build >/dev/null 2>"$out/$disk.rss.log" ) || true
   rm -rf "$d/ip-gzip-6/.imagepipe"
   ( cd "$d/ip-gzip-6" && /usr/bin/time -f "$disk imagepipe gzip:6 peak RSS %M KB" "$bin" build >/dev/null 2>>"$out/$disk.rss.log" ) || true
   grep "peak RSS" "$out/$disk.rss.log" >&2
-  rm -rf "$d/bR" "$d/bRR" "$d/L"
+  rm -rf "$d/bR" "$d/bRR" "$d/L" "$d/bare.out"
 done
 python3 - "$out" <<'PY'
 import json, sys, os
