@@ -234,13 +234,12 @@ fn plan_repo(
     };
     // The newest `keep_last` images (distinct digests) among the managed tags;
     // a digest's time is the newest any of its tags reports.
-    let mut by_age: Vec<(Option<i64>, &Digest)> = Vec::new();
+    let mut newest: HashMap<&Digest, Option<i64>> = HashMap::new();
     for t in tags.iter().filter(|t| managed(t)) {
-        match by_age.iter_mut().find(|(_, d)| *d == &t.digest) {
-            Some(entry) => entry.0 = entry.0.max(t.created),
-            None => by_age.push((t.created, &t.digest)),
-        }
+        let e = newest.entry(&t.digest).or_insert(t.created);
+        *e = (*e).max(t.created);
     }
+    let mut by_age: Vec<(Option<i64>, &Digest)> = newest.into_iter().map(|(d, c)| (c, d)).collect();
     by_age.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let recent: HashSet<&Digest> = by_age
         .iter()
