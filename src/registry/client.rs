@@ -173,6 +173,9 @@ impl Client {
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .http_status_as_error(false)
             .max_redirects(5)
+            // Listing and deleting run many requests in parallel: keep their connections.
+            .max_idle_connections_per_host(2 * crate::cleanup::CONCURRENCY)
+            .max_idle_connections(8 * crate::cleanup::CONCURRENCY)
             .user_agent(concat!("imagepipe/", env!("CARGO_PKG_VERSION")));
         if !certs.is_empty() {
             config = config.tls_config(
@@ -858,16 +861,26 @@ impl Client {
 
     /// The manifests that refer to `digest` (OCI 1.1 referrers API); `None`
     /// when the registry does not offer it (CNCF Distribution 2.x answers 404).
-    pub fn referrers(&self, repo: &Repository, digest: &Digest) -> Result<Option<Vec<crate::oci::Descriptor>>, RegistryError> {
+    pub fn referrers(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> Result<Option<Vec<crate::oci::Descriptor>>, RegistryError> {
         let op = format!("referrers {digest}");
         let url = repo.url(&format!("referrers/{digest}"));
-        let resp = self.send(repo, &op, &Self::pull(repo), &|a, auth| with_auth(a.get(&url), auth).header("Accept", media::INDEX).call())?;
+        let resp = self.send(repo, &op, &Self::pull(repo), &|a, auth| {
+            with_auth(a.get(&url), auth)
+                .header("Accept", media::INDEX)
+                .call()
+        })?;
         match resp.status().as_u16() {
             200 => {
                 let v = read_json(resp, MAX_MANIFEST_BYTES).map_err(|e| Self::err(repo, &op, e))?;
                 let list = v["manifests"].as_array().cloned().unwrap_or_default();
                 list.into_iter()
-                    .map(|d| serde_json::from_value(d).map_err(|e| Self::err(repo, &op, e.to_string())))
+                    .map(|d| {
+                        serde_json::from_value(d).map_err(|e| Self::err(repo, &op, e.to_string()))
+                    })
                     .collect::<Result<Vec<_>, _>>()
                     .map(Some)
             }

@@ -884,9 +884,19 @@ fn referrers_are_read_where_offered() {
     let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
     qcow2(&ws, "disk.qcow2", "4M");
     let out = publish(&ws, &["--target", "eu"]);
-    let digest: imagepipe::oci::Digest = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["digest"].as_str().unwrap().parse().unwrap();
+    let digest: imagepipe::oci::Digest =
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
     let client = Client::new(Keychain::from_files(Vec::new()));
-    let repo = Repository { host: reg.addr.clone(), path: "eu/k8s/disk".into(), insecure: true, chunk_size: None };
+    let repo = Repository {
+        host: reg.addr.clone(),
+        path: "eu/k8s/disk".into(),
+        insecure: true,
+        chunk_size: None,
+    };
     // Distribution 2.8 has no referrers API: reported as not offered, not as an error.
     assert_eq!(client.referrers(&repo, &digest).unwrap(), None);
     // A registry that offers it (played by a tiny server) gives the list.
@@ -894,8 +904,17 @@ fn referrers_are_read_where_offered() {
     let index = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
         { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", "b".repeat(64)), "size": 10, "artifactType": "application/spdx+json" }
     ] });
-    server.put(&format!("/v2/eu/k8s/disk/referrers/{digest}"), index.to_string());
-    let offered = Repository { host: server.base.trim_start_matches("http://").to_owned(), ..repo };
+    server.put(
+        &format!("/v2/eu/k8s/disk/referrers/{digest}"),
+        index.to_string(),
+    );
+    let offered = Repository {
+        host: server.base.trim_start_matches("http://").to_owned(),
+        ..repo
+    };
     let list = client.referrers(&offered, &digest).unwrap().unwrap();
-    assert_eq!(list[0].artifact_type.as_deref(), Some("application/spdx+json"));
+    assert_eq!(
+        list[0].artifact_type.as_deref(),
+        Some("application/spdx+json")
+    );
 }
