@@ -54,6 +54,14 @@ impl Catalog {
         self.targets.iter().find(|t| *t.name == name)
     }
 
+    /// The directory of the build store, resolved against the catalog.
+    pub fn build_store_dir(&self) -> PathBuf {
+        match &self.build_store().kind {
+            TargetKind::Layout { path } => self.base_dir().join(path),
+            _ => self.base_dir().join(DEFAULT_LAYOUT),
+        }
+    }
+
     /// The layout store builds go into: the layout target named `local`, else
     /// the first layout target, else the embedded default `.imagepipe/store`.
     pub fn build_store(&self) -> Target {

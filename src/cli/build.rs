@@ -2,7 +2,7 @@
 
 use super::{BuildArgs, Format, output, settings, table_or_json};
 use crate::build::{self, Built};
-use crate::catalog::{self, TargetKind};
+use crate::catalog;
 use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Result};
 
@@ -16,11 +16,7 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
         env,
     )?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
-    let store = catalog.build_store();
-    let TargetKind::Layout { path } = &store.kind else {
-        unreachable!("the build store is a layout")
-    };
-    let store_dir = catalog.base_dir().join(path);
+    let store_dir = catalog.build_store_dir();
     let mut built: Vec<Built> = Vec::new();
     let mut failures = Vec::new();
     for (image, id) in &identities {

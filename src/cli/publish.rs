@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{Format, PublishArgs, ReleaseNotesArgs, output, settings, table_or_json};
 use crate::build;
-use crate::catalog::{self, TargetKind};
+use crate::catalog;
 use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Error, Result};
 use crate::publish::{self, Dest, Item, Outcome};
@@ -22,11 +22,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let base = catalog.base_dir();
-    let store = catalog.build_store();
-    let TargetKind::Layout { path } = &store.kind else {
-        unreachable!("the build store is a layout")
-    };
-    let store_dir = base.join(path);
+    let store_dir = catalog.build_store_dir();
     let client = settings::registry_client(env, None);
     let opts = publish::Options { force: args.force };
     let mut items: Vec<Item> = Vec::new();
