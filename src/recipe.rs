@@ -3,7 +3,7 @@
 //! `docs/identity.md`; changing it changes every tag, so it is versioned.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -308,13 +308,6 @@ pub fn date_yyyymmdd(epoch: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     format!("{y:04}{m:02}{d:02}")
-}
-
-/// Relative path helper for callers that display inputs.
-pub fn display_path(base: &Path, p: &Path) -> PathBuf {
-    p.strip_prefix(base)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 #[cfg(test)]

@@ -122,21 +122,6 @@ impl Layout {
             .find(|m| m.annotations.get(annotation::REF_NAME).map(String::as_str) == Some(tag)))
     }
 
-    /// All tags and what they point at.
-    pub fn tags(&self) -> io::Result<Vec<(String, Descriptor)>> {
-        Ok(self
-            .read_index()?
-            .manifests
-            .into_iter()
-            .filter_map(|m| {
-                m.annotations
-                    .get(annotation::REF_NAME)
-                    .cloned()
-                    .map(|t| (t, m))
-            })
-            .collect())
-    }
-
     /// Points `tag` at `desc` (whose blobs must already be in the layout).
     pub fn set_tag(&self, tag: &str, mut desc: Descriptor) -> io::Result<()> {
         if !self.has_blob(&desc.digest) {
