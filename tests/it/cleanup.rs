@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{Workspace, run, sh};
+use crate::common::{Workspace, run, sh, skopeo_pull};
 use crate::registry_fixture::Registry;
 
 /// Epoch of 2020-01-01: images built then are old.
@@ -216,17 +216,7 @@ fn release_branches_keep_what_they_reference_while_supported() {
         "latest",
         "hand-made",
     ] {
-        let dir = ws.path().join(format!("pull-{tag}"));
-        sh(
-            "skopeo",
-            &[
-                "copy",
-                "--src-tls-verify=false",
-                &format!("docker://{}/ci/disk:{tag}", reg.addr),
-                &format!("oci:{}:x", dir.display()),
-            ],
-            ws.path(),
-        );
+        skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{tag}"));
     }
 }
 

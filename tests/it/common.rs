@@ -234,3 +234,32 @@ pub fn skopeo_raw(layout: &Path, tag: &str) -> serde_json::Value {
 pub fn slow_tests_enabled() -> bool {
     std::env::var("IMAGEPIPE_SLOW_TESTS").is_ok_and(|v| v == "1")
 }
+
+/// The first item's `key` in a command's `--format json` output.
+pub fn first_item(stdout: &str, key: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    v["items"][0][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no items[0].{key} in {stdout}"))
+        .to_owned()
+}
+
+/// Pulls `docker://<registry>/<reference>` in full with skopeo (an independent client).
+pub fn skopeo_pull(ws: &Workspace, registry: &str, reference: &str) {
+    let dir = ws
+        .path()
+        .join("pulled")
+        .join(reference.replace(['/', ':', '@'], "_"));
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    sh(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{registry}/{reference}"),
+            &format!("oci:{}:x", dir.display()),
+        ],
+        ws.path(),
+    );
+}

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::common::{Workspace, qcow2, run, sh};
+use crate::common::{Workspace, first_item, qcow2, run, sh, skopeo_pull};
 use crate::registry_fixture::Registry;
 
 fn catalog(addr: &str, extra_targets: &str) -> String {
@@ -66,17 +66,7 @@ fn publishes_to_every_target_with_the_same_digest() {
     assert_eq!(items[1]["outcome"], "pushed");
     assert_eq!(items[1]["moved"], serde_json::json!(["latest"]));
     // skopeo copies it back in full.
-    let back = ws.path().join("back");
-    sh(
-        "skopeo",
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            &format!("docker://{}/us/k8s/disk:{tag}", reg.addr),
-            &format!("oci:{}:x", back.display()),
-        ],
-        ws.path(),
-    );
+    skopeo_pull(&ws, &reg.addr, &format!("us/k8s/disk:{tag}"));
     // A rerun pushes nothing and moves nothing new.
     let again = publish(&ws, &[]);
     assert_eq!(again.code, 0, "{}", again.stderr);
@@ -153,10 +143,7 @@ fn fan_out_jobs_then_tags_only() {
     std::fs::remove_dir_all(ws.path().join(".imagepipe")).unwrap();
     let out = publish(&ws, &["--tags-only", "--target", "eu", "--target", "us"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tag = first_item(&out.stdout, "tag");
     let d = remote_digest(&reg.addr, "eu/k8s/disk", &tag);
     assert_eq!(remote_digest(&reg.addr, "eu/k8s/disk", "latest"), d);
     assert_eq!(remote_digest(&reg.addr, "us/k8s/disk", "latest"), d);
@@ -387,10 +374,7 @@ mod faults {
             "Retry-After was honoured"
         );
         assert!(out.stderr.contains("HTTP 429, retrying"), "{}", out.stderr);
-        let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let tag = first_item(&out.stdout, "tag");
         assert!(remote_digest(&reg.addr, "ci/disk", &tag).is_some());
         assert!(remote_digest(&reg.addr, "ci/disk", "latest").is_some());
     }
@@ -416,22 +400,9 @@ mod faults {
             "{}",
             out.stderr
         );
-        let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let tag = first_item(&out.stdout, "tag");
         // skopeo pulls every byte back.
-        let back = ws.path().join("back");
-        sh(
-            "skopeo",
-            &[
-                "copy",
-                "--src-tls-verify=false",
-                &format!("docker://{}/ci/disk:{tag}", reg.addr),
-                &format!("oci:{}:x", back.display()),
-            ],
-            ws.path(),
-        );
+        skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{tag}"));
     }
 
     fn chunked(reg: &Registry, fault: Fault) -> (Workspace, FaultProxy, crate::common::Output) {
@@ -447,21 +418,8 @@ mod faults {
         let out = publish(&ws, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert_eq!(proxy.injected.load(Ordering::SeqCst), 1);
-        let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let back = ws.path().join("back");
-        sh(
-            "skopeo",
-            &[
-                "copy",
-                "--src-tls-verify=false",
-                &format!("docker://{}/ci/disk:{tag}", reg.addr),
-                &format!("oci:{}:x", back.display()),
-            ],
-            ws.path(),
-        );
+        let tag = first_item(&out.stdout, "tag");
+        skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{tag}"));
         (ws, proxy, out)
     }
 
@@ -593,22 +551,9 @@ fn a_registry_killed_mid_upload_then_restarted_completes_on_rerun() {
         String::from_utf8_lossy(&first.stderr),
         out.stderr
     );
-    let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tag = first_item(&out.stdout, "tag");
     for t in [tag.as_str(), "latest"] {
-        let back = ws.path().join(format!("back-{t}"));
-        sh(
-            "skopeo",
-            &[
-                "copy",
-                "--src-tls-verify=false",
-                &format!("docker://{}/ci/disk:{t}", reg.addr),
-                &format!("oci:{}:x", back.display()),
-            ],
-            ws.path(),
-        );
+        skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{t}"));
     }
 }
 
@@ -656,10 +601,7 @@ fn tls_is_verified_against_the_hosts_ca() {
         .env("IMAGEPIPE_CERTS_DIR", &certs);
     let out = run(c);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let tag = serde_json::from_str::<Value>(&out.stdout).unwrap()["items"][0]["tag"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tag = first_item(&out.stdout, "tag");
     sh(
         "skopeo",
         &[
