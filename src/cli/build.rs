@@ -9,12 +9,7 @@ use crate::error::{EXIT_FAILED, Result};
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
     let c = &args.plan.common;
     table_or_json(c.format)?;
-    let catalog = catalog::load(&c.config)?;
-    let ctx = settings::run_context(
-        &catalog,
-        settings::release(args.plan.release.as_deref(), env)?,
-        env,
-    )?;
+    let (catalog, ctx) = settings::load(&c.config, args.plan.release.as_deref(), env)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let store_dir = catalog.build_store_dir();
     let mut built: Vec<Built> = Vec::new();

@@ -12,12 +12,7 @@ use std::time::Duration;
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
-    let catalog = catalog::load(&c.config)?;
-    let ctx = settings::run_context(
-        &catalog,
-        settings::release(args.release.as_deref(), env)?,
-        env,
-    )?;
+    let (catalog, ctx) = settings::load(&c.config, args.release.as_deref(), env)?;
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let base = catalog.base_dir();

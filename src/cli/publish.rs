@@ -13,12 +13,7 @@ use crate::store::layout::Layout;
 pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let c = &args.plan.common;
     table_or_json(c.format)?;
-    let catalog = catalog::load(&c.config)?;
-    let ctx = settings::run_context(
-        &catalog,
-        settings::release(args.plan.release.as_deref(), env)?,
-        env,
-    )?;
+    let (catalog, ctx) = settings::load(&c.config, args.plan.release.as_deref(), env)?;
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let base = catalog.base_dir();

@@ -20,6 +20,19 @@ pub fn release(flag: Option<&str>, env: &Environment) -> Result<Option<Release>>
         .map_err(Error::from)
 }
 
+/// The catalog and the run context: the release (flag or CI tag) is checked
+/// first, then the catalog is loaded and the run's facts resolved.
+pub fn load(
+    config: &std::path::Path,
+    release_flag: Option<&str>,
+    env: &Environment,
+) -> Result<(Catalog, RunContext)> {
+    let release = release(release_flag, env)?;
+    let catalog = catalog::load(config)?;
+    let ctx = run_context(&catalog, release, env)?;
+    Ok((catalog, ctx))
+}
+
 /// Everything recipes and tags need from the run.
 pub fn run_context(
     catalog: &Catalog,
