@@ -79,9 +79,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     text(&out);
 }
 
-pub fn plan_table(p: &Plan) {
-    let rows: Vec<Vec<String>> = p
-        .items
+/// The columns of a plan, shared by the table and the CI job summary.
+pub const PLAN_HEADER: [&str; 6] = ["IMAGE", "TARGET", "TAG", "HASH", "ACTION", "REASON"];
+
+/// One row per plan item, in [`PLAN_HEADER`] order.
+pub fn plan_rows(p: &Plan) -> Vec<Vec<String>> {
+    p.items
         .iter()
         .map(|i| {
             vec![
@@ -95,11 +98,12 @@ pub fn plan_table(p: &Plan) {
                 i.reason.clone(),
             ]
         })
-        .collect();
-    table(
-        &["IMAGE", "TARGET", "TAG", "HASH", "ACTION", "REASON"],
-        &rows,
-    );
+        .collect()
+}
+
+pub fn plan_table(p: &Plan) {
+    let rows = plan_rows(p);
+    table(&PLAN_HEADER, &rows);
     let count = |a: Action| p.items.iter().filter(|i| i.action == a).count();
     eprintln!(
         "{} item(s): {} build, {} copy, {} skip",

@@ -33,27 +33,11 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let p = plan::plan(&identities, &targets, &catalog.build_store(), &ctx, state);
     crate::ci::write_github_output(env, &p)
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_OUTPUT)))?;
-    let summary_rows: Vec<Vec<String>> = p
-        .items
-        .iter()
-        .map(|i| {
-            vec![
-                i.image.clone(),
-                i.target.clone(),
-                i.tag.clone().unwrap_or_default(),
-                i.action.as_str().to_owned(),
-                i.reason.clone(),
-            ]
-        })
-        .collect();
     crate::ci::step_summary(
         env,
         &format!(
             "### imagepipe plan\n\n{}",
-            crate::ci::markdown_table(
-                &["image", "target", "tag", "action", "reason"],
-                &summary_rows
-            )
+            crate::ci::markdown_table(&output::PLAN_HEADER, &output::plan_rows(&p))
         ),
     )
     .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
