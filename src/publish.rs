@@ -54,7 +54,7 @@ impl Dest {
     /// The reference users pull: `host/ns/name` or `oci:<dir>`.
     pub fn reference(&self) -> String {
         match self {
-            Self::Layout(p) => format!("oci:{}", p.display()),
+            Self::Layout(p) => format!("oci:{}", crate::store::shown(p)),
             Self::Registry(r) => r.to_string(),
             Self::Cloud { provider, region } => format!("{provider}:{region}"),
         }

@@ -48,9 +48,8 @@ pub fn build_image(
     opts: Options,
 ) -> Result<Built, String> {
     let name = image.name.as_str();
-    let layout =
-        Layout::create(&store.join(name)).map_err(|e| format!("store {}: {e}", store.display()))?;
     if let Some(tag) = &id.tag
+        && let Some(layout) = Layout::open_existing(&store.join(name))
         && let Some(existing) = layout.resolve_tag(tag).map_err(|e| e.to_string())?
         && !opts.force
     {
@@ -74,10 +73,15 @@ pub fn build_image(
             ps.source.kind()
         );
         let material = fetch(&ps.source, &dirs, &env).map_err(|e| format!("{name}: {e}"))?;
+        // The store is created only once there is something to put in it.
+        let layout = Layout::create(&store.join(name))
+            .map_err(|e| format!("store {}: {e}", store.display()))?;
         let desc = package(&layout, catalog, image, id, ctx, &ps.platform, &material)
             .map_err(|e| format!("{name}: {e}"))?;
         manifests.push(desc);
     }
+    let layout =
+        Layout::create(&store.join(name)).map_err(|e| format!("store {}: {e}", store.display()))?;
     let top = if manifests.len() == 1 {
         manifests.remove(0)
     } else {

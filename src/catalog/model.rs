@@ -38,12 +38,19 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The directory that relative paths of the catalog are resolved against.
+    /// The directory that relative paths of the catalog are resolved against,
+    /// as an absolute path: builders run there, and a relative program path
+    /// (`./make-disk.sh`) must not depend on where imagepipe was started.
     pub fn base_dir(&self) -> PathBuf {
-        match self.path.parent() {
+        let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
-        }
+        };
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        // `absolute` keeps `.` components; drop them for readable paths.
+        dir.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
     }
 
     pub fn image(&self, name: &str) -> Option<&Image> {

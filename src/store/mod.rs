@@ -8,6 +8,18 @@ use std::path::Path;
 use crate::catalog::{Target, TargetKind};
 use crate::plan::{TagState, TargetState};
 
+/// A directory as users see it: relative to the working directory when it
+/// lies below it (`examples/quickstart/.imagepipe/store/x`), else absolute.
+pub fn shown(dir: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| dir.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| dir.to_path_buf())
+        .display()
+        .to_string()
+}
+
 /// Target state as known without the network: layout targets are read,
 /// registries are reported as unknown.
 #[derive(Debug)]

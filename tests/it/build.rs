@@ -855,3 +855,76 @@ fn a_full_disk_fails_cleanly() {
         "no tag for a partial image"
     );
 }
+
+/// The README's first command: the quickstart catalog builds from the
+/// repository root (and from anywhere else), its relative `./make-disk.sh`
+/// resolved against the catalog's directory.
+#[test]
+fn the_quickstart_builds_from_any_working_directory() {
+    let ws = Workspace::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    for name in ["images.yml", "make-disk.sh"] {
+        let dest = ws.write(
+            &format!("repo/examples/quickstart/{name}"),
+            std::fs::read(example.join(name)).unwrap(),
+        );
+        std::fs::set_permissions(
+            &dest,
+            std::fs::metadata(example.join(name)).unwrap().permissions(),
+        )
+        .unwrap();
+    }
+    for cwd in ["repo", "repo/examples", "."] {
+        let catalog = Path::new("repo/examples/quickstart/images.yml");
+        let rel = pathdiff(catalog, Path::new(cwd));
+        let mut c = ws.cmd();
+        c.current_dir(ws.path().join(cwd))
+            .arg("build")
+            .arg("-c")
+            .arg(&rel);
+        let out = run(c);
+        assert_eq!(out.code, 0, "from {cwd}: {}", out.stderr);
+        assert!(
+            out.stdout.starts_with("blank-disk blank-disk-"),
+            "{}",
+            out.stdout
+        );
+    }
+    let layout = ws
+        .path()
+        .join("repo/examples/quickstart/.imagepipe/store/blank-disk");
+    assert!(layout.join("index.json").is_file());
+    assert!(
+        !ws.path().join("repo/.imagepipe").exists(),
+        "the store lives beside the catalog"
+    );
+}
+
+/// `target` relative to `from`, for paths below one common root.
+fn pathdiff(target: &Path, from: &Path) -> std::path::PathBuf {
+    let ups = from
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .count();
+    let mut p = std::path::PathBuf::new();
+    for _ in 0..ups {
+        p.push("..");
+    }
+    p.join(target)
+}
+
+/// A build that fails before it has anything to store leaves no store behind.
+#[test]
+fn a_failed_build_leaves_no_empty_store() {
+    let ws = Workspace::with_catalog(&catalog(
+        "{ command: { run: [./missing.sh] } }",
+        "containerdisk",
+    ));
+    let out = build(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("missing.sh"), "{}", out.stderr);
+    assert!(
+        !ws.path().join(".imagepipe/store/disk").exists(),
+        "no empty layout is left"
+    );
+}
