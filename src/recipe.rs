@@ -13,9 +13,12 @@ use crate::release::Release;
 use crate::source::resolve::{Resolved, SourceResolver};
 
 /// Version of the recipe encoding below.
-pub const RECIPE_VERSION: u64 = 1;
+pub const RECIPE_VERSION: u64 = 2;
 /// Version of the image layout imagepipe writes (tar conventions, config, annotations).
-pub const LAYOUT_VERSION: &str = "imagepipe-layout/1";
+pub const LAYOUT_VERSION: &str = "imagepipe-layout/2";
+/// The timestamp written into images when `SOURCE_DATE_EPOCH` is not set:
+/// 1970-01-01T00:00:00Z, so that nothing of the run (commit, clock) reaches the bytes.
+pub const DEFAULT_EPOCH: i64 = 0;
 
 /// The facts of one run that recipes and tags draw on.
 #[derive(Clone, Debug, Default)]
@@ -25,8 +28,22 @@ pub struct RunContext {
     pub variables: BTreeMap<String, String>,
     pub commit: Option<String>,
     pub pipeline: Option<String>,
-    /// Seconds since 1970 written into images (`SOURCE_DATE_EPOCH`, commit time, or 0).
-    pub epoch: i64,
+    /// `SOURCE_DATE_EPOCH`, when set: the images' timestamp, and part of every recipe.
+    pub source_date_epoch: Option<i64>,
+    /// Committer time of the catalog's `HEAD`, for `{date}` only (never in image bytes).
+    pub commit_time: Option<i64>,
+}
+
+impl RunContext {
+    /// Seconds since 1970 written into images: `SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`].
+    pub fn image_epoch(&self) -> i64 {
+        self.source_date_epoch.unwrap_or(DEFAULT_EPOCH)
+    }
+
+    /// The time `{date}` renders: `SOURCE_DATE_EPOCH`, else the commit time, else 0.
+    pub fn date_epoch(&self) -> i64 {
+        self.source_date_epoch.or(self.commit_time).unwrap_or(0)
+    }
 }
 
 /// An image's recipe and its identity.
@@ -93,6 +110,7 @@ pub fn recipe(
         "kubernetes": kubernetes,
         "variables": variables,
         "platforms": platforms,
+        "source_date_epoch": ctx.source_date_epoch,
     });
     // serde_json's default map is sorted by key, and `to_string` is compact:
     // that is the canonical form.
@@ -265,7 +283,7 @@ impl TagValues {
                 .clone()
                 .ok_or_else(|| "no pipeline id: set CI_PIPELINE_ID or GITHUB_RUN_ID".to_owned()),
         );
-        set("date", Ok(date_yyyymmdd(ctx.epoch)));
+        set("date", Ok(date_yyyymmdd(ctx.date_epoch())));
         Self { values: v }
     }
 
@@ -280,7 +298,8 @@ impl TagValues {
                 .collect(),
             commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             pipeline: Some("1234567890".into()),
-            epoch: 0,
+            source_date_epoch: None,
+            commit_time: None,
         };
         Self::new(image, &ctx, &"0123456789abcdef".repeat(4))
     }

@@ -108,12 +108,7 @@ pub fn build_image(
             existing.digest, top.digest
         ));
     }
-    let mut tagged = top.clone();
-    if let Some(p) = &ctx.pipeline {
-        tagged
-            .annotations
-            .insert(annotation::PIPELINE.into(), p.clone());
-    }
+    let tagged = top.clone();
     layout
         .set_tag(&tag, tagged.clone())
         .map_err(|e| e.to_string())?;
@@ -156,7 +151,10 @@ fn content_tags(
 pub fn build_env(image: &Image, id: &Identity, ctx: &RunContext) -> BuildEnv {
     let mut vars = BTreeMap::new();
     let mut packer = BTreeMap::new();
-    vars.insert("SOURCE_DATE_EPOCH".to_owned(), ctx.epoch.to_string());
+    vars.insert(
+        "SOURCE_DATE_EPOCH".to_owned(),
+        ctx.image_epoch().to_string(),
+    );
     vars.insert("IMAGEPIPE_IMAGE".to_owned(), image.name.value.clone());
     if let Some(tag) = &id.tag {
         vars.insert("IMAGEPIPE_TAG".to_owned(), tag.clone());
@@ -199,7 +197,7 @@ pub fn build_env(image: &Image, id: &Identity, ctx: &RunContext) -> BuildEnv {
     BuildEnv {
         vars,
         packer_vars: packer,
-        epoch: ctx.epoch,
+        epoch: ctx.image_epoch(),
     }
 }
 
@@ -225,7 +223,10 @@ fn provenance(
     source_sha256: Option<&str>,
 ) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
-    a.insert(annotation::CREATED.to_owned(), oci::rfc3339(ctx.epoch));
+    a.insert(
+        annotation::CREATED.to_owned(),
+        oci::rfc3339(ctx.image_epoch()),
+    );
     a.insert(annotation::IMAGE.to_owned(), image.name.value.clone());
     a.insert(annotation::RECIPE.to_owned(), id.recipe.hash.clone());
     a.insert(
@@ -245,9 +246,6 @@ fn provenance(
     }
     if let Some(s) = source_sha256 {
         a.insert(annotation::SOURCE_SHA256.to_owned(), s.to_owned());
-    }
-    if let Some(c) = &ctx.commit {
-        a.insert(annotation::REVISION.to_owned(), c.clone());
     }
     a
 }
@@ -279,7 +277,7 @@ fn package(
     m: &Material,
 ) -> Result<Descriptor, String> {
     let compression = image.compression(&catalog.defaults);
-    let mtime = u64::try_from(ctx.epoch).unwrap_or(0);
+    let mtime = u64::try_from(ctx.image_epoch()).unwrap_or(0);
     let pb = progress_bar(&image.name);
     let started = std::time::Instant::now();
     let (config, layers, artifact_type) = match image.format {
@@ -366,7 +364,7 @@ fn image_config(
     ctx: &RunContext,
     layers: &[&layer::Layer],
 ) -> Result<Descriptor, String> {
-    let created = oci::rfc3339(ctx.epoch);
+    let created = oci::rfc3339(ctx.image_epoch());
     let mut config = json!({
         "architecture": platform.arch,
         "os": platform.os,

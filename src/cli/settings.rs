@@ -52,19 +52,17 @@ pub fn run_context(
         })
         .collect();
     let head = gitinfo::head(&catalog.base_dir());
-    let epoch = match env.source_date_epoch().map_err(Error::Usage)? {
-        Some(e) => e,
-        None => head.as_ref().map_or(0, |h| h.time),
-    };
+    let source_date_epoch = env.source_date_epoch().map_err(Error::Usage)?;
     Ok(RunContext {
         release,
         variables,
         commit: env
             .commit()
             .map(str::to_owned)
-            .or_else(|| head.map(|h| h.commit)),
+            .or_else(|| head.as_ref().map(|h| h.commit.clone())),
         pipeline: env.pipeline().map(str::to_owned),
-        epoch,
+        source_date_epoch,
+        commit_time: head.map(|h| h.time),
     })
 }
 

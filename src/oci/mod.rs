@@ -24,7 +24,6 @@ pub mod annotation {
     pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
     pub const CREATED: &str = "org.opencontainers.image.created";
     pub const TITLE: &str = "org.opencontainers.image.title";
-    pub const REVISION: &str = "org.opencontainers.image.revision";
     pub const VERSION: &str = "org.opencontainers.image.version";
     pub const IMAGE: &str = "io.imagepipe.image";
     pub const RECIPE: &str = "io.imagepipe.recipe";
@@ -32,7 +31,6 @@ pub mod annotation {
     pub const RUNC: &str = "io.imagepipe.runc";
     pub const CONTAINERD: &str = "io.imagepipe.containerd";
     pub const SOURCE_SHA256: &str = "io.imagepipe.source.sha256";
-    pub const PIPELINE: &str = "io.imagepipe.pipeline";
 }
 
 /// A sha256 content digest, `sha256:<64 lowercase hex>`.

@@ -51,9 +51,8 @@ impl Layout {
         let layout = Self {
             root: root.to_path_buf(),
         };
-        if !root.join("oci-layout").is_file() {
-            layout.write_atomic(&root.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
-        }
+        // `oci-layout` is written last: a directory that has it is complete
+        // (what `open_existing` relies on while another process creates it).
         if !root.join("index.json").is_file() {
             let _lock = layout.lock()?;
             if !root.join("index.json").is_file() {
@@ -64,6 +63,9 @@ impl Layout {
                 };
                 layout.write_atomic(&root.join("index.json"), &canonical_json(&empty))?;
             }
+        }
+        if !root.join("oci-layout").is_file() {
+            layout.write_atomic(&root.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
         }
         Ok(layout)
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{FileServer, Workspace, qcow2, run, sh, sha256_hex, skopeo_raw};
+use crate::common::{FileServer, Workspace, git, qcow2, run, sh, sha256_hex, skopeo_raw};
 
 fn catalog(source: &str, format: &str) -> String {
     format!(
@@ -128,7 +128,7 @@ fn the_bytes_are_pinned() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let digest = out.stdout.split_whitespace().nth(2).unwrap();
     assert_eq!(
-        digest, "sha256:9c269ac94d34efa97353ecb9d67259210c19c15ff924f96418c0d4822173464b",
+        digest, "sha256:763c890518bbbcf1c41c04d7f7cb2c98bc500ab295b6013db59db9abd03f6bf2",
         "the image bytes changed"
     );
 }
@@ -643,19 +643,19 @@ fn rootfs_tarballs_are_normalised() {
 
 #[test]
 fn immutable_tags_are_never_silently_rebuilt() {
-    let ws = Workspace::with_catalog(&catalog("{ file: disk.qcow2 }", "containerdisk"));
-    qcow2(&ws, "disk.qcow2", "4M");
+    // A builder that is not reproducible: each run writes other bytes.
+    let ws = Workspace::with_catalog(&catalog(
+        "{ command: { run: [./random.sh] } }",
+        "containerdisk",
+    ));
+    let script = ws.write(
+        "random.sh",
+        "#!/bin/sh\nhead -c 65536 /dev/urandom > \"$IMAGEPIPE_OUTPUT_DIR/disk.raw\"\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let first = built(&ws);
-    let with_epoch = |epoch: &str, force: bool| {
-        let mut c = ws.cmd();
-        c.arg("build").env("SOURCE_DATE_EPOCH", epoch);
-        if force {
-            c.arg("--force");
-        }
-        run(c)
-    };
-    // Another time would give other bytes: the store keeps what the tag names.
-    let again = with_epoch("1", false);
+    // The store keeps what the tag names: the builder does not run again.
+    let again = build(&ws, &[]);
     assert_eq!(again.code, 0);
     assert!(
         again.stderr.contains("already in the store"),
@@ -667,8 +667,12 @@ fn immutable_tags_are_never_silently_rebuilt() {
         Some(first[0].2.as_str())
     );
     // Only --force rebuilds and moves it.
-    let forced = with_epoch("1", true);
+    let forced = build(&ws, &["--force"]);
     assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(
+        forced.stdout.split_whitespace().nth(1),
+        Some(first[0].1.as_str())
+    );
     assert_ne!(
         forced.stdout.split_whitespace().nth(2),
         Some(first[0].2.as_str())
@@ -927,4 +931,87 @@ fn a_failed_build_leaves_no_empty_store() {
         !ws.path().join(".imagepipe/store/disk").exists(),
         "no empty layout is left"
     );
+}
+
+/// An immutable tag names one digest on any machine, at any commit, at any
+/// time: two clones at different commits, built apart with empty stores and
+/// no `SOURCE_DATE_EPOCH`, give the same tag and byte-identical digests, and
+/// a fixed `SOURCE_DATE_EPOCH` gives its own tag (it is part of the recipe).
+#[test]
+fn two_clones_at_different_commits_build_identical_images() {
+    let ws = Workspace::new();
+    let origin = ws.path().join("origin");
+    std::fs::create_dir_all(&origin).unwrap();
+    std::fs::write(
+        origin.join("images.yml"),
+        catalog("{ file: disk.qcow2 }", "containerdisk"),
+    )
+    .unwrap();
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "disk.qcow2", "8M"],
+        &origin,
+    );
+    git(&origin, &["init", "-q"]);
+    git(&origin, &["add", "."]);
+    git(&origin, &["commit", "-qm", "one"]);
+    let build_in = |clone: &str, commit_msg: Option<&str>, sde: Option<&str>| {
+        let dir = ws.path().join(clone);
+        if !dir.exists() {
+            git(ws.path(), &["clone", "-q", "origin", clone]);
+        }
+        if let Some(m) = commit_msg {
+            git(
+                &dir,
+                &[
+                    "commit",
+                    "-q",
+                    "--allow-empty",
+                    "--date=2001-02-03T04:05:06",
+                    "-m",
+                    m,
+                ],
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir.join(".imagepipe"));
+        let mut c = ws.cmd();
+        c.current_dir(&dir)
+            .arg("build")
+            .env("CI_PIPELINE_ID", clone);
+        if let Some(s) = sde {
+            c.env("SOURCE_DATE_EPOCH", s);
+        }
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let f: Vec<String> = out.stdout.split_whitespace().map(str::to_owned).collect();
+        (
+            f[1].clone(),
+            f[2].clone(),
+            dir.join(".imagepipe/store/disk"),
+        )
+    };
+    let (tag_a, digest_a, layout_a) = build_in("a", None, None);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (tag_b, digest_b, layout_b) = build_in("b", Some("another commit"), None);
+    assert_eq!(tag_a, tag_b, "the commit is not part of the identity");
+    assert_eq!(digest_a, digest_b, "the same tag names the same bytes");
+    assert_eq!(
+        std::fs::read(layout_a.join("index.json")).unwrap(),
+        std::fs::read(layout_b.join("index.json")).unwrap(),
+        "nothing of the run reaches the store's index either"
+    );
+    let manifest = skopeo_raw(&layout_a, &tag_a);
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.created"], "1970-01-01T00:00:00Z",
+        "the documented default timestamp"
+    );
+    assert!(
+        manifest["annotations"]
+            .get("org.opencontainers.image.revision")
+            .is_none()
+    );
+    let (tag_c, digest_c, _) = build_in("a", None, Some("1700000000"));
+    let (tag_d, digest_d, _) = build_in("b", Some("third"), Some("1700000000"));
+    assert_ne!(tag_c, tag_a, "SOURCE_DATE_EPOCH enters the recipe hash");
+    assert_eq!((tag_c, digest_c), (tag_d, digest_d));
 }

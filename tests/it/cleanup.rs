@@ -1,10 +1,8 @@
 //! `imagepipe cleanup` against a real registry and a real git repository.
 
-use std::path::Path;
-
 use serde_json::Value;
 
-use crate::common::{Workspace, run, sh, skopeo_pull};
+use crate::common::{Workspace, git, run, sh, skopeo_pull};
 use crate::registry_fixture::Registry;
 
 /// Epoch of 2020-01-01: images built then are old.
@@ -29,27 +27,6 @@ fn publish_version(ws: &Workspace, n: u8, epoch: i64) -> (String, String) {
         v["items"][0]["tag"].as_str().unwrap().to_owned(),
         v["items"][0]["digest"].as_str().unwrap().to_owned(),
     )
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A repository with `main` and release branches, each with one CI file.

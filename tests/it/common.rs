@@ -204,6 +204,29 @@ pub fn sh(program: &str, args: &[&str], dir: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs git in `dir` with a fixed identity and `main` as the first branch.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A small qcow2 disk made by qemu-img.
 pub fn qcow2(ws: &Workspace, rel: &str, size: &str) -> PathBuf {
     let p = ws.path().join(rel);

@@ -63,7 +63,8 @@ fn ctx() -> RunContext {
         variables: [("runc".to_owned(), "1.2.6".to_owned())].into(),
         commit: Some("a".repeat(40)),
         pipeline: Some("42".into()),
-        epoch: 1_700_000_000,
+        source_date_epoch: None,
+        commit_time: Some(1_700_000_000),
     }
 }
 
@@ -260,7 +261,7 @@ fn targets_tags_commit_pipeline_time_and_url_host_do_not_change_the_hash() {
     let mut c = ctx();
     c.commit = Some("b".repeat(40));
     c.pipeline = Some("43".into());
-    c.epoch = 0;
+    c.commit_time = Some(0);
     assert_eq!(before, hashes(ws.path(), &base(), &c));
 }
 
@@ -278,7 +279,7 @@ fn the_encoding_is_pinned() {
     assert_eq!(
         r.canonical,
         format!(
-            r#"{{"compression":"gzip:6","format":"containerdisk","kubernetes":null,"layout":"imagepipe-layout/1","name":"disk","os":{{"distro":"ubuntu","version":"22.04"}},"platforms":[{{"platform":"linux/amd64","source":{{"decompress":null,"kind":"url","name":"disk.qcow2","sha256":"{SHA_A}"}}}}],"recipe":1,"variables":null}}"#
+            r#"{{"compression":"gzip:6","format":"containerdisk","kubernetes":null,"layout":"imagepipe-layout/2","name":"disk","os":{{"distro":"ubuntu","version":"22.04"}},"platforms":[{{"platform":"linux/amd64","source":{{"decompress":null,"kind":"url","name":"disk.qcow2","sha256":"{SHA_A}"}}}}],"recipe":2,"source_date_epoch":null,"variables":null}}"#
         )
     );
     assert_eq!(
@@ -339,4 +340,88 @@ fn unpinned_mmdebstrap_is_flagged() {
     assert!(r.unpinned.is_some());
     let r = recipe(&c, &c.images[0], &ctx(), &DefaultResolver).unwrap();
     assert!(r.unpinned.is_none());
+}
+
+mod property {
+    //! For random run contexts and catalog knobs, two recipes hash alike
+    //! exactly when every input that reaches the image's bytes is alike.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The knobs varied: the first five reach the bytes of a builder image
+    /// (`scripted`, a `command` source); the rest must never matter.
+    #[derive(Clone, Debug)]
+    struct Knobs {
+        sde: Option<i64>,
+        compression: &'static str,
+        runc: &'static str,
+        platform: &'static str,
+        size: &'static str,
+        commit: String,
+        pipeline: Option<String>,
+        commit_time: Option<i64>,
+        tags: &'static str,
+    }
+
+    fn knobs() -> impl Strategy<Value = Knobs> {
+        (
+            prop_oneof![Just(None), (0i64..3).prop_map(Some)],
+            prop_oneof![Just("gzip"), Just("gzip:1"), Just("zstd"), Just("none")],
+            prop_oneof![Just("1.2.6"), Just("1.3.0")],
+            prop_oneof![Just("linux/amd64"), Just("linux/arm64")],
+            prop_oneof![Just("2G"), Just("3G")],
+            "[0-9a-f]{40}",
+            proptest::option::of("[0-9]{1,4}"),
+            proptest::option::of(0i64..3),
+            prop_oneof![Just("[\"{name}-{hash}\"]"), Just("[\"{hash}\", latest]")],
+        )
+            .prop_map(
+                |(sde, compression, runc, platform, size, commit, pipeline, commit_time, tags)| {
+                    Knobs {
+                        sde,
+                        compression,
+                        runc,
+                        platform,
+                        size,
+                        commit,
+                        pipeline,
+                        commit_time,
+                        tags,
+                    }
+                },
+            )
+    }
+
+    fn bytes_key(k: &Knobs) -> (Option<i64>, &str, &str, &str, &str) {
+        (k.sde, k.compression, k.runc, k.platform, k.size)
+    }
+
+    fn hash(dir: &Path, k: &Knobs) -> String {
+        let text = format!(
+            "version: 1\nvariables:\n  runc: {{ default: \"1.0.0\" }}\ndefaults:\n  tags: {}\nimages:\n  - name: scripted\n    os: {{ distro: ubuntu, version: \"24.04\" }}\n    source:\n      command: {{ run: [./build.sh, --size, {}] }}\n    format: containerdisk\n    compression: {}\n    platform: {}\n",
+            k.tags, k.size, k.compression, k.platform
+        );
+        let ctx = RunContext {
+            release: None,
+            variables: [("runc".to_owned(), k.runc.to_owned())].into(),
+            commit: Some(k.commit.clone()),
+            pipeline: k.pipeline.clone(),
+            source_date_epoch: k.sde,
+            commit_time: k.commit_time,
+        };
+        hashes(dir, &text, &ctx).remove(0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn equal_hashes_exactly_when_byte_inputs_are_equal(a in knobs(), b in knobs()) {
+            let ws = setup();
+            let (ha, hb) = (hash(ws.path(), &a), hash(ws.path(), &b));
+            prop_assert_eq!(ha == hb, bytes_key(&a) == bytes_key(&b), "{:?} vs {:?}", a, b);
+        }
+    }
 }
