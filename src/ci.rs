@@ -9,14 +9,27 @@ use serde_json::{Value, json};
 use crate::env::{Environment, GITHUB_OUTPUT, GITHUB_STEP_SUMMARY};
 use crate::plan::{Action, Plan};
 
-/// Items with work to do (everything but `skip`).
+/// Items whose immutable tag must reach their target (`build` or `copy`):
+/// one publish job each. `tag` items are the final tags job's work.
 fn work(p: &Plan) -> impl Iterator<Item = &crate::plan::PlanItem> {
-    p.items.iter().filter(|i| i.action != Action::Skip)
+    p.items
+        .iter()
+        .filter(|i| matches!(i.action, Action::Build | Action::Copy))
 }
 
-/// The images some target still needs: one build job each.
+/// Whether any mutable tag must move (the final tags job has work).
+fn has_tags(p: &Plan) -> bool {
+    p.items.iter().any(|i| i.action != Action::Skip)
+}
+
+/// The images no store holds yet: one build job each.
 pub fn images_to_build(p: &Plan) -> Vec<String> {
-    let mut v: Vec<String> = work(p).map(|i| i.image.clone()).collect();
+    let mut v: Vec<String> = p
+        .items
+        .iter()
+        .filter(|i| i.action == Action::Build)
+        .map(|i| i.image.clone())
+        .collect();
     v.sort();
     v.dedup();
     v
@@ -44,7 +57,8 @@ pub fn write_github_output(env: &Environment, p: &Plan) -> std::io::Result<()> {
     let images = images_to_build(p);
     writeln!(f, "matrix={}", github_matrix(p))?;
     writeln!(f, "images={}", json!({ "image": images }))?;
-    writeln!(f, "has-work={}", !images.is_empty())?;
+    writeln!(f, "has-work={}", work(p).next().is_some())?;
+    writeln!(f, "has-tags={}", has_tags(p))?;
     writeln!(f, "release={}", p.release.as_deref().unwrap_or(""))
 }
 
@@ -96,7 +110,7 @@ pub fn gitlab_pipeline(p: &Plan, config: &Path, store_dir: &Path, image: Option<
         out.push_str(&format!("default:\n  image: {}\n", q(i)));
     }
     let images = images_to_build(p);
-    if images.is_empty() {
+    if !has_tags(p) {
         out.push_str(&format!(
             "{}:\n  stage: publish\n  script:\n    - {}\n",
             q("nothing to publish"),
@@ -125,10 +139,14 @@ pub fn gitlab_pipeline(p: &Plan, config: &Path, store_dir: &Path, image: Option<
             shell_quote(&i.image),
             shell_quote(&i.target)
         );
+        let needs = if images.contains(&i.image) {
+            q(&format!("build {}", i.image))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{}:\n  stage: publish\n  needs: [{}]\n  script:\n    - {}\n",
+            "{}:\n  stage: publish\n  needs: [{needs}]\n  script:\n    - {}\n",
             q(&name),
-            q(&format!("build {}", i.image)),
             q(&script)
         ));
         names.push(name);

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::oci::{Digest, annotation, media};
+use crate::oci::{Digest, annotation};
 use crate::registry::{Client, Repository};
 use crate::retention::{Item, Plan, Removal, TagInfo};
 
@@ -248,43 +248,9 @@ fn apply_group(
     out
 }
 
-/// Removes one tag and nothing else: the registry's tag DELETE where it has
-/// one, otherwise a unique throwaway manifest is put on the tag and deleted.
+/// Removes one tag and nothing else (see [`crate::store::remote::untag`]).
 pub fn untag(client: &Client, repo: &Repository, tag: &str) -> Result<String, String> {
-    if client.delete_tag(repo, tag).map_err(|e| e.to_string())? {
-        return Ok("tag deleted".into());
-    }
-    let empty = Digest::of(b"{}");
-    if !client
-        .blob_exists(repo, &empty)
-        .map_err(|e| e.to_string())?
-    {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let path = dir.path().join("empty");
-        std::fs::write(&path, b"{}").map_err(|e| e.to_string())?;
-        client
-            .upload_blob(repo, &empty, 2, &path)
-            .map_err(|e| e.to_string())?;
-    }
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let throwaway = json!({
-        "schemaVersion": 2,
-        "mediaType": media::MANIFEST,
-        "config": { "mediaType": media::EMPTY, "digest": empty, "size": 2 },
-        "layers": [{ "mediaType": media::EMPTY, "digest": empty, "size": 2 }],
-        "annotations": { "io.imagepipe.untag": format!("{tag} {nonce}") },
-    });
-    let bytes = crate::oci::canonical_json(&throwaway);
-    let d = client
-        .put_manifest(repo, tag, media::MANIFEST, &bytes)
-        .map_err(|e| e.to_string())?;
-    client
-        .delete_manifest(repo, &d)
-        .map_err(|e| e.to_string())?;
-    Ok(format!("tag moved to throwaway manifest {d}, deleted"))
+    crate::store::remote::untag(client, repo, tag).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

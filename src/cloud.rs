@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::build_env;
 use crate::catalog::{Catalog, Image, Source, Target, TargetKind};
-use crate::plan::{Identity, TagState};
+use crate::plan::Identity;
 use crate::recipe::RunContext;
 use crate::source::fetch::{Dirs, packer_build, packer_last_build};
 
@@ -66,16 +66,25 @@ fn region_env(target: &Target, name: &str) -> Vec<(String, String)> {
     v
 }
 
+/// What a region's existence check said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exists {
+    Yes,
+    No,
+    /// No check configured, or it did not answer 0 or 1 (the text says which).
+    Unknown(String),
+}
+
 /// Runs the target's existence check for `name`: exit 0 present, 1 absent;
 /// no check, or anything else, is unknown.
-pub fn exists(target: &Target, name: &str, base: &Path) -> TagState {
+pub fn exists(target: &Target, name: &str, base: &Path) -> Exists {
     let TargetKind::Cloud {
         exists: Some(cmd),
         region,
         ..
     } = &target.kind
     else {
-        return TagState::Unknown;
+        return Exists::Unknown("no `exists` check for this region".into());
     };
     let args: Vec<String> = cmd
         .iter()
@@ -93,14 +102,14 @@ pub fn exists(target: &Target, name: &str, base: &Path) -> TagState {
         .stdout(Stdio::null())
         .status();
     match status.map(|s| s.code()) {
-        Ok(Some(0)) => TagState::Present,
-        Ok(Some(1)) => TagState::Absent,
+        Ok(Some(0)) => Exists::Yes,
+        Ok(Some(1)) => Exists::No,
         other => {
             tracing::warn!(
                 "{}: existence check for {name} gave {other:?}",
                 target.name.value
             );
-            TagState::Unknown
+            Exists::Unknown("existence not known (offline, or the check did not answer)".into())
         }
     }
 }
@@ -158,7 +167,7 @@ pub fn publish(
                 .map(|t| {
                     let (env, dirs, name) = (&env, &dirs, &name);
                     s.spawn(move || {
-                        if exists(t, name, &dirs.base) == TagState::Present {
+                        if exists(t, name, &dirs.base) == Exists::Yes {
                             tracing::info!("{}: {name} already exists", t.name.value);
                             let prior = read_results(&dirs.base)
                                 .remove(&format!("{}/{}", image.name.value, t.name.value))

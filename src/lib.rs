@@ -14,12 +14,14 @@ pub mod gitrefs;
 pub mod http;
 pub mod oci;
 pub mod plan;
+pub mod pool;
 pub mod publish;
 pub mod recipe;
 pub mod registry;
 pub mod release;
 pub mod retention;
 pub mod source;
+pub mod state;
 pub mod store;
 pub mod template;
 

@@ -1,24 +1,31 @@
-//! The plan: per image × target, the tags, the recipe hash and what to do.
+//! The plan: per image × target, every tag and what to do about it.
 //!
-//! [`plan`] is a pure function of the catalog, the run context, the recipes and
-//! a snapshot of target state; `--format json` prints its value as is.
+//! [`plan`] is a pure function of the images' identities, the targets and a
+//! snapshot of what the stores hold ([`State`], gathered once by
+//! [`crate::state::gather`]); `--format json` prints its value as is, and
+//! `publish` executes exactly its items.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Image, Target};
+use crate::oci::Digest;
 use crate::recipe::{Recipe, RunContext, TagValues};
+use crate::release::Release;
 use crate::template::{RenderError, Template};
 
+/// What happens to the immutable tag of an image on a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
-    /// Nothing holds this recipe yet: build it.
+    /// No store holds this recipe yet: build it, then copy it here.
     Build,
     /// Another target or the local store holds it: copy, no rebuild.
     Copy,
-    /// The target already holds the immutable tag.
+    /// The immutable tag is here; some mutable tag must move.
+    Tag,
+    /// The immutable tag is here and every mutable tag is as it should be.
     Skip,
 }
 
@@ -27,9 +34,52 @@ impl Action {
         match self {
             Self::Build => "build",
             Self::Copy => "copy",
+            Self::Tag => "tag",
             Self::Skip => "skip",
         }
     }
+}
+
+/// Why an item has its action: a stable code for machines, next to the
+/// human `reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReasonCode {
+    /// The target holds the immutable tag, and every mutable tag is current.
+    UpToDate,
+    /// The target holds the immutable tag; mutable tags are missing or behind.
+    TagsBehind,
+    /// The local store holds the image.
+    InLocalStore,
+    /// Another target holds the image.
+    OnOtherTarget,
+    /// No store holds the recipe.
+    NewRecipe,
+    /// The recipe does not pin its inputs: it is built every run.
+    Unpinned,
+    /// The target's state could not be read, and no store is known to hold it.
+    StateUnknown,
+    /// A cloud region that does not have the machine image (or cannot tell).
+    RegionBuild,
+}
+
+/// What happens to one mutable tag on a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagAction {
+    /// Already at this image.
+    Keep,
+    /// Move it here (once every target holds the immutable tag).
+    Move,
+    /// Leave it: it points at a newer release, or this is a pre-release.
+    Hold,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TagPlan {
+    pub tag: String,
+    pub action: TagAction,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -40,12 +90,19 @@ pub struct PlanItem {
     pub repository: String,
     /// The immutable tag; `None` when the identity is only known after the build.
     pub tag: Option<String>,
-    /// Mutable tags moved after every target holds the immutable one.
+    /// The mutable tags, in template order.
     pub mutable_tags: Vec<String>,
+    /// What happens to each mutable tag.
+    pub tags: Vec<TagPlan>,
     /// Full recipe hash (sha256 hex); `None` when only known after the build.
     pub hash: Option<String>,
     pub action: Action,
+    pub reason_code: ReasonCode,
     pub reason: String,
+    /// For `copy`: the store to copy from (a target name, or the local store's).
+    pub source: Option<String>,
+    /// The digest the immutable tag names, where some store already holds it.
+    pub digest: Option<Digest>,
     pub platforms: Vec<String>,
     pub format: &'static str,
     pub kubernetes: Option<String>,
@@ -55,21 +112,59 @@ pub struct PlanItem {
 pub struct Plan {
     /// The release tag, for release plans.
     pub release: Option<String>,
+    /// The store builds go into (its target name).
+    pub build_store: String,
     pub items: Vec<PlanItem>,
 }
 
-/// What is known about a target's contents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TagState {
-    Present,
+/// Whether a store holds an image's immutable tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Held, with its digest (cloud regions report no digest).
+    Present(Option<Digest>),
     Absent,
-    /// Not looked up (e.g. an offline plan against a registry).
-    Unknown,
+    /// Not read: offline, unreachable, or an error (the text says which).
+    Unknown(String),
 }
 
-/// Read access to target state, answered by store backends.
-pub trait TargetState {
-    fn tag_state(&self, target: &Target, image: &str, tag: &str) -> TagState;
+/// What a mutable tag points at on a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Current {
+    Absent,
+    /// At `digest`; `kubernetes` is the release of the image there, if it has one.
+    At {
+        digest: Digest,
+        kubernetes: Option<String>,
+    },
+    Unknown(String),
+}
+
+/// One store's view of one image.
+#[derive(Clone, Debug)]
+pub struct StoreState {
+    pub immutable: Presence,
+    /// Mutable tag → what it points at (tags not looked up are absent from the map).
+    pub mutable: BTreeMap<String, Current>,
+}
+
+/// What every store holds, read once before planning.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// (image name, store name) → state.
+    pub stores: BTreeMap<(String, String), StoreState>,
+}
+
+impl State {
+    pub fn get(&self, image: &str, store: &str) -> Option<&StoreState> {
+        self.stores.get(&(image.to_owned(), store.to_owned()))
+    }
+
+    fn presence(&self, image: &str, store: &str) -> Presence {
+        self.get(image, store).map_or_else(
+            || Presence::Unknown("not looked up".into()),
+            |s| s.immutable.clone(),
+        )
+    }
 }
 
 /// An image's resolved identity, input to [`plan`].
@@ -78,6 +173,8 @@ pub struct Identity {
     pub recipe: Recipe,
     pub tag: Option<String>,
     pub mutable_tags: Vec<String>,
+    /// The mutable tags that pre-releases move too (`prerelease_tags`).
+    pub prerelease_tags: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +194,9 @@ pub fn identity(
 ) -> Result<Identity, TagError> {
     let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
     let values = TagValues::new(image, ctx, &recipe.hash);
+    let opted_in = image.prerelease_templates(&catalog.defaults);
     let mut rendered = Vec::new();
+    let mut prerelease_tags = Vec::new();
     for raw in image.tag_templates(&catalog.defaults) {
         // Templates were checked by validation; a parse error here is a bug upstream of us.
         let t = Template::parse(raw, &vars).map_err(|e| TagError {
@@ -113,6 +212,9 @@ pub fn identity(
             template: raw.value.clone(),
             error,
         })?;
+        if opted_in.iter().any(|o| o.value == raw.value) {
+            prerelease_tags.push(tag.clone());
+        }
         rendered.push(tag);
     }
     let mut iter = rendered.into_iter();
@@ -127,7 +229,61 @@ pub fn identity(
         recipe,
         tag,
         mutable_tags,
+        prerelease_tags,
     })
+}
+
+/// Whether a mutable tag should move to an image of release `ours` (and
+/// digest `digest`, when known), given what it points at now. The one rule
+/// both the plan and the executor's last check use: a tag moves only
+/// forward, pre-releases move only tags that opt in, and a tag already at
+/// the image is left alone.
+pub fn mutable_decision(
+    ours: Option<&Release>,
+    prerelease_ok: bool,
+    digest: Option<&Digest>,
+    current: Option<&Current>,
+) -> (TagAction, String) {
+    if let Some(r) = ours.filter(|r| r.is_prerelease())
+        && !prerelease_ok
+    {
+        return (
+            TagAction::Hold,
+            format!(
+                "{} is a pre-release; this tag does not move for pre-releases (list its template in `prerelease_tags` to opt in)",
+                r.kubernetes()
+            ),
+        );
+    }
+    match current {
+        None => (TagAction::Move, "not looked up".into()),
+        Some(Current::Absent) => (TagAction::Move, "missing".into()),
+        Some(Current::Unknown(e)) => (
+            TagAction::Move,
+            format!("state unknown ({e}); checked again before it moves"),
+        ),
+        Some(Current::At { digest: d, .. }) if Some(d) == digest => {
+            (TagAction::Keep, "already at this image".into())
+        }
+        Some(Current::At { kubernetes, .. }) => {
+            let theirs = kubernetes.as_deref().and_then(|k| Release::parse(k).ok());
+            match (ours, theirs) {
+                (Some(o), Some(t)) if o.precedence(&t) == std::cmp::Ordering::Less => (
+                    TagAction::Hold,
+                    format!(
+                        "points at {}, newer than {}: tags only move forward",
+                        t.kubernetes(),
+                        o.kubernetes()
+                    ),
+                ),
+                (Some(_), Some(t)) => (
+                    TagAction::Move,
+                    format!("behind: points at {}", t.kubernetes()),
+                ),
+                _ => (TagAction::Move, "points at another image".into()),
+            }
+        }
+    }
 }
 
 /// Decides the action for every (image, target) pair.
@@ -136,105 +292,198 @@ pub fn plan(
     targets: &[&Target],
     build_store: &Target,
     ctx: &RunContext,
-    state: &dyn TargetState,
+    state: &State,
 ) -> Plan {
     let mut items = Vec::new();
     for (image, id) in images {
+        let release = ctx.release.as_ref().filter(|_| image.kubernetes);
         let chosen: Vec<&Target> = targets
             .iter()
             .copied()
             .filter(|t| image.goes_to(t))
             .collect();
-        // State of every target (and the build store), looked up once.
-        let mut holders: BTreeMap<&str, TagState> = BTreeMap::new();
-        if let Some(tag) = &id.tag {
-            for t in chosen.iter().copied().chain(std::iter::once(build_store)) {
-                holders
-                    .entry(t.name.as_str())
-                    .or_insert_with(|| state.tag_state(t, &image.name, tag));
-            }
-        }
+        // Which store already holds the image: the local store first, then
+        // the targets in catalog order (the cheapest source first).
+        let holder = std::iter::once(build_store)
+            .chain(chosen.iter().copied())
+            .filter(|t| !t.kind.is_cloud())
+            .find_map(|t| match state.presence(&image.name, &t.name) {
+                Presence::Present(d) => Some((t, d)),
+                _ => None,
+            });
         for target in &chosen {
-            let (action, reason) = decide(id, target, build_store, &holders);
+            let here = state.presence(&image.name, &target.name);
+            let (action, code, reason, source) =
+                decide(id, target, build_store, &here, holder.clone());
+            let digest = match &here {
+                Presence::Present(Some(d)) => Some(d.clone()),
+                _ => holder.as_ref().and_then(|(_, d)| d.clone()),
+            };
+            let tags = if target.kind.is_cloud() || id.tag.is_none() {
+                id.mutable_tags
+                    .iter()
+                    .map(|t| TagPlan {
+                        tag: t.clone(),
+                        action: TagAction::Move,
+                        reason: "after the build".into(),
+                    })
+                    .collect()
+            } else {
+                let current = state.get(&image.name, &target.name);
+                id.mutable_tags
+                    .iter()
+                    .map(|t| {
+                        let (action, reason) = mutable_decision(
+                            release,
+                            id.prerelease_tags.contains(t),
+                            digest.as_ref(),
+                            current.and_then(|s| s.mutable.get(t)),
+                        );
+                        TagPlan {
+                            tag: t.clone(),
+                            action,
+                            reason,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let (action, code, reason) = match action {
+                Action::Skip if tags.iter().any(|t| t.action == TagAction::Move) => {
+                    let behind: Vec<&str> = tags
+                        .iter()
+                        .filter(|t| t.action == TagAction::Move)
+                        .map(|t| t.tag.as_str())
+                        .collect();
+                    (
+                        Action::Tag,
+                        ReasonCode::TagsBehind,
+                        format!("{reason}; to move: {}", behind.join(", ")),
+                    )
+                }
+                other => (other, code, reason),
+            };
             items.push(PlanItem {
                 image: image.name.value.clone(),
                 target: target.name.value.clone(),
                 repository: target.repository(&image.name),
                 tag: id.tag.clone(),
                 mutable_tags: id.mutable_tags.clone(),
+                tags,
                 hash: (id.recipe.unpinned.is_none()).then(|| id.recipe.hash.clone()),
                 action,
+                reason_code: code,
                 reason,
+                source,
+                digest,
                 platforms: image
                     .platforms
                     .iter()
                     .map(|p| p.platform.to_string())
                     .collect(),
                 format: image.format.as_str(),
-                kubernetes: ctx
-                    .release
-                    .as_ref()
-                    .filter(|_| image.kubernetes)
-                    .map(ToString::to_string),
+                kubernetes: release.map(ToString::to_string),
             });
         }
     }
     Plan {
         release: ctx.release.as_ref().map(|r| r.tag.clone()),
+        build_store: build_store.name.value.clone(),
         items,
     }
+}
+
+/// The plan of `publish --force`: every OCI item is built afresh and
+/// copied, replacing an immutable tag that holds other bytes.
+#[must_use]
+pub fn forced(mut plan: Plan) -> Plan {
+    for i in plan
+        .items
+        .iter_mut()
+        .filter(|i| i.format != "machine-image")
+    {
+        i.action = Action::Build;
+        i.reason_code = ReasonCode::NewRecipe;
+        i.reason = "--force: built again, replacing what the tag holds".into();
+        i.source = None;
+        for t in &mut i.tags {
+            if t.action == TagAction::Keep {
+                t.action = TagAction::Move;
+            }
+        }
+    }
+    plan
 }
 
 fn decide(
     id: &Identity,
     target: &Target,
     build_store: &Target,
-    holders: &BTreeMap<&str, TagState>,
-) -> (Action, String) {
+    here: &Presence,
+    holder: Option<(&Target, Option<Digest>)>,
+) -> (Action, ReasonCode, String, Option<String>) {
     if let Some(why) = &id.recipe.unpinned {
         return (
             Action::Build,
+            ReasonCode::Unpinned,
             format!("{why}; the tag is derived from the built content"),
+            None,
         );
     }
     let tag = id.tag.as_deref().unwrap_or_default();
-    match holders.get(target.name.as_str()) {
-        Some(TagState::Present) => {
-            return (
+    if target.kind.is_cloud() {
+        return match here {
+            Presence::Present(_) => (
                 Action::Skip,
-                format!("up to date: {tag} is on {}", target.name.value),
-            );
-        }
-        Some(TagState::Unknown) if target.kind.is_cloud() => {
-            let how = match &target.kind {
-                crate::catalog::TargetKind::Cloud {
-                    exists: Some(_), ..
-                } => "existence not known (offline, or the check did not answer)",
-                _ => "no `exists` check for this region",
-            };
-            return (Action::Build, format!("{how}: Packer builds it here"));
-        }
-        Some(TagState::Absent) if target.kind.is_cloud() => {
-            return (
+                ReasonCode::UpToDate,
+                format!("up to date: {tag} exists in this region"),
+                None,
+            ),
+            Presence::Absent => (
                 Action::Build,
+                ReasonCode::RegionBuild,
                 format!("{tag} does not exist in this region: Packer builds it here"),
-            );
-        }
-        _ => {}
+                None,
+            ),
+            Presence::Unknown(why) => (
+                Action::Build,
+                ReasonCode::RegionBuild,
+                format!("{why}: Packer builds it here"),
+                None,
+            ),
+        };
     }
-    let other = holders
-        .iter()
-        .find(|(name, st)| **name != target.name.as_str() && **st == TagState::Present)
-        .map(|(name, _)| *name);
-    match other {
-        Some(name) if name == build_store.name.as_str() => {
-            (Action::Copy, "built in the local store".into())
-        }
-        Some(name) => (Action::Copy, format!("target {name} has it")),
-        None if holders.get(target.name.as_str()) == Some(&TagState::Unknown) => (
-            Action::Build,
-            "registry state unknown (offline or unreachable)".into(),
+    if let Presence::Present(_) = here {
+        return (
+            Action::Skip,
+            ReasonCode::UpToDate,
+            format!("up to date: {tag} is on {}", target.name.value),
+            None,
+        );
+    }
+    match (holder, here) {
+        (Some((h, _)), _) if h.name.value == build_store.name.value => (
+            Action::Copy,
+            ReasonCode::InLocalStore,
+            "built in the local store".into(),
+            Some(h.name.value.clone()),
         ),
-        None => (Action::Build, "no target has this recipe yet".into()),
+        (Some((h, _)), _) => (
+            Action::Copy,
+            ReasonCode::OnOtherTarget,
+            format!("target {} has it", h.name.value),
+            Some(h.name.value.clone()),
+        ),
+        (None, Presence::Unknown(why)) => (
+            Action::Build,
+            ReasonCode::StateUnknown,
+            format!("registry state unknown ({why})"),
+            None,
+        ),
+        (None, _) => (
+            Action::Build,
+            ReasonCode::NewRecipe,
+            "no store has this recipe yet".into(),
+            None,
+        ),
     }
 }

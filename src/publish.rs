@@ -1,113 +1,26 @@
-//! Publishing: copy built images from the local store to every target,
-//! immutable tags first everywhere, mutable tags only once every target
-//! holds the immutable one.
+//! Publishing: executing a [`Plan`]. For each image, build it once if the
+//! plan says no store holds it, copy it to every target that lacks it (from
+//! the local store, or from the target that holds it), then — only once
+//! every target holds the immutable tag — move the mutable tags, forward only.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::catalog::{Image, Target, TargetKind};
-use crate::oci::{Descriptor, Digest, media};
-use crate::plan::{Identity, TagState, TargetState};
-use crate::registry::{Client, Repository};
-use crate::store::layout::Layout;
-
-/// Where one image lives on one target.
-#[derive(Clone, Debug)]
-pub enum Dest {
-    Layout(PathBuf),
-    Registry(Repository),
-    /// A cloud region (machine images; see [`crate::cloud`]).
-    Cloud {
-        provider: String,
-        region: String,
-    },
-}
-
-impl Dest {
-    pub fn of(target: &Target, image: &str, base: &Path) -> Self {
-        match &target.kind {
-            TargetKind::Layout { path } => Self::Layout(base.join(path).join(image)),
-            TargetKind::Cloud {
-                provider, region, ..
-            } => Self::Cloud {
-                provider: provider.clone(),
-                region: region.clone(),
-            },
-            TargetKind::Registry {
-                registry,
-                namespace,
-                insecure,
-                chunk_size,
-            } => Self::Registry(Repository {
-                host: registry.clone(),
-                path: namespace
-                    .as_ref()
-                    .map_or_else(|| image.to_owned(), |ns| format!("{ns}/{image}")),
-                insecure: *insecure,
-                chunk_size: *chunk_size,
-            }),
-        }
-    }
-
-    /// The reference users pull: `host/ns/name` or `oci:<dir>`.
-    pub fn reference(&self) -> String {
-        match self {
-            Self::Layout(p) => format!("oci:{}", crate::store::shown(p)),
-            Self::Registry(r) => r.to_string(),
-            Self::Cloud { provider, region } => format!("{provider}:{region}"),
-        }
-    }
-
-    /// The digest `tag` points at here, if any.
-    pub fn resolve(&self, client: &Client, tag: &str) -> Result<Option<Digest>, String> {
-        match self {
-            Self::Layout(p) => match Layout::open_existing(p) {
-                None => Ok(None),
-                Some(l) => l
-                    .resolve_tag(tag)
-                    .map(|d| d.map(|d| d.digest))
-                    .map_err(|e| e.to_string()),
-            },
-            Self::Registry(r) => client
-                .head_manifest(r, tag)
-                .map(|m| m.map(|(d, _, _)| d))
-                .map_err(|e| e.to_string()),
-            Self::Cloud { .. } => {
-                Err("a cloud region holds machine images, not OCI images".to_owned())
-            }
-        }
-    }
-}
-
-/// Target state read from the targets themselves (layouts and registries).
-#[derive(Debug)]
-pub struct LiveState<'a> {
-    pub client: &'a Client,
-    pub base: &'a Path,
-}
-
-impl TargetState for LiveState<'_> {
-    fn tag_state(&self, target: &Target, image: &str, tag: &str) -> TagState {
-        if target.kind.is_cloud() {
-            return crate::cloud::exists(target, tag, self.base);
-        }
-        match Dest::of(target, image, self.base).resolve(self.client, tag) {
-            Ok(Some(_)) => TagState::Present,
-            Ok(None) => TagState::Absent,
-            Err(e) => {
-                tracing::warn!("{}: cannot read {tag}: {e}", target.name.value);
-                TagState::Unknown
-            }
-        }
-    }
-}
+use crate::catalog::{Image, Target};
+use crate::oci::{Descriptor, Digest};
+use crate::plan::{Action, Identity, Plan, PlanItem, TagAction, mutable_decision};
+use crate::registry::Client;
+use crate::release::Release;
+use crate::store::copy::{Copied, copy_image};
+use crate::store::{self, Store, StoreError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
-    /// The immutable tag was pushed.
+    /// The image was copied here (after a build, or from another store).
     Pushed,
     /// The target already had it with the same digest.
     Present,
@@ -122,9 +35,17 @@ pub struct Item {
     pub reference: String,
     pub tag: String,
     pub digest: Option<Digest>,
+    /// The plan's action for this item.
+    pub action: Action,
     pub outcome: Outcome,
+    /// The store the image was copied from.
+    pub from: Option<String>,
+    /// Blobs uploaded, mounted and already present.
+    pub copied: Option<Copied>,
     /// Mutable tags moved on this target.
     pub moved: Vec<String>,
+    /// Mutable tags left where they are, with the reason.
+    pub held: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -132,314 +53,338 @@ pub struct Item {
 pub struct Options {
     /// Overwrite an immutable tag that holds other bytes.
     pub force: bool,
+    /// Only move mutable tags; every target must hold the immutable tag already.
+    pub tags_only: bool,
+    /// Move mutable tags at all (not in a run that covers part of the targets).
+    pub move_mutable: bool,
 }
 
-/// Phase 1: the immutable tag of `top` (in `src`) onto one target.
-pub fn push_immutable(
-    client: &Client,
-    src: &Layout,
-    top: &Descriptor,
-    dest: &Dest,
-    tag: &str,
-    mount_from: Option<&str>,
+/// Builds an image into the build store and returns its immutable tag.
+pub type Builder<'a> = dyn Fn(&Image, &Identity) -> Result<String, String> + 'a;
+
+/// Where the stores of a run are: the targets, the build store, the catalog's directory.
+pub struct Stores<'a> {
+    pub targets: &'a [&'a Target],
+    pub build_store: &'a Target,
+    pub base: &'a Path,
+    pub client: &'a Arc<Client>,
+}
+
+impl Stores<'_> {
+    fn open(&self, image: &str, name: &str) -> Option<Box<dyn Store>> {
+        let target = if name == self.build_store.name.value {
+            self.build_store
+        } else {
+            self.targets
+                .iter()
+                .copied()
+                .find(|t| t.name.value == name)?
+        };
+        store::open(target, image, self.base, self.client)
+    }
+}
+
+/// Executes the plan's items of OCI targets (cloud regions are published by
+/// [`crate::cloud`]), image by image.
+pub fn execute(
+    plan: &Plan,
+    images: &[(&Image, Identity)],
+    release: Option<&Release>,
+    stores: &Stores<'_>,
+    build: &Builder<'_>,
     opts: Options,
-) -> Result<Outcome, String> {
-    match dest.resolve(client, tag)? {
-        Some(d) if d == top.digest => return Ok(Outcome::Present),
-        Some(d) if !opts.force => {
+) -> Vec<Item> {
+    let mut out = Vec::new();
+    for (image, id) in images {
+        let items: Vec<&PlanItem> = plan
+            .items
+            .iter()
+            .filter(|i| i.image == image.name.value && i.format != "machine-image")
+            .collect();
+        if !items.is_empty() {
+            let release = release.filter(|_| image.kubernetes);
+            out.extend(publish_image(
+                image, id, &items, release, stores, build, opts,
+            ));
+        }
+    }
+    out
+}
+
+fn publish_image(
+    image: &Image,
+    id: &Identity,
+    items: &[&PlanItem],
+    release: Option<&Release>,
+    stores: &Stores<'_>,
+    build: &Builder<'_>,
+    opts: Options,
+) -> Vec<Item> {
+    let name = image.name.as_str();
+    let build_name = stores.build_store.name.value.clone();
+    let mut opened: BTreeMap<String, Box<dyn Store>> = BTreeMap::new();
+    for n in items
+        .iter()
+        .map(|i| i.target.clone())
+        .chain([build_name.clone()])
+    {
+        if let Some(s) = stores.open(name, &n) {
+            opened.insert(n, s);
+        }
+    }
+    let mut results: Vec<Item> = items.iter().map(|i| item(i, &opened)).collect();
+    let fail_all = |results: &mut Vec<Item>, e: &str| {
+        for r in results.iter_mut() {
+            r.outcome = Outcome::Failed;
+            r.error = Some(e.to_owned());
+        }
+    };
+    // Build once, when no store holds the image.
+    let mut tag = id.tag.clone();
+    let mut built = false;
+    if !opts.tags_only && items.iter().any(|i| i.action == Action::Build) {
+        match build(image, id) {
+            Ok(t) => {
+                tag = Some(t);
+                built = true;
+            }
+            Err(e) => {
+                fail_all(&mut results, &e);
+                return results;
+            }
+        }
+    }
+    let Some(tag) = tag else {
+        fail_all(
+            &mut results,
+            "its tag comes from the built content: publish it without --tags-only",
+        );
+        return results;
+    };
+    for r in &mut results {
+        r.tag.clone_from(&tag);
+        r.reference = format!("{}:{tag}", r.reference);
+    }
+    // Phase 1: the immutable tag onto every target that lacks it.
+    let mut holders: BTreeSet<String> = items
+        .iter()
+        .filter(|i| matches!(i.action, Action::Skip | Action::Tag))
+        .map(|i| i.target.clone())
+        .collect();
+    if built {
+        holders.insert(build_name.clone());
+    }
+    for (i, r) in items.iter().zip(results.iter_mut()) {
+        if matches!(i.action, Action::Skip | Action::Tag) {
+            r.outcome = Outcome::Present;
+            continue;
+        }
+        if opts.tags_only {
+            r.outcome = Outcome::Failed;
+            r.error = Some(format!("{tag} is not on this target yet: publish it first"));
+            continue;
+        }
+        let from = if built {
+            build_name.clone()
+        } else {
+            i.source.clone().unwrap_or_else(|| build_name.clone())
+        };
+        // A store that holds the tag but was not just built must hold our
+        // recipe: an image someone else put under our tag is never spread.
+        let recipe = (!built).then_some(id.recipe.hash.as_str());
+        match copy_one(
+            &opened, &from, &i.target, &tag, recipe, &holders, opts.force,
+        ) {
+            Ok((outcome, digest, copied)) => {
+                r.outcome = outcome;
+                r.digest = Some(digest);
+                r.from = (outcome == Outcome::Pushed).then_some(from);
+                r.copied = copied;
+                holders.insert(i.target.clone());
+            }
+            Err(e) => {
+                r.outcome = Outcome::Failed;
+                r.error = Some(e);
+            }
+        }
+    }
+    // Phase 2: mutable tags, once every target holds the immutable tag.
+    let wanted = items
+        .iter()
+        .any(|i| i.tags.iter().any(|t| t.action != TagAction::Keep));
+    if !opts.move_mutable || !wanted {
+        return results;
+    }
+    if let Some(failed) = results.iter().find(|r| r.outcome == Outcome::Failed) {
+        tracing::warn!(
+            "{name}: mutable tags ({}) not moved: {} failed",
+            id.mutable_tags.join(", "),
+            failed.target
+        );
+        return results;
+    }
+    let top = holders
+        .iter()
+        .filter_map(|h| opened.get(h))
+        .find_map(|s| s.get_manifest(&tag).ok().flatten());
+    let Some((top, bytes)) = top else {
+        fail_all(
+            &mut results,
+            &format!("no store holds {tag}: cannot move mutable tags"),
+        );
+        return results;
+    };
+    for (i, r) in items.iter().zip(results.iter_mut()) {
+        r.digest = Some(top.digest.clone());
+        let Some(dst) = opened.get(&i.target) else {
+            continue;
+        };
+        for t in &i.tags {
+            if t.action == TagAction::Keep {
+                continue;
+            }
+            if t.action == TagAction::Hold {
+                r.held.push(format!("{}: {}", t.tag, t.reason));
+                continue;
+            }
+            let prerelease_ok = id.prerelease_tags.contains(&t.tag);
+            match move_tag(dst.as_ref(), &top, &bytes, &t.tag, release, prerelease_ok) {
+                Ok(Moved::Moved) => r.moved.push(t.tag.clone()),
+                Ok(Moved::Already) => {}
+                Ok(Moved::Held(why)) => r.held.push(format!("{}: {why}", t.tag)),
+                Err(e) => {
+                    r.outcome = Outcome::Failed;
+                    r.error = Some(format!("moving {}: {e}", t.tag));
+                }
+            }
+        }
+    }
+    results
+}
+
+fn item(i: &PlanItem, opened: &BTreeMap<String, Box<dyn Store>>) -> Item {
+    Item {
+        image: i.image.clone(),
+        target: i.target.clone(),
+        reference: opened
+            .get(&i.target)
+            .map_or_else(|| i.repository.clone(), |s| s.reference()),
+        tag: i.tag.clone().unwrap_or_default(),
+        digest: i.digest.clone(),
+        action: i.action,
+        outcome: Outcome::Failed,
+        from: None,
+        copied: None,
+        moved: Vec::new(),
+        held: Vec::new(),
+        error: None,
+    }
+}
+
+/// Copies `tag` from store `from` to store `to`; stores in `holders` on the
+/// same registry serve as mount sources.
+fn copy_one(
+    opened: &BTreeMap<String, Box<dyn Store>>,
+    from: &str,
+    to: &str,
+    tag: &str,
+    recipe: Option<&str>,
+    holders: &BTreeSet<String>,
+    force: bool,
+) -> Result<(Outcome, Digest, Option<Copied>), String> {
+    let src = opened
+        .get(from)
+        .ok_or_else(|| format!("{from}: not an OCI store"))?;
+    let dst = opened
+        .get(to)
+        .ok_or_else(|| format!("{to}: not an OCI store"))?;
+    let top = src
+        .resolve(tag)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} does not hold {tag} (any more)", src.reference()))?;
+    if from == to {
+        return Ok((Outcome::Pushed, top.digest, None));
+    }
+    if let Some(expected) = recipe {
+        let (_, bytes) = src
+            .get_manifest(&top.digest.to_string())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "{} does not hold {} (any more)",
+                    src.reference(),
+                    top.digest
+                )
+            })?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let found = v["annotations"][crate::oci::annotation::RECIPE].as_str();
+        if found != Some(expected) {
             return Err(format!(
-                "the immutable tag {tag} already holds {d}, not {}; immutable tags are never overwritten (pass --force to replace it)",
-                top.digest
+                "{}:{tag} holds {}, whose recipe is {} rather than {expected}: an image imagepipe did not build from this recipe is under the immutable tag; it is not copied (remove that tag, or pass --force to rebuild and replace it)",
+                src.reference(),
+                top.digest,
+                found.unwrap_or("not recorded"),
+            ));
+        }
+    }
+    match dst.resolve(tag).map_err(|e| e.to_string())? {
+        Some(d) if d.digest == top.digest => return Ok((Outcome::Present, top.digest, None)),
+        Some(d) if !force => {
+            return Err(format!(
+                "the immutable tag {tag} already holds {}, not {}; immutable tags are never overwritten (pass --force to replace it)",
+                d.digest, top.digest
             ));
         }
         _ => {}
     }
-    match dest {
-        Dest::Cloud { .. } => Err("a cloud region holds machine images, not OCI images".to_owned()),
-        Dest::Layout(dir) => copy_to_layout(src, top, dir, tag),
-        Dest::Registry(repo) => {
-            push_tree(client, src, top, repo, mount_from, true)?;
-            let bytes = src.read_blob(&top.digest).map_err(|e| e.to_string())?;
-            client
-                .put_manifest(repo, tag, &top.media_type, &bytes)
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
-    }?;
-    Ok(Outcome::Pushed)
+    let mount_from: Vec<&dyn Store> = holders
+        .iter()
+        .filter(|h| h.as_str() != to && h.as_str() != from)
+        .filter_map(|h| opened.get(h).map(AsRef::as_ref))
+        .filter(|s| s.registry_repository().is_some())
+        .collect();
+    let copied = copy_image(src.as_ref(), dst.as_ref(), &top, Some(tag), &mount_from)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "{}:{tag} ← {}: {} blob(s) uploaded ({}), {} mounted, {} present",
+        dst.reference(),
+        src.reference(),
+        copied.uploaded,
+        indicatif::HumanBytes(copied.bytes_uploaded),
+        copied.mounted,
+        copied.present
+    );
+    Ok((Outcome::Pushed, top.digest, Some(copied)))
 }
 
-/// Phase 2: point a mutable tag at the manifest the immutable tag holds here.
+/// The result of moving one mutable tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Moved {
+    Moved,
+    /// The tag already pointed at the image: nothing written.
+    Already,
+    /// Not moved, and why (a newer release is there, or a pre-release).
+    Held(String),
+}
+
+/// Points `tag` on `store` at `top`, after checking what it points at now
+/// with the same rule the plan used ([`mutable_decision`]).
 pub fn move_tag(
-    client: &Client,
+    store: &dyn Store,
     top: &Descriptor,
     bytes: &[u8],
-    dest: &Dest,
     tag: &str,
-) -> Result<(), String> {
-    match dest {
-        Dest::Cloud { .. } => Err("a cloud region holds machine images, not OCI images".to_owned()),
-        Dest::Layout(dir) => {
-            let l = Layout::create(dir).map_err(|e| e.to_string())?;
-            l.set_tag(tag, top.clone()).map_err(|e| e.to_string())
+    release: Option<&Release>,
+    prerelease_ok: bool,
+) -> Result<Moved, StoreError> {
+    let current = crate::state::current(store, tag, Some(&top.digest), release.is_some());
+    let (action, why) = mutable_decision(release, prerelease_ok, Some(&top.digest), Some(&current));
+    match action {
+        TagAction::Keep => Ok(Moved::Already),
+        TagAction::Hold => Ok(Moved::Held(why)),
+        TagAction::Move => {
+            store.put_manifest(tag, top, bytes)?;
+            Ok(Moved::Moved)
         }
-        Dest::Registry(repo) => client
-            .put_manifest(repo, tag, &top.media_type, bytes)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
     }
-}
-
-/// The manifest an immutable tag holds on a target: descriptor and bytes.
-pub fn fetch_manifest(
-    client: &Client,
-    dest: &Dest,
-    tag: &str,
-) -> Result<Option<(Descriptor, Vec<u8>)>, String> {
-    match dest {
-        Dest::Cloud { .. } => Ok(None),
-        Dest::Layout(dir) => {
-            let Some(l) = Layout::open_existing(dir) else {
-                return Ok(None);
-            };
-            let Some(d) = l.resolve_tag(tag).map_err(|e| e.to_string())? else {
-                return Ok(None);
-            };
-            let bytes = l.read_blob(&d.digest).map_err(|e| e.to_string())?;
-            Ok(Some((
-                Descriptor::new(&d.media_type, d.digest, d.size),
-                bytes,
-            )))
-        }
-        Dest::Registry(repo) => Ok(client
-            .get_manifest(repo, tag)
-            .map_err(|e| e.to_string())?
-            .map(|m| {
-                let size = m.bytes.len() as u64;
-                (Descriptor::new(&m.media_type, m.digest, size), m.bytes)
-            })),
-    }
-}
-
-/// The descriptors a manifest or index refers to (children first for indexes).
-fn children(src: &Layout, desc: &Descriptor) -> Result<(Vec<Descriptor>, Vec<Descriptor>), String> {
-    let bytes = src.read_blob(&desc.digest).map_err(|e| e.to_string())?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", desc.digest))?;
-    let parse = |v: &serde_json::Value| {
-        serde_json::from_value::<Descriptor>(v.clone()).map_err(|e| e.to_string())
-    };
-    if desc.media_type == media::INDEX {
-        let manifests = v["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(parse)
-            .collect::<Result<_, _>>()?;
-        Ok((manifests, Vec::new()))
-    } else {
-        let mut blobs = vec![parse(&v["config"])?];
-        for l in v["layers"].as_array().into_iter().flatten() {
-            blobs.push(parse(l)?);
-        }
-        Ok((Vec::new(), blobs))
-    }
-}
-
-/// Pushes every blob and child manifest under `desc` (not `desc` itself when `top`).
-fn push_tree(
-    client: &Client,
-    src: &Layout,
-    desc: &Descriptor,
-    repo: &Repository,
-    mount_from: Option<&str>,
-    top: bool,
-) -> Result<(), String> {
-    let (manifests, blobs) = children(src, desc)?;
-    for m in &manifests {
-        push_tree(client, src, m, repo, mount_from, false)?;
-    }
-    // Several blobs in flight at once.
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = blobs
-            .iter()
-            .map(|b| s.spawn(move || ensure_blob(client, src, b, repo, mount_from)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("upload thread panicked".into()))
-            })
-            .collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>, String>>()?;
-    if !top {
-        let bytes = src.read_blob(&desc.digest).map_err(|e| e.to_string())?;
-        client
-            .put_manifest(repo, &desc.digest.to_string(), &desc.media_type, &bytes)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-fn ensure_blob(
-    client: &Client,
-    src: &Layout,
-    blob: &Descriptor,
-    repo: &Repository,
-    mount_from: Option<&str>,
-) -> Result<(), String> {
-    if client
-        .blob_exists(repo, &blob.digest)
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(());
-    }
-    if let Some(from) = mount_from.filter(|f| *f != repo.path)
-        && client
-            .mount_blob(repo, &blob.digest, from)
-            .map_err(|e| e.to_string())?
-    {
-        return Ok(());
-    }
-    tracing::info!("{repo}: uploading {} ({} bytes)", blob.digest, blob.size);
-    client
-        .upload_blob(repo, &blob.digest, blob.size, &src.blob_path(&blob.digest))
-        .map_err(|e| e.to_string())
-}
-
-fn copy_to_layout(src: &Layout, top: &Descriptor, dir: &Path, tag: &str) -> Result<(), String> {
-    let dst = Layout::create(dir).map_err(|e| e.to_string())?;
-    let mut stack = vec![top.clone()];
-    while let Some(d) = stack.pop() {
-        let (manifests, blobs) = children(src, &d)?;
-        for b in blobs.iter().chain(std::iter::once(&d)) {
-            if !dst.has_blob(&b.digest) {
-                let mut w = dst.blob_writer().map_err(|e| e.to_string())?;
-                std::io::copy(
-                    &mut std::fs::File::open(src.blob_path(&b.digest))
-                        .map_err(|e| e.to_string())?,
-                    &mut w,
-                )
-                .map_err(|e| e.to_string())?;
-                w.commit(Some(&b.digest)).map_err(|e| e.to_string())?;
-            }
-        }
-        stack.extend(manifests);
-    }
-    dst.set_tag(tag, top.clone()).map_err(|e| e.to_string())
-}
-
-/// Publishes one built image to its targets, in two phases. With
-/// `tags_only`, phase 1 only checks that every target already holds the
-/// immutable tag (the fan-out's final job), and `src` is not needed.
-pub fn publish_image(
-    client: &Client,
-    image: &Image,
-    id: &Identity,
-    tag: &str,
-    src: Option<&Layout>,
-    targets: &[(&Target, Dest)],
-    opts: Options,
-) -> Vec<Item> {
-    let top = match src {
-        Some(src) => match src.resolve_tag(tag) {
-            Ok(Some(d)) => src
-                .read_blob(&d.digest)
-                .map(|b| (Descriptor::new(&d.media_type, d.digest, d.size), b))
-                .map_err(|e| e.to_string()),
-            Ok(None) => Err(format!("the local store has no {tag}: build it first")),
-            Err(e) => Err(e.to_string()),
-        },
-        // The manifest as the first target holding it has it.
-        None => targets
-            .iter()
-            .find_map(|(_, d)| fetch_manifest(client, d, tag).ok().flatten())
-            .ok_or_else(|| format!("no target holds {tag} yet: publish it first")),
-    };
-    let (top, bytes) = match top {
-        Ok(t) => t,
-        Err(e) => return fail_all(image, tag, targets, e),
-    };
-    let mut items = Vec::new();
-    // Mount sources: a repository on the same host that already has the blobs.
-    let mut mounted: HashMap<String, String> = HashMap::new();
-    for (target, dest) in targets {
-        let mount_from = match dest {
-            Dest::Registry(r) => mounted.get(&r.host).cloned(),
-            Dest::Layout(_) | Dest::Cloud { .. } => None,
-        };
-        let result = match src {
-            Some(src) => push_immutable(client, src, &top, dest, tag, mount_from.as_deref(), opts),
-            None => match dest.resolve(client, tag) {
-                Ok(Some(d)) if d == top.digest => Ok(Outcome::Present),
-                Ok(Some(d)) => Err(format!("{tag} holds {d} here, not {}", top.digest)),
-                Ok(None) => Err(format!("{tag} is not on this target yet: publish it first")),
-                Err(e) => Err(e),
-            },
-        };
-        if let (Ok(_), Dest::Registry(r)) = (&result, dest) {
-            mounted
-                .entry(r.host.clone())
-                .or_insert_with(|| r.path.clone());
-        }
-        let (outcome, error) = match result {
-            Ok(o) => (o, None),
-            Err(e) => (Outcome::Failed, Some(e)),
-        };
-        items.push(Item {
-            image: image.name.value.clone(),
-            target: target.name.value.clone(),
-            reference: format!("{}:{tag}", dest.reference()),
-            tag: tag.to_owned(),
-            digest: (outcome != Outcome::Failed).then(|| top.digest.clone()),
-            outcome,
-            moved: Vec::new(),
-            error,
-        });
-    }
-    // Phase 2, only when every target holds the immutable tag.
-    if items.iter().all(|i| i.outcome != Outcome::Failed) {
-        for (item, (_, dest)) in items.iter_mut().zip(targets) {
-            for t in &id.mutable_tags {
-                match move_tag(client, &top, &bytes, dest, t) {
-                    Ok(()) => item.moved.push(t.clone()),
-                    Err(e) => {
-                        item.outcome = Outcome::Failed;
-                        item.error = Some(format!("moving {t}: {e}"));
-                    }
-                }
-            }
-        }
-    } else if !id.mutable_tags.is_empty() {
-        let failed: Vec<&str> = items
-            .iter()
-            .filter(|i| i.outcome == Outcome::Failed)
-            .map(|i| i.target.as_str())
-            .collect();
-        tracing::warn!(
-            "{}: mutable tags ({}) not moved: {} failed",
-            image.name.value,
-            id.mutable_tags.join(", "),
-            failed.join(", ")
-        );
-    }
-    items
-}
-
-fn fail_all(image: &Image, tag: &str, targets: &[(&Target, Dest)], error: String) -> Vec<Item> {
-    targets
-        .iter()
-        .map(|(t, d)| Item {
-            image: image.name.value.clone(),
-            target: t.name.value.clone(),
-            reference: format!("{}:{tag}", d.reference()),
-            tag: tag.to_owned(),
-            digest: None,
-            outcome: Outcome::Failed,
-            moved: Vec::new(),
-            error: Some(error.clone()),
-        })
-        .collect()
 }

@@ -114,6 +114,38 @@ impl Release {
         }
     }
 
+    /// Semantic-version precedence: `v1.33.6 < v1.33.7`, `v1.34.0-rc.1 < v1.34.0`,
+    /// `rc.2 < rc.10`; the comment after `/` does not count.
+    pub fn precedence(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        let core =
+            (self.major, self.minor, self.patch).cmp(&(other.major, other.minor, other.patch));
+        if core != Ordering::Equal {
+            return core;
+        }
+        match (&self.pre, &other.pre) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(a), Some(b)) => {
+                let ids = |s: &str| -> Vec<(bool, u64, String)> {
+                    s.split('.')
+                        .map(|id| match id.parse::<u64>() {
+                            // Numeric identifiers sort before alphanumeric ones.
+                            Ok(n) => (false, n, String::new()),
+                            Err(_) => (true, 0, id.to_owned()),
+                        })
+                        .collect()
+                };
+                ids(a).cmp(&ids(b))
+            }
+        }
+    }
+
+    pub fn is_prerelease(&self) -> bool {
+        self.pre.is_some()
+    }
+
     /// `v1.33`: the `{kubernetes_series}` placeholder.
     pub fn series(&self) -> String {
         format!("v{}.{}", self.major, self.minor)
@@ -228,6 +260,32 @@ mod tests {
             let mut tag = String::from("v1.33.6");
             tag.insert_str(pos.min(tag.len()), &ws);
             prop_assert!(Release::parse(&tag).is_err());
+        }
+    }
+}
+
+#[cfg(test)]
+mod precedence_tests {
+    use super::Release;
+
+    #[test]
+    fn semver_precedence() {
+        let order = [
+            "v1.33.6",
+            "v1.33.7/runc-1.2.6",
+            "v1.34.0-alpha.1",
+            "v1.34.0-rc.1",
+            "v1.34.0-rc.2",
+            "v1.34.0-rc.10",
+            "v1.34.0",
+            "v1.34.1",
+            "v2.0.0",
+        ];
+        for (i, a) in order.iter().enumerate() {
+            for (j, b) in order.iter().enumerate() {
+                let (a, b) = (Release::parse(a).unwrap(), Release::parse(b).unwrap());
+                assert_eq!(a.precedence(&b), i.cmp(&j), "{a} vs {b}");
+            }
         }
     }
 }

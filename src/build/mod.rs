@@ -27,6 +27,9 @@ pub struct Built {
     pub image: String,
     pub tag: String,
     pub mutable_tags: Vec<String>,
+    /// The manifest (or index) the immutable tag names.
+    #[serde(skip)]
+    pub top: Descriptor,
     pub digest: Digest,
     /// `true` when the store already held the immutable tag and nothing was built.
     pub cached: bool,
@@ -54,12 +57,12 @@ pub fn build_image(
         && !opts.force
     {
         tracing::info!("{name}: {tag} is already in the store");
-        set_mutable(&layout, &id.mutable_tags, &existing)?;
         return Ok(Built {
             image: name.into(),
             tag: tag.clone(),
             mutable_tags: id.mutable_tags.clone(),
-            digest: existing.digest,
+            digest: existing.digest.clone(),
+            top: existing,
             cached: true,
         });
     }
@@ -108,25 +111,17 @@ pub fn build_image(
             existing.digest, top.digest
         ));
     }
-    let tagged = top.clone();
     layout
-        .set_tag(&tag, tagged.clone())
+        .set_tag(&tag, top.clone())
         .map_err(|e| e.to_string())?;
-    set_mutable(&layout, &mutable_tags, &tagged)?;
     Ok(Built {
         image: name.into(),
         tag,
         mutable_tags,
-        digest: top.digest,
+        digest: top.digest.clone(),
+        top,
         cached: false,
     })
-}
-
-fn set_mutable(layout: &Layout, tags: &[String], desc: &Descriptor) -> Result<(), String> {
-    for t in tags {
-        layout.set_tag(t, desc.clone()).map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// Tags of an unpinned recipe: `{hash}` is the built manifest's digest.

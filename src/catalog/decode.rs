@@ -36,7 +36,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "env",
     "exists",
 ];
-pub const DEFAULTS_KEYS: &[&str] = &["tags", "compression"];
+pub const DEFAULTS_KEYS: &[&str] = &["tags", "prerelease_tags", "compression"];
 pub const IMAGE_KEYS: &[&str] = &[
     "name",
     "os",
@@ -46,6 +46,7 @@ pub const IMAGE_KEYS: &[&str] = &[
     "format",
     "kubernetes",
     "tags",
+    "prerelease_tags",
     "compression",
     "targets",
 ];
@@ -539,6 +540,7 @@ fn defaults(node: Option<&Node>, d: &mut Diagnostics) -> Defaults {
             .iter()
             .map(|t| Spanned::new((*t).to_owned(), Span::default()))
             .collect(),
+        prerelease_tags: Vec::new(),
         compression: Compression::Gzip {
             level: Compression::DEFAULT_GZIP_LEVEL,
         },
@@ -548,6 +550,9 @@ fn defaults(node: Option<&Node>, d: &mut Diagnostics) -> Defaults {
     };
     if let Some(n) = f.get("tags") {
         out.tags = tag_list(n, d);
+    }
+    if let Some(n) = f.get("prerelease_tags") {
+        out.prerelease_tags = strings(n, d);
     }
     if let Some(c) = f.get("compression").and_then(|n| compression(n, d)) {
         out.compression = c;
@@ -708,6 +713,7 @@ fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
         .and_then(|n| boolean(n, d))
         .unwrap_or(false);
     let tags = f.get("tags").map(|n| tag_list(n, d));
+    let prerelease_tags = f.get("prerelease_tags").map(|n| strings(n, d));
     let compression = f.get("compression").and_then(|n| compression(n, d));
     let targets = f.get("targets").map(|n| strings(n, d));
     let os = os.unwrap_or(Os {
@@ -722,6 +728,7 @@ fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
         format,
         kubernetes,
         tags,
+        prerelease_tags,
         compression,
         targets,
         span: node.span,

@@ -189,6 +189,8 @@ impl Compression {
 #[derive(Clone, Debug)]
 pub struct Defaults {
     pub tags: Vec<Spanned<String>>,
+    /// Mutable tag templates that pre-releases (`v1.34.0-rc.1`) move too.
+    pub prerelease_tags: Vec<Spanned<String>>,
     pub compression: Compression,
 }
 
@@ -288,6 +290,8 @@ pub struct Image {
     pub kubernetes: bool,
     /// Tag templates; the first is immutable. `None`: the catalog's defaults.
     pub tags: Option<Vec<Spanned<String>>>,
+    /// Mutable tag templates pre-releases move too; `None`: the catalog's defaults.
+    pub prerelease_tags: Option<Vec<Spanned<String>>>,
     pub compression: Option<Compression>,
     /// Targets this image goes to; `None`: every target.
     pub targets: Option<Vec<Spanned<String>>>,
@@ -297,6 +301,12 @@ pub struct Image {
 impl Image {
     pub fn tag_templates<'a>(&'a self, defaults: &'a Defaults) -> &'a [Spanned<String>] {
         self.tags.as_deref().unwrap_or(&defaults.tags)
+    }
+
+    pub fn prerelease_templates<'a>(&'a self, defaults: &'a Defaults) -> &'a [Spanned<String>] {
+        self.prerelease_tags
+            .as_deref()
+            .unwrap_or(&defaults.prerelease_tags)
     }
 
     pub fn compression(&self, defaults: &Defaults) -> Compression {

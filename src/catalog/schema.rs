@@ -110,6 +110,13 @@ fn tags() -> Value {
     })
 }
 
+fn prerelease_tags() -> Value {
+    json!({
+        "type": "array", "items": { "type": "string" },
+        "description": "Mutable tag templates (from `tags`) that pre-releases such as v1.34.0-rc.1 move too; others stay on the newest release.",
+    })
+}
+
 /// The catalog's JSON Schema (draft 2020-12).
 pub fn schema() -> Value {
     let platform = json!({ "type": "string", "pattern": "^[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?$", "description": "OCI platform, e.g. linux/amd64." });
@@ -128,6 +135,7 @@ pub fn schema() -> Value {
             "format": { "enum": Format::NAMES, "description": "containerdisk (KubeVirt /disk/), rootfs (a filesystem layer), artifact (the disk as an OCI artifact) or machine-image (built by Packer in each cloud target)." },
             "kubernetes": { "type": "boolean", "description": "Built once per Kubernetes release (`--release`)." },
             "tags": tags(),
+            "prerelease_tags": prerelease_tags(),
             "compression": compression(),
             "targets": strings("Restrict the image to these targets (default: all)."),
         }),
@@ -181,7 +189,7 @@ pub fn schema() -> Value {
             "version": { "const": decode::CATALOG_VERSION, "description": "Catalog format version." },
             "variables": { "type": "object", "additionalProperties": variable, "description": "Pinned component versions." },
             "targets": { "type": "array", "items": target },
-            "defaults": object("Defaults for every image.", json!({ "tags": tags(), "compression": compression() }), &[]),
+            "defaults": object("Defaults for every image.", json!({ "tags": tags(), "prerelease_tags": prerelease_tags(), "compression": compression() }), &[]),
             "images": { "type": "array", "items": image },
             "retention": retention,
         }),

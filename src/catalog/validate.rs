@@ -174,6 +174,23 @@ fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagn
     }
     let var_names: Vec<&str> = c.variables.iter().map(|v| v.name.as_str()).collect();
     let templates = image.tag_templates(&c.defaults);
+    for p in image.prerelease_templates(&c.defaults) {
+        if !templates.iter().skip(1).any(|t| t.value == p.value) {
+            let span = if p.span == Span::default() {
+                image.span
+            } else {
+                p.span
+            };
+            d.error(
+                span,
+                format!(
+                    "`prerelease_tags` lists `{}`, which is not one of image `{}`'s mutable tags",
+                    p.value, name.value
+                ),
+                "list templates exactly as they appear after the first entry of `tags`",
+            );
+        }
+    }
     let values = TagValues::sample(c, image);
     for (i, raw) in templates.iter().enumerate() {
         // Defaults have no location of their own: point at the image that uses them.

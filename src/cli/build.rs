@@ -31,6 +31,22 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
             build::Options { force: args.force },
         ) {
             Ok(b) => {
+                // The local store's mutable tags follow its newest build, forward only.
+                let layout = crate::store::layout::Layout::at(&store_dir.join(&b.image));
+                let release = ctx.release.as_ref().filter(|_| image.kubernetes);
+                let bytes = layout
+                    .read_blob(&b.top.digest)
+                    .map_err(|e| crate::error::Error::Failed(format!("{}: {e}", b.image)))?;
+                for t in &b.mutable_tags {
+                    let ok = id.prerelease_tags.contains(t);
+                    match crate::publish::move_tag(&layout, &b.top, &bytes, t, release, ok) {
+                        Ok(crate::publish::Moved::Held(why)) => {
+                            tracing::info!("{}: {t} not moved: {why}", b.image);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("{}: moving {t}: {e}", b.image),
+                    }
+                }
                 if c.format == Format::Table {
                     output::line(&format!("{} {} {}", b.image, b.tag, b.digest));
                 }

@@ -8,7 +8,6 @@ use crate::cleanup::{self, Applied};
 use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Error, Result};
 use crate::gitrefs;
-use crate::publish::Dest;
 use crate::registry::Repository;
 use crate::retention::{self, Decision, References, Repo, Rules};
 
@@ -69,7 +68,9 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
             if !matches!(t.kind, TargetKind::Registry { .. }) {
                 continue;
             }
-            let Dest::Registry(r) = Dest::of(t, &image.name, &base) else {
+            let Some(r) = crate::store::open(t, &image.name, &base, &client)
+                .and_then(|s| s.registry_repository().cloned())
+            else {
                 continue;
             };
             tracing::info!("listing {r}");

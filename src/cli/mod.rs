@@ -97,6 +97,9 @@ pub struct PublishArgs {
     /// Only move mutable tags, once every target holds the immutable tag (the fan-out's last job).
     #[arg(long)]
     pub tags_only: bool,
+    /// Print the plan that would be executed, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Machine images: cloud regions built at once.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub jobs: usize,

@@ -1,21 +1,36 @@
 //! `imagepipe plan`.
 
+use std::time::Duration;
+
 use super::{Format, PlanArgs, output, settings};
-use crate::catalog;
+use crate::catalog::{self, Catalog, Image, Target};
 use crate::env::Environment;
 use crate::error::{Error, Result};
-use crate::plan;
-use crate::publish::LiveState;
+use crate::plan::{self, Identity, Plan};
+use crate::recipe::RunContext;
 use crate::registry::retry::Policy;
-use crate::store::OfflineState;
-use std::time::Duration;
+use crate::state::{self, Reach};
+
+/// Reads the stores once and plans: the value `plan` prints and `publish` executes.
+pub fn make(
+    catalog: &Catalog,
+    identities: &[(&Image, Identity)],
+    targets: &[&Target],
+    ctx: &RunContext,
+    client: &std::sync::Arc<crate::registry::Client>,
+    reach: Reach,
+) -> Plan {
+    let build_store = catalog.build_store();
+    let base = catalog.base_dir();
+    let st = state::gather(identities, targets, &build_store, &base, client, reach);
+    plan::plan(identities, targets, &build_store, ctx, &st)
+}
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
     let (catalog, ctx) = settings::load(&c.config, args.release.as_deref(), env)?;
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
-    let base = catalog.base_dir();
     let client = settings::registry_client(
         env,
         Some(Policy {
@@ -24,35 +39,45 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
             ..Policy::default()
         }),
     );
-    let live = LiveState {
-        client: &client,
-        base: &base,
+    let reach = if args.offline {
+        Reach::Offline
+    } else {
+        Reach::Online
     };
-    let offline = OfflineState { base: &base };
-    let state: &dyn plan::TargetState = if args.offline { &offline } else { &live };
-    let p = plan::plan(&identities, &targets, &catalog.build_store(), &ctx, state);
+    let p = make(&catalog, &identities, &targets, &ctx, &client, reach);
     crate::ci::write_github_output(env, &p)
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_OUTPUT)))?;
+    print(&p, c.format, &catalog, &c.config, env)?;
+    Ok(0)
+}
+
+/// Prints a plan in any of its formats (and adds it to the CI job summary).
+pub fn print(
+    p: &Plan,
+    format: Format,
+    catalog: &Catalog,
+    config: &std::path::Path,
+    env: &Environment,
+) -> Result<()> {
     crate::ci::step_summary(
         env,
         &format!(
             "### imagepipe plan\n\n{}",
-            crate::ci::markdown_table(&output::PLAN_HEADER, &output::plan_rows(&p))
+            crate::ci::markdown_table(&output::PLAN_HEADER, &output::plan_rows(p))
         ),
     )
     .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
-    match c.format {
-        Format::Table => output::plan_table(&p),
+    match format {
+        Format::Table => output::plan_table(p),
         Format::Json => {
-            output::json(&p)?;
+            output::json(p)?;
         }
         Format::GithubMatrix => {
-            output::json(&crate::ci::github_matrix(&p))?;
+            output::json(&crate::ci::github_matrix(p))?;
         }
         Format::Gitlab => {
             let store = match &catalog.build_store().kind {
-                catalog::TargetKind::Layout { path } => c
-                    .config
+                catalog::TargetKind::Layout { path } => config
                     .parent()
                     .unwrap_or(std::path::Path::new(""))
                     .join(path),
@@ -61,12 +86,12 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
                 }
             };
             output::text(&crate::ci::gitlab_pipeline(
-                &p,
-                &c.config,
+                p,
+                config,
                 &store,
                 env.get(crate::env::IMAGEPIPE_CI_IMAGE),
             ));
         }
     }
-    Ok(0)
+    Ok(())
 }

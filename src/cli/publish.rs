@@ -7,95 +7,93 @@ use crate::build;
 use crate::catalog;
 use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Error, Result};
-use crate::publish::{self, Dest, Item, Outcome};
-use crate::store::layout::Layout;
+use crate::publish::{self, Item, Outcome};
+use crate::state::Reach;
 
 pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let c = &args.plan.common;
-    table_or_json(c.format)?;
+    if !args.dry_run {
+        table_or_json(c.format)?;
+    }
     let (catalog, ctx) = settings::load(&c.config, args.plan.release.as_deref(), env)?;
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let base = catalog.base_dir();
     let store_dir = catalog.build_store_dir();
+    let build_store = catalog.build_store();
     let client = settings::registry_client(env, None);
-    let opts = publish::Options { force: args.force };
+    let mut plan = super::plan::make(
+        &catalog,
+        &identities,
+        &targets,
+        &ctx,
+        &client,
+        Reach::Online,
+    );
+    if args.force {
+        plan = crate::plan::forced(plan);
+    }
+    if args.dry_run {
+        super::plan::print(&plan, c.format, &catalog, &c.config, env)?;
+        return Ok(0);
+    }
     let mut items: Vec<Item> = Vec::new();
     for (image, id) in &identities {
-        if image.format == catalog::Format::MachineImage {
-            if !args.tags_only {
-                let regions: Vec<&catalog::Target> = targets
-                    .iter()
-                    .copied()
-                    .filter(|t| image.goes_to(t))
-                    .collect();
-                items.extend(
-                    crate::cloud::publish(&catalog, image, id, &ctx, &regions, args.jobs)
-                        .into_iter()
-                        .map(cloud_item),
-                );
-            }
-            continue;
-        }
-        let dests: Vec<_> = targets
-            .iter()
-            .filter(|t| image.goes_to(t))
-            .map(|t| (*t, Dest::of(t, &image.name, &base)))
-            .collect();
-        let (tag, src) = if args.tags_only {
-            match &id.tag {
-                Some(t) => (t.clone(), None),
-                None => {
-                    items.extend(fail(
-                        image.name.as_str(),
-                        &dests,
-                        "its tag comes from the built content: publish it without --tags-only",
-                    ));
-                    continue;
-                }
-            }
-        } else {
-            match build::build_image(
-                &catalog,
-                image,
-                id,
-                &ctx,
-                &store_dir,
-                build::Options { force: args.force },
-            ) {
-                Ok(b) => (
-                    b.tag,
-                    Layout::open_existing(&store_dir.join(image.name.as_str())),
-                ),
-                Err(e) => {
-                    items.extend(fail(image.name.as_str(), &dests, &e));
-                    continue;
-                }
-            }
-        };
-        // Mutable tags move only when this run covers every target of the image;
-        // a run narrowed by --target (a fan-out job) leaves them to `--tags-only`,
-        // which moves them on the targets it names once each holds the immutable tag.
-        let all_targets =
-            catalog.targets.iter().filter(|t| image.goes_to(t)).count() == dests.len();
-        let mut id = id.clone();
-        if !all_targets && !args.tags_only && !id.mutable_tags.is_empty() {
-            tracing::info!(
-                "{}: --target covers part of its targets: mutable tags are left for `publish --tags-only`",
-                image.name.value
+        if image.format == catalog::Format::MachineImage && !args.tags_only {
+            let regions: Vec<&catalog::Target> = targets
+                .iter()
+                .copied()
+                .filter(|t| image.goes_to(t))
+                .collect();
+            items.extend(
+                crate::cloud::publish(&catalog, image, id, &ctx, &regions, args.jobs)
+                    .into_iter()
+                    .map(cloud_item),
             );
-            id.mutable_tags.clear();
         }
-        items.extend(publish::publish_image(
-            &client,
-            image,
-            &id,
-            &tag,
-            src.as_ref(),
-            &dests,
-            opts,
-        ));
     }
+    // Mutable tags move only when this run covers every target; a run
+    // narrowed by --target (a fan-out job) leaves them to `--tags-only`,
+    // which moves them on the targets it names once each holds the immutable tag.
+    let covers_all = catalog
+        .targets
+        .iter()
+        .all(|t| targets.iter().any(|s| s.name.value == t.name.value));
+    if !covers_all && !args.tags_only {
+        tracing::info!(
+            "--target covers part of the targets: mutable tags are left for `publish --tags-only`"
+        );
+    }
+    let opts = publish::Options {
+        force: args.force,
+        tags_only: args.tags_only,
+        move_mutable: covers_all || args.tags_only,
+    };
+    let builder = |image: &catalog::Image, id: &crate::plan::Identity| {
+        build::build_image(
+            &catalog,
+            image,
+            id,
+            &ctx,
+            &store_dir,
+            build::Options { force: args.force },
+        )
+        .map(|b| b.tag)
+    };
+    let stores = publish::Stores {
+        targets: &targets,
+        build_store: &build_store,
+        base: &base,
+        client: &client,
+    };
+    items.extend(publish::execute(
+        &plan,
+        &identities,
+        ctx.release.as_ref(),
+        &stores,
+        &builder,
+        opts,
+    ));
     report(&items, c.format)?;
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -148,26 +146,14 @@ fn cloud_item(r: crate::cloud::Record) -> Item {
             .unwrap_or_else(|| format!("{}:{}", r.provider, r.region)),
         tag: r.name,
         digest: None,
+        action: crate::plan::Action::Build,
         outcome,
+        from: None,
+        copied: None,
         moved: Vec::new(),
+        held: Vec::new(),
         error: r.error,
     }
-}
-
-fn fail(image: &str, dests: &[(&catalog::Target, Dest)], error: &str) -> Vec<Item> {
-    dests
-        .iter()
-        .map(|(t, d)| Item {
-            image: image.to_owned(),
-            target: t.name.value.clone(),
-            reference: d.reference(),
-            tag: String::new(),
-            digest: None,
-            outcome: Outcome::Failed,
-            moved: Vec::new(),
-            error: Some(error.to_owned()),
-        })
-        .collect()
 }
 
 fn report(items: &[Item], format: Format) -> Result<()> {
@@ -273,9 +259,11 @@ pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
                 let _ = writeln!(md, "| {} | {cell} |", t.name.value);
                 continue;
             }
-            let dest = Dest::of(t, &image.name, &base);
-            let cell = match dest.resolve(&client, tag) {
-                Ok(Some(d)) => format!("`{}:{tag}@{d}`", dest.reference()),
+            let Some(dest) = crate::store::open(t, &image.name, &base, &client) else {
+                continue;
+            };
+            let cell = match dest.resolve(tag) {
+                Ok(Some(d)) => format!("`{}:{tag}@{}`", dest.reference(), d.digest),
                 Ok(None) => {
                     missing += 1;
                     format!("missing: `{}:{tag}` is not published", dest.reference())

@@ -143,13 +143,13 @@ pub fn identities<'c>(
 pub fn registry_client(
     env: &Environment,
     policy: Option<crate::registry::retry::Policy>,
-) -> crate::registry::Client {
+) -> std::sync::Arc<crate::registry::Client> {
     let keychain = crate::registry::auth::Keychain::from_env(env);
     let client = match policy {
         Some(p) => crate::registry::Client::with_policy(keychain, p),
         None => crate::registry::Client::new(keychain),
     };
-    match env.get(crate::env::IMAGEPIPE_CERTS_DIR) {
+    std::sync::Arc::new(match env.get(crate::env::IMAGEPIPE_CERTS_DIR) {
         Some(dirs) => client.with_cert_dirs(
             dirs.split(':')
                 .filter(|d| !d.is_empty())
@@ -157,5 +157,5 @@ pub fn registry_client(
                 .collect(),
         ),
         None => client,
-    }
+    })
 }

@@ -22,6 +22,8 @@ pub mod media {
 
 pub mod annotation {
     pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    /// The name `ctr images import` gives an image of an OCI layout.
+    pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
     pub const CREATED: &str = "org.opencontainers.image.created";
     pub const TITLE: &str = "org.opencontainers.image.title";
     pub const VERSION: &str = "org.opencontainers.image.version";

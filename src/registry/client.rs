@@ -2,8 +2,7 @@
 //! the operations above it never see tokens.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io::Read;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -91,6 +90,10 @@ pub struct Manifest {
     pub digest: Digest,
     pub bytes: Vec<u8>,
 }
+
+/// A blob's content from a byte offset on: opened again for every attempt of
+/// an upload, and at the resume point of a chunked one.
+pub type Opener<'a> = dyn Fn(u64) -> std::io::Result<Box<dyn Read + Send + 'a>> + Sync + 'a;
 
 /// Builds and sends one attempt of a request, given the `Authorization` value.
 type MakeRequest<'a> =
@@ -478,15 +481,48 @@ impl Client {
         }
     }
 
-    /// Uploads a blob from a file: one streamed PUT, or resumable chunks when
-    /// the repository has a chunk size. A failed PUT starts a new session; a
+    /// Streams a blob from `offset` on (`Range` when not 0); the caller
+    /// verifies the digest of what it reads.
+    pub fn get_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Box<dyn Read + Send>, RegistryError> {
+        let op = format!("blob GET {digest}");
+        let url = repo.url(&format!("blobs/{digest}"));
+        let resp = self.send(repo, &op, &Self::pull(repo), &|a, auth| {
+            let req = with_auth(a.get(&url), auth);
+            if offset > 0 {
+                req.header("Range", &format!("bytes={offset}-")).call()
+            } else {
+                req.call()
+            }
+        })?;
+        match resp.status().as_u16() {
+            200 if offset == 0 => {}
+            206 => {}
+            200 => {
+                // The registry ignored the range: skip to the offset ourselves.
+                let mut body = resp.into_body().into_reader();
+                std::io::copy(&mut (&mut body).take(offset), &mut std::io::sink())
+                    .map_err(|e| Self::err(repo, &op, e.to_string()))?;
+                return Ok(Box::new(body));
+            }
+            _ => return Err(Self::status_err(repo, &op, resp)),
+        }
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+
+    /// Uploads a blob: one streamed PUT, or resumable chunks when the
+    /// repository has a chunk size. A failed PUT starts a new session; a
     /// failed chunk resumes where the registry says it got to.
     pub fn upload_blob(
         &self,
         repo: &Repository,
         digest: &Digest,
         size: u64,
-        path: &Path,
+        open: &Opener<'_>,
     ) -> Result<(), RegistryError> {
         let op = format!("blob upload {digest}");
         let started = Instant::now();
@@ -496,9 +532,9 @@ impl Client {
             let result = match repo.chunk_size {
                 // A blob that fits in one chunk goes in one request.
                 Some(chunk) if size > chunk => {
-                    self.upload_chunked(repo, &op, digest, size, path, chunk)
+                    self.upload_chunked(repo, &op, digest, size, open, chunk)
                 }
-                _ => self.upload_monolithic(repo, &op, digest, size, path),
+                _ => self.upload_monolithic(repo, &op, digest, size, open),
             };
             let error = match result {
                 Ok(()) => return Ok(()),
@@ -521,7 +557,7 @@ impl Client {
         op: &str,
         digest: &Digest,
         size: u64,
-        path: &Path,
+        open: &Opener<'_>,
     ) -> Result<(), RegistryError> {
         // A failed PUT leaves its session with part of the data: each attempt
         // starts a new session (the caller retries).
@@ -532,13 +568,11 @@ impl Client {
             ..self.policy
         };
         let resp = self.send_with(once, repo, op, &Self::push(repo), &|a, auth| {
-            let reader = std::fs::File::open(path)
-                .map_err(ureq::Error::Io)?
-                .take(size);
+            let mut reader = open(0).map_err(ureq::Error::Io)?.take(size);
             with_auth(a.put(&put), auth)
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", &size.to_string())
-                .send(ureq::SendBody::from_owned_reader(reader))
+                .send(ureq::SendBody::from_reader(&mut reader))
         })?;
         match resp.status().as_u16() {
             201 | 204 => Ok(()),
@@ -552,7 +586,7 @@ impl Client {
         op: &str,
         digest: &Digest,
         size: u64,
-        path: &Path,
+        open: &Opener<'_>,
         chunk: u64,
     ) -> Result<(), RegistryError> {
         let (mut location, min_chunk) = self.start_upload(repo, op)?;
@@ -568,13 +602,12 @@ impl Client {
             let len = chunk.min(size - offset);
             let url = location.clone();
             let result = self.send_with(once, repo, op, &Self::push(repo), &|a, auth| {
-                let mut f = std::fs::File::open(path).map_err(ureq::Error::Io)?;
-                f.seek(SeekFrom::Start(offset)).map_err(ureq::Error::Io)?;
+                let mut part = open(offset).map_err(ureq::Error::Io)?.take(len);
                 with_auth(a.patch(&url), auth)
                     .header("Content-Type", "application/octet-stream")
                     .header("Content-Range", &format!("{offset}-{}", offset + len - 1))
                     .header("Content-Length", &len.to_string())
-                    .send(ureq::SendBody::from_owned_reader(f.take(len)))
+                    .send(ureq::SendBody::from_reader(&mut part))
             });
             match result {
                 Ok(resp) if resp.status().as_u16() == 202 => {
@@ -679,6 +712,38 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest, RegistryError> {
+        self.put_manifest_headers(repo, reference, media_type, bytes)
+            .map(|(d, _)| d)
+    }
+
+    /// Stores a manifest that has a `subject` by its digest; `true` when the
+    /// registry indexed it for the referrers API (it answered `OCI-Subject`).
+    pub fn put_referrer_manifest(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<bool, RegistryError> {
+        let (stored, subject) =
+            self.put_manifest_headers(repo, &digest.to_string(), media_type, bytes)?;
+        if stored != *digest {
+            return Err(Self::err(
+                repo,
+                "referrer PUT",
+                format!("the manifest is {stored}, not {digest}"),
+            ));
+        }
+        Ok(subject)
+    }
+
+    fn put_manifest_headers(
+        &self,
+        repo: &Repository,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(Digest, bool), RegistryError> {
         let op = format!("manifest PUT {reference}");
         let url = repo.url(&format!("manifests/{reference}"));
         let resp = self.send(repo, &op, &Self::push(repo), &|a, auth| {
@@ -702,7 +767,8 @@ impl Client {
                 format!("the registry stored {d}, we sent {digest}"),
             ));
         }
-        Ok(digest)
+        let subject = resp.headers().contains_key("oci-subject");
+        Ok((digest, subject))
     }
 
     /// The digest, media type and size a tag or digest resolves to; `None` if absent.

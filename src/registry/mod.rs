@@ -5,4 +5,4 @@ pub mod auth;
 pub mod client;
 pub mod retry;
 
-pub use client::{Client, RegistryError, Repository};
+pub use client::{Client, Opener, RegistryError, Repository};

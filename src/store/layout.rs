@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::StoreError;
 use crate::oci::hash::HashWriter;
 use crate::oci::{Descriptor, Digest, annotation, canonical_json, media};
 
@@ -38,6 +39,19 @@ struct Index {
 }
 
 impl Layout {
+    /// The layout at `root`, whether it exists yet or not: reads of a missing
+    /// layout find nothing, and the first write creates it.
+    pub fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Whether the directory holds a complete layout.
+    pub fn exists(&self) -> bool {
+        self.root.join("oci-layout").is_file()
+    }
+
     /// An existing layout, or `None` when the directory holds none.
     pub fn open_existing(root: &Path) -> Option<Self> {
         root.join("oci-layout").is_file().then(|| Self {
@@ -68,6 +82,14 @@ impl Layout {
             layout.write_atomic(&root.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
         }
         Ok(layout)
+    }
+
+    /// Creates the layout's files if they are not there yet.
+    pub fn ensure(&self) -> io::Result<()> {
+        if self.exists() {
+            return Ok(());
+        }
+        Self::create(&self.root).map(|_| ())
     }
 
     pub fn root(&self) -> &Path {
@@ -115,13 +137,50 @@ impl Layout {
         Ok(bytes)
     }
 
-    /// The descriptor a tag points at, if the layout has that tag.
+    /// The descriptor a tag points at, if the layout has that tag (without
+    /// the index's own `ref.name` annotation).
     pub fn resolve_tag(&self, tag: &str) -> io::Result<Option<Descriptor>> {
+        if !self.exists() {
+            return Ok(None);
+        }
         let index = self.read_index()?;
         Ok(index
             .manifests
             .into_iter()
-            .find(|m| m.annotations.get(annotation::REF_NAME).map(String::as_str) == Some(tag)))
+            .find(|m| m.annotations.get(annotation::REF_NAME).map(String::as_str) == Some(tag))
+            .map(|mut d| {
+                d.annotations.remove(annotation::REF_NAME);
+                d.annotations.remove(annotation::CONTAINERD_NAME);
+                d
+            }))
+    }
+
+    /// Every tag in `index.json`, sorted.
+    pub fn tags(&self) -> io::Result<Vec<String>> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut tags: Vec<String> = self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .filter_map(|m| m.annotations.get(annotation::REF_NAME).cloned())
+            .collect();
+        tags.sort();
+        Ok(tags)
+    }
+
+    /// Removes a tag from `index.json` (its blobs stay).
+    pub fn remove_tag(&self, tag: &str) -> io::Result<()> {
+        if !self.exists() {
+            return Ok(());
+        }
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        index
+            .manifests
+            .retain(|m| m.annotations.get(annotation::REF_NAME).map(String::as_str) != Some(tag));
+        self.write_atomic(&self.root.join("index.json"), &canonical_json(&index))
     }
 
     /// Points `tag` at `desc` (whose blobs must already be in the layout).
@@ -134,6 +193,11 @@ impl Layout {
         }
         desc.annotations
             .insert(annotation::REF_NAME.into(), tag.into());
+        // containerd's `ctr images import` names images after this one.
+        if let Some(name) = self.containerd_name() {
+            desc.annotations
+                .insert(annotation::CONTAINERD_NAME.into(), format!("{name}:{tag}"));
+        }
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         index
@@ -146,6 +210,13 @@ impl Layout {
                 .cmp(&b.annotations.get(annotation::REF_NAME))
         });
         self.write_atomic(&self.root.join("index.json"), &canonical_json(&index))
+    }
+
+    /// `<image>` as containerd should name it: the layout directory's name.
+    fn containerd_name(&self) -> Option<String> {
+        self.root
+            .file_name()
+            .map(|n| format!("imagepipe.local/{}", n.to_string_lossy()))
     }
 
     fn read_index(&self) -> io::Result<Index> {
@@ -234,5 +305,120 @@ impl Drop for BlobWriter {
         if self.inner.is_some() || self.tmp.exists() {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+impl super::Store for Layout {
+    fn reference(&self) -> String {
+        format!("oci:{}", super::shown(&self.root))
+    }
+
+    fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, StoreError> {
+        self.resolve_tag(tag)
+            .map_err(|e| StoreError::io(self, format!("reading {tag}"), e))
+    }
+
+    fn get_manifest(&self, reference: &str) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError> {
+        let desc = match reference.parse::<Digest>() {
+            Ok(digest) => {
+                if !self.has_blob(&digest) {
+                    return Ok(None);
+                }
+                let bytes = self
+                    .read_blob(&digest)
+                    .map_err(|e| StoreError::io(self, format!("reading {digest}"), e))?;
+                let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| media::MANIFEST.to_owned());
+                let size = bytes.len() as u64;
+                return Ok(Some((Descriptor::new(&media_type, digest, size), bytes)));
+            }
+            Err(_) => match self.resolve(reference)? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let bytes = self
+            .read_blob(&desc.digest)
+            .map_err(|e| StoreError::io(self, format!("reading {reference}"), e))?;
+        Ok(Some((desc, bytes)))
+    }
+
+    fn put_manifest(
+        &self,
+        reference: &str,
+        desc: &Descriptor,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.ensure()
+            .map_err(|e| StoreError::io(self, "creating the layout", e))?;
+        let (digest, _) = self
+            .put_bytes(bytes)
+            .map_err(|e| StoreError::io(self, format!("writing {reference}"), e))?;
+        if digest != desc.digest {
+            return Err(StoreError::invalid(
+                self,
+                format!("manifest bytes are {digest}, not {}", desc.digest),
+            ));
+        }
+        if reference.parse::<Digest>().is_err() {
+            self.set_tag(reference, desc.clone())
+                .map_err(|e| StoreError::io(self, format!("tagging {reference}"), e))?;
+        }
+        Ok(())
+    }
+
+    fn has_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.blob_path(digest).is_file())
+    }
+
+    fn open_blob(
+        &self,
+        desc: &Descriptor,
+        offset: u64,
+    ) -> Result<super::BlobReader<'_>, StoreError> {
+        use std::io::{Seek, SeekFrom};
+        let what = || format!("reading blob {}", desc.digest);
+        let mut f = File::open(self.blob_path(&desc.digest))
+            .map_err(|e| StoreError::io(self, what(), e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| StoreError::io(self, what(), e))?;
+        Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
+    }
+
+    fn put_blob(&self, desc: &Descriptor, open: &super::Opener<'_>) -> Result<(), StoreError> {
+        if self.blob_path(&desc.digest).is_file() {
+            return Ok(());
+        }
+        self.ensure()
+            .map_err(|e| StoreError::io(self, "creating the layout", e))?;
+        let what = || format!("writing blob {}", desc.digest);
+        let mut reader = open(0).map_err(|e| StoreError::io(self, what(), e))?;
+        let mut w = self
+            .blob_writer()
+            .map_err(|e| StoreError::io(self, what(), e))?;
+        io::copy(&mut reader, &mut w).map_err(|e| StoreError::io(self, what(), e))?;
+        let (_, size) = w
+            .commit(Some(&desc.digest))
+            .map_err(|e| StoreError::io(self, what(), e))?;
+        if size != desc.size {
+            let _ = fs::remove_file(self.blob_path(&desc.digest));
+            return Err(StoreError::invalid(
+                self,
+                format!("blob {} has {size} bytes, not {}", desc.digest, desc.size),
+            ));
+        }
+        Ok(())
+    }
+
+    fn list_tags(&self) -> Result<Vec<String>, StoreError> {
+        self.tags()
+            .map_err(|e| StoreError::io(self, "listing tags", e))
+    }
+
+    fn delete_tag(&self, tag: &str) -> Result<(), StoreError> {
+        self.remove_tag(tag)
+            .map_err(|e| StoreError::io(self, format!("removing {tag}"), e))
     }
 }

@@ -1,12 +1,154 @@
-//! Image stores: the OCI image layout (the embedded default) and, through the
-//! same questions, registries.
+//! Image stores: one interface, two backends. The OCI image layout (the
+//! embedded default, [`layout`]) and a registry repository ([`remote`])
+//! answer the same questions, so copying an image between any two of them
+//! is one function ([`copy`]).
 
+pub mod copy;
 pub mod layout;
+pub mod referrers;
+pub mod remote;
 
+use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::catalog::{Target, TargetKind};
-use crate::plan::{TagState, TargetState};
+use crate::oci::{Descriptor, Digest};
+use crate::registry::{Client, RegistryError, Repository};
+
+pub use crate::registry::Opener;
+
+/// A blob's bytes as they are read; the receiving side verifies the digest.
+pub type BlobReader<'a> = Box<dyn Read + Send + 'a>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{store}: {what}: {source}")]
+    Io {
+        store: String,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Content that is not what it claims to be (bad JSON, wrong digest, …).
+    #[error("{store}: {message}")]
+    Invalid { store: String, message: String },
+}
+
+impl StoreError {
+    pub fn io<S: Store + ?Sized>(store: &S, what: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            store: store.reference(),
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn invalid<S: Store + ?Sized>(store: &S, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            store: store.reference(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One image repository: a layout directory or `host/namespace/name`.
+///
+/// `reference` arguments are a tag or a digest (`sha256:…`); every manifest
+/// read is checked against its digest, and every blob written is verified
+/// by the receiving side before it becomes visible.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// How users name it: `oci:<dir>` or `host/namespace/name`.
+    fn reference(&self) -> String;
+
+    /// The registry repository behind it, for cross-repository mounts.
+    fn registry_repository(&self) -> Option<&Repository> {
+        None
+    }
+
+    /// The manifest a tag points at, if the tag exists.
+    fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, StoreError>;
+
+    /// A manifest and its bytes, by tag or digest.
+    fn get_manifest(&self, reference: &str) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError>;
+
+    /// Stores a manifest (its blobs and children must be there) under a tag or its digest.
+    fn put_manifest(
+        &self,
+        reference: &str,
+        desc: &Descriptor,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
+
+    fn has_blob(&self, digest: &Digest) -> Result<bool, StoreError>;
+
+    /// A blob's bytes from `offset` on.
+    fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobReader<'_>, StoreError>;
+
+    /// Writes a blob from `open`, verifying its digest and size.
+    fn put_blob(&self, desc: &Descriptor, open: &Opener<'_>) -> Result<(), StoreError>;
+
+    /// Links a blob another repository of the same registry holds; `false`
+    /// when that is not possible (other registry, or the registry declined).
+    fn mount_blob(&self, _desc: &Descriptor, _from: &dyn Store) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn list_tags(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Removes a tag, and nothing else.
+    fn delete_tag(&self, tag: &str) -> Result<(), StoreError>;
+
+    /// Manifests whose `subject` is `subject` (attestations, signatures).
+    fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, StoreError> {
+        referrers::from_tag(self, subject)
+    }
+
+    /// Stores a referrer manifest (its blobs must be there) and lists it for its subject.
+    fn put_referrer(
+        &self,
+        subject: &Digest,
+        desc: &Descriptor,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put_manifest(&desc.digest.to_string(), desc, bytes)?;
+        referrers::add_to_tag(self, subject, desc)
+    }
+}
+
+/// The store an image of `target` lives in; `None` for cloud regions, which
+/// hold machine images rather than OCI images.
+pub fn open(
+    target: &Target,
+    image: &str,
+    base: &Path,
+    client: &Arc<Client>,
+) -> Option<Box<dyn Store>> {
+    match &target.kind {
+        TargetKind::Layout { path } => {
+            Some(Box::new(layout::Layout::at(&base.join(path).join(image))))
+        }
+        TargetKind::Registry {
+            registry,
+            namespace,
+            insecure,
+            chunk_size,
+        } => {
+            let repo = Repository {
+                host: registry.clone(),
+                path: namespace
+                    .as_ref()
+                    .map_or_else(|| image.to_owned(), |ns| format!("{ns}/{image}")),
+                insecure: *insecure,
+                chunk_size: *chunk_size,
+            };
+            Some(Box::new(remote::Remote::new(client.clone(), repo)))
+        }
+        TargetKind::Cloud { .. } => None,
+    }
+}
 
 /// A directory as users see it: relative to the working directory when it
 /// lies below it (`examples/quickstart/.imagepipe/store/x`), else absolute.
@@ -20,23 +162,12 @@ pub fn shown(dir: &Path) -> String {
         .to_string()
 }
 
-/// Target state as known without the network: layout targets are read,
-/// registries are reported as unknown.
-#[derive(Debug)]
-pub struct OfflineState<'a> {
-    pub base: &'a Path,
-}
-
-impl TargetState for OfflineState<'_> {
-    fn tag_state(&self, target: &Target, image: &str, tag: &str) -> TagState {
-        match &target.kind {
-            TargetKind::Layout { path } => {
-                match layout::Layout::open_existing(&self.base.join(path).join(image)) {
-                    Some(l) if l.resolve_tag(tag).ok().flatten().is_some() => TagState::Present,
-                    _ => TagState::Absent,
-                }
-            }
-            TargetKind::Registry { .. } | TargetKind::Cloud { .. } => TagState::Unknown,
-        }
+/// An opener over bytes in memory.
+pub fn bytes_opener<'a>(bytes: &'a [u8]) -> impl Fn(u64) -> io::Result<BlobReader<'a>> + Sync + 'a {
+    move |offset| {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        Ok(Box::new(&bytes[start..]) as BlobReader<'_>)
     }
 }

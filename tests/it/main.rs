@@ -11,6 +11,7 @@ mod ci;
 mod cleanup;
 mod cloud;
 mod common;
+mod executes_plan;
 mod fault_proxy;
 mod fuzz;
 mod identity;

@@ -110,22 +110,30 @@ fn only_and_target_filter() {
     }
 }
 
-/// Writes a minimal OCI layout holding `tag` for `image` under the store.
+/// Writes a minimal OCI layout holding `tag` (and `latest`, at the same
+/// manifest) for `image` under the store.
 fn seed_layout(ws: &Workspace, store: &str, image: &str, tag: &str) {
+    seed_layout_tags(ws, store, image, &[tag, "latest"]);
+}
+
+fn seed_layout_tags(ws: &Workspace, store: &str, image: &str, tags: &[&str]) {
     let dir = format!("{store}/{image}");
     ws.write(
         &format!("{dir}/oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
     );
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{}", "0".repeat(64)),
-            "size": 1,
-            "annotations": { "org.opencontainers.image.ref.name": tag },
-        }],
-    });
+    let manifests: Vec<Value> = tags
+        .iter()
+        .map(|tag| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{}", "0".repeat(64)),
+                "size": 1,
+                "annotations": { "org.opencontainers.image.ref.name": tag },
+            })
+        })
+        .collect();
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": manifests });
     ws.write(&format!("{dir}/index.json"), index.to_string());
 }
 
@@ -156,6 +164,37 @@ fn skip_when_the_target_has_the_tag_and_copy_from_the_local_store() {
         "ubuntu-2204-000000000000",
     );
     assert_eq!(plan_json(&ws, &[])["items"][0]["action"], "build");
+}
+
+/// A target that holds the immutable tag but not `latest` (a tags job that
+/// failed) is not up to date: the plan says `tag`, so a later run repairs it.
+#[test]
+fn a_missing_mutable_tag_is_planned_as_tag_not_skip() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let tag = plan_json(&ws, &[])["items"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    seed_layout_tags(&ws, ".imagepipe/store", "ubuntu-2204", &[&tag]);
+    let item = plan_json(&ws, &[])["items"][0].clone();
+    assert_eq!(item["action"], "tag", "{item}");
+    assert_eq!(item["reason_code"], "tags-behind");
+    assert_eq!(item["tags"][0]["tag"], "latest");
+    assert_eq!(item["tags"][0]["action"], "move");
+    assert_eq!(item["tags"][0]["reason"], "missing");
+    // `latest` at another image: behind, to move.
+    seed_layout_tags(&ws, ".imagepipe/store", "ubuntu-2204", &[&tag]);
+    let dir = ws.path().join(".imagepipe/store/ubuntu-2204");
+    let mut index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let mut other = index["manifests"][0].clone();
+    other["digest"] = Value::from(format!("sha256:{}", "1".repeat(64)));
+    other["annotations"]["org.opencontainers.image.ref.name"] = Value::from("latest");
+    index["manifests"].as_array_mut().unwrap().push(other);
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    let item = plan_json(&ws, &[])["items"][0].clone();
+    assert_eq!(item["action"], "tag", "{item}");
+    assert_eq!(item["tags"][0]["reason"], "points at another image");
 }
 
 #[test]

@@ -183,7 +183,11 @@ fn immutable_tags_are_never_overwritten_on_a_registry() {
     let squatter = remote_digest(&reg.addr, "us/k8s/disk", &tag);
     let out = publish(&ws, &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("never overwritten"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not build from this recipe") && out.stderr.contains("not copied"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         remote_digest(&reg.addr, "us/k8s/disk", &tag),
         squatter,

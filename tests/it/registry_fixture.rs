@@ -181,6 +181,11 @@ impl Registry {
         self.wait_ready();
     }
 
+    /// The registry's own access log: one line per request it served.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default()
+    }
+
     /// Kills the registry and starts it again on the same port and storage.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
@@ -199,11 +204,17 @@ fn binary() -> &'static str {
 }
 
 fn spawn(config: &Path, dir: &Path) -> Child {
+    // Distribution writes its access log (one line per request) to stdout.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("access.log"))
+        .unwrap();
     Command::new(binary())
         .arg("serve")
         .arg(config)
         .current_dir(dir)
-        .stdout(Stdio::null())
+        .stdout(log)
         .stderr(Stdio::null())
         .spawn()
         .expect("docker-registry is installed")

@@ -1,0 +1,153 @@
+//! Reading what the stores hold, once, into the [`State`] value the plan is
+//! made from: per image and store, the immutable tag's digest and what each
+//! mutable tag points at (with the release of that image, for release images).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::catalog::{Image, Target};
+use crate::oci::{Digest, annotation};
+use crate::plan::{Current, Identity, Presence, State, StoreState};
+use crate::registry::Client;
+use crate::store::{self, Store, StoreError};
+
+/// Stores read at once while gathering.
+const PARALLEL_READS: usize = 8;
+
+/// How much of the outside world to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Layouts and registries.
+    Online,
+    /// Layouts only: registries are reported as unknown.
+    Offline,
+}
+
+/// Reads the state of every image on every target it goes to, and on the
+/// build store: the immutable tag with a HEAD, each mutable tag with a HEAD
+/// (and, for release images whose tag points elsewhere, the manifest, to
+/// read which release is there).
+pub fn gather(
+    images: &[(&Image, Identity)],
+    targets: &[&Target],
+    build_store: &Target,
+    base: &Path,
+    client: &Arc<Client>,
+    reach: Reach,
+) -> State {
+    let mut work: Vec<(&Image, &Identity, &Target, bool)> = Vec::new();
+    for (image, id) in images {
+        let mut seen = Vec::new();
+        for t in targets.iter().copied().filter(|t| image.goes_to(t)) {
+            seen.push(t.name.value.clone());
+            work.push((image, id, t, true));
+        }
+        if !seen.contains(&build_store.name.value) && image.goes_to(build_store) {
+            work.push((image, id, build_store, false));
+        }
+    }
+    let states = crate::pool::map(&work, PARALLEL_READS, |(image, id, target, is_target)| {
+        read_one(image, id, target, *is_target, base, client, reach)
+    });
+    State {
+        stores: work
+            .iter()
+            .zip(states)
+            .map(|((image, _, target, _), s)| {
+                ((image.name.value.clone(), target.name.value.clone()), s)
+            })
+            .collect(),
+    }
+}
+
+fn read_one(
+    image: &Image,
+    id: &Identity,
+    target: &Target,
+    is_target: bool,
+    base: &Path,
+    client: &Arc<Client>,
+    reach: Reach,
+) -> StoreState {
+    let unknown = |why: &str| StoreState {
+        immutable: Presence::Unknown(why.to_owned()),
+        mutable: BTreeMap::new(),
+    };
+    let Some(tag) = &id.tag else {
+        return unknown("the tag comes from the built content");
+    };
+    if target.kind.is_cloud() {
+        return StoreState {
+            immutable: match crate::cloud::exists(target, tag, base) {
+                crate::cloud::Exists::Yes => Presence::Present(None),
+                crate::cloud::Exists::No => Presence::Absent,
+                crate::cloud::Exists::Unknown(why) => Presence::Unknown(why),
+            },
+            mutable: BTreeMap::new(),
+        };
+    }
+    if reach == Reach::Offline && !matches!(target.kind, crate::catalog::TargetKind::Layout { .. })
+    {
+        return unknown("offline");
+    }
+    let Some(store) = store::open(target, &image.name, base, client) else {
+        return unknown("not an OCI store");
+    };
+    let immutable = match store.resolve(tag) {
+        Ok(Some(d)) => Presence::Present(Some(d.digest)),
+        Ok(None) => Presence::Absent,
+        Err(e) => {
+            tracing::warn!("{}: cannot read {tag}: {e}", target.name.value);
+            Presence::Unknown(e.to_string())
+        }
+    };
+    let mut mutable = BTreeMap::new();
+    if is_target && !matches!(immutable, Presence::Unknown(_)) {
+        let ours = match &immutable {
+            Presence::Present(d) => d.clone(),
+            _ => None,
+        };
+        for m in &id.mutable_tags {
+            mutable.insert(
+                m.clone(),
+                current(store.as_ref(), m, ours.as_ref(), image.kubernetes),
+            );
+        }
+    }
+    StoreState { immutable, mutable }
+}
+
+/// What `tag` points at on `store`. The manifest is read (for the release
+/// of the image there) only for release images, and only when the tag is
+/// not already at `ours`.
+pub fn current(store: &dyn Store, tag: &str, ours: Option<&Digest>, release: bool) -> Current {
+    match store.resolve(tag) {
+        Ok(None) => Current::Absent,
+        Ok(Some(d)) if Some(&d.digest) == ours || !release => Current::At {
+            digest: d.digest,
+            kubernetes: None,
+        },
+        Ok(Some(d)) => match release_of(store, &d.digest) {
+            Ok(kubernetes) => Current::At {
+                digest: d.digest,
+                kubernetes,
+            },
+            Err(e) => Current::Unknown(e.to_string()),
+        },
+        Err(e) => Current::Unknown(e.to_string()),
+    }
+}
+
+/// The Kubernetes release an image on a store was built for (its
+/// `io.imagepipe.kubernetes` annotation).
+fn release_of(store: &dyn Store, digest: &Digest) -> Result<Option<String>, StoreError> {
+    let Some((_, bytes)) = store.get_manifest(&digest.to_string())? else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::invalid(store, format!("manifest {digest}: {e}")))?;
+    Ok(v["annotations"][annotation::KUBERNETES]
+        .as_str()
+        .map(str::to_owned))
+}

@@ -1,0 +1,158 @@
+//! Copying an image between any two stores: index, manifests, configs,
+//! layers and referrers, streamed, with digests verified by the receiver.
+//! A blob the destination already has is not sent; one another repository
+//! of the same registry holds is mounted rather than uploaded.
+
+use std::io;
+
+use serde::Serialize;
+
+use super::{Store, StoreError};
+use crate::oci::{Descriptor, media};
+
+/// Blob transfers in flight at once.
+pub const PARALLEL_BLOBS: usize = 4;
+
+/// What a copy did, blob by blob.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Copied {
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub present: usize,
+    pub bytes_uploaded: u64,
+}
+
+impl Copied {
+    fn add(&mut self, other: &Self) {
+        self.uploaded += other.uploaded;
+        self.mounted += other.mounted;
+        self.present += other.present;
+        self.bytes_uploaded += other.bytes_uploaded;
+    }
+}
+
+/// Copies the image `top` (and its referrers) from `src` to `dst`, then
+/// points `tag` at it. `mount_from` are other repositories known to hold it.
+pub fn copy_image(
+    src: &dyn Store,
+    dst: &dyn Store,
+    top: &Descriptor,
+    tag: Option<&str>,
+    mount_from: &[&dyn Store],
+) -> Result<Copied, StoreError> {
+    let mut copied = Copied::default();
+    let bytes = manifest_bytes(src, top)?;
+    copied.add(&copy_tree(src, dst, top, &bytes, mount_from)?);
+    for r in src.referrers(&top.digest)? {
+        let rbytes = manifest_bytes(src, &r)?;
+        copied.add(&copy_tree(src, dst, &r, &rbytes, mount_from)?);
+        dst.put_referrer(&top.digest, &r, &rbytes)?;
+    }
+    let reference = tag.map_or_else(|| top.digest.to_string(), str::to_owned);
+    dst.put_manifest(&reference, top, &bytes)?;
+    Ok(copied)
+}
+
+fn manifest_bytes(src: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>, StoreError> {
+    match src.get_manifest(&desc.digest.to_string())? {
+        Some((_, bytes)) => Ok(bytes),
+        None => Err(StoreError::invalid(
+            src,
+            format!("manifest {} is missing", desc.digest),
+        )),
+    }
+}
+
+/// The children of a manifest: `(manifests, blobs)`.
+pub fn children(
+    store: &dyn Store,
+    desc: &Descriptor,
+    bytes: &[u8],
+) -> Result<(Vec<Descriptor>, Vec<Descriptor>), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Any {
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+        config: Option<Descriptor>,
+        #[serde(default)]
+        layers: Vec<Descriptor>,
+    }
+    let v: Any = serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::invalid(store, format!("manifest {} is not valid: {e}", desc.digest))
+    })?;
+    if desc.media_type == media::INDEX || !v.manifests.is_empty() {
+        return Ok((v.manifests, Vec::new()));
+    }
+    let mut blobs: Vec<Descriptor> = v.config.into_iter().collect();
+    blobs.extend(v.layers);
+    Ok((Vec::new(), blobs))
+}
+
+/// Every blob and child manifest under `desc` (not `desc` itself).
+fn copy_tree(
+    src: &dyn Store,
+    dst: &dyn Store,
+    desc: &Descriptor,
+    bytes: &[u8],
+    mount_from: &[&dyn Store],
+) -> Result<Copied, StoreError> {
+    let (manifests, blobs) = children(src, desc, bytes)?;
+    let mut copied = Copied::default();
+    for m in &manifests {
+        let mbytes = manifest_bytes(src, m)?;
+        copied.add(&copy_tree(src, dst, m, &mbytes, mount_from)?);
+        dst.put_manifest(&m.digest.to_string(), m, &mbytes)?;
+    }
+    let results = crate::pool::map(&blobs, PARALLEL_BLOBS, |b| {
+        ensure_blob(src, dst, b, mount_from)
+    });
+    for r in results {
+        copied.add(&r?);
+    }
+    Ok(copied)
+}
+
+fn ensure_blob(
+    src: &dyn Store,
+    dst: &dyn Store,
+    blob: &Descriptor,
+    mount_from: &[&dyn Store],
+) -> Result<Copied, StoreError> {
+    if dst.has_blob(&blob.digest)? {
+        return Ok(Copied {
+            present: 1,
+            ..Copied::default()
+        });
+    }
+    for from in mount_from.iter().copied().chain(std::iter::once(src)) {
+        if dst.mount_blob(blob, from)? {
+            tracing::debug!(
+                "{}: mounted {} from {}",
+                dst.reference(),
+                blob.digest,
+                from.reference()
+            );
+            return Ok(Copied {
+                mounted: 1,
+                ..Copied::default()
+            });
+        }
+    }
+    let started = std::time::Instant::now();
+    dst.put_blob(blob, &|offset| {
+        src.open_blob(blob, offset).map_err(io::Error::other)
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "{}: blob {} ({}) in {secs:.1}s, {}/s",
+        dst.reference(),
+        blob.digest,
+        indicatif::HumanBytes(blob.size),
+        indicatif::HumanBytes((blob.size as f64 / secs.max(0.001)) as u64),
+    );
+    Ok(Copied {
+        uploaded: 1,
+        bytes_uploaded: blob.size,
+        ..Copied::default()
+    })
+}
