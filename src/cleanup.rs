@@ -2,7 +2,6 @@
 //! safely (re-checked digests, a deletion cap, tag-only removal).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -16,28 +15,52 @@ pub const CONCURRENCY: usize = 8;
 
 /// Every tag of a repository with its digest, creation time and provenance.
 /// Any failure fails the whole listing: a partial list must not be judged.
+///
+/// An image's age is the build time its provenance attestation records,
+/// read from the referrers tag (`sha256-<hex>`, listed like any tag, so it
+/// costs no extra request) or, where the registry offers it, the referrers
+/// API; images without an attestation fall back to their `created`.
 pub fn list(client: &Client, repo: &Repository) -> Result<Vec<TagInfo>, String> {
     let tags = client.list_tags(repo).map_err(|e| e.to_string())?;
-    let results: Mutex<Vec<Result<TagInfo, String>>> = Mutex::new(Vec::with_capacity(tags.len()));
-    let next = Mutex::new(tags.iter());
-    std::thread::scope(|s| {
-        for _ in 0..CONCURRENCY {
-            s.spawn(|| {
-                loop {
-                    let Some(tag) = next.lock().expect("lock").next() else {
-                        break;
-                    };
-                    let r = describe(client, repo, tag);
-                    results.lock().expect("lock").push(r);
-                }
-            });
-        }
-    });
-    let mut out = results
-        .into_inner()
-        .expect("lock")
+    let mut out = crate::pool::map(&tags, CONCURRENCY, |tag| describe(client, repo, tag))
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+    let mut attested: BTreeMap<Digest, i64> = out
+        .iter()
+        .filter_map(|t| Some((t.subject.clone()?, t.attested?)))
+        .collect();
+    // Registries with a referrers API keep no referrers tags: ask it, once
+    // per image, and stop at the first answer that it is not offered.
+    let listed: std::collections::BTreeSet<Digest> =
+        out.iter().filter_map(|t| t.subject.clone()).collect();
+    let mut unasked: Vec<Digest> = out
+        .iter()
+        .filter(|t| t.built_by_us.is_some() && !listed.contains(&t.digest))
+        .map(|t| t.digest.clone())
+        .collect();
+    unasked.sort();
+    unasked.dedup();
+    if let Some(first) = unasked.first()
+        && let Some(list) = client.referrers(repo, first).map_err(|e| e.to_string())?
+    {
+        if let Some(t) = crate::provenance::built_at(&list) {
+            attested.insert(first.clone(), t);
+        }
+        let rest = crate::pool::map(&unasked[1..], CONCURRENCY, |d| {
+            client.referrers(repo, d).map(|l| (d.clone(), l))
+        });
+        for r in rest {
+            let (d, list) = r.map_err(|e| e.to_string())?;
+            if let Some(t) = list.as_deref().and_then(crate::provenance::built_at) {
+                attested.insert(d, t);
+            }
+        }
+    }
+    for t in &mut out {
+        if let Some(at) = attested.get(&t.digest) {
+            t.created = Some(*at);
+        }
+    }
     out.sort_by(|a, b| a.tag.cmp(&b.tag));
     Ok(out)
 }
@@ -51,7 +74,7 @@ fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, St
         .map_err(|e| format!("{repo}:{tag}: manifest is not JSON: {e}"))?;
     let ann = &v["annotations"];
     let created = ann[annotation::CREATED].as_str().and_then(parse_rfc3339);
-    let children = v["manifests"]
+    let children: Vec<Digest> = v["manifests"]
         .as_array()
         .map(|ms| {
             ms.iter()
@@ -63,6 +86,17 @@ fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, St
         ls.iter().filter_map(|l| l["size"].as_u64()).sum::<u64>()
             + v["config"]["size"].as_u64().unwrap_or(0)
     });
+    // A referrers tag: the index lists the attestations of its subject.
+    let subject = crate::store::referrers::subject_of(tag);
+    let attested = subject.as_ref().and_then(|_| {
+        let list: Vec<crate::oci::Descriptor> = v["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| serde_json::from_value(d.clone()).ok())
+            .collect();
+        crate::provenance::built_at(&list)
+    });
     Ok(TagInfo {
         tag: tag.to_owned(),
         digest: m.digest,
@@ -70,6 +104,8 @@ fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, St
         built_by_us: ann[annotation::IMAGE].as_str().map(str::to_owned),
         children,
         size,
+        subject,
+        attested,
     })
 }
 
@@ -149,33 +185,41 @@ pub fn apply(
             m.entry(i.repository.as_str()).or_default().push(i);
             m
         });
-    let work: Vec<_> = groups.into_iter().collect();
-    let next = Mutex::new(work.iter());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..CONCURRENCY {
-            s.spawn(|| {
-                loop {
-                    let Some(((repo_name, digest), items)) = next.lock().expect("lock").next()
-                    else {
-                        break;
-                    };
-                    let Some(repo) = repos.get(repo_name) else {
-                        continue;
-                    };
-                    let kept = kept_tags
-                        .get(repo_name.as_str())
-                        .map(Vec::as_slice)
-                        .unwrap_or_default();
-                    for a in apply_group(client, repo, digest, items, kept) {
-                        audit(&a);
-                        results.lock().expect("lock").push(a);
-                    }
-                }
-            });
-        }
-    });
-    let mut out = results.into_inner().expect("lock");
+    // Images first; the referrers tags of deleted images after them, and
+    // only once their image is really gone.
+    let (attestations, images): (Vec<_>, Vec<_>) = groups
+        .into_iter()
+        .partition(|(_, items)| crate::store::referrers::subject_of(&items[0].tag).is_some());
+    let run = |work: &[((String, Digest), Vec<&Item>)]| {
+        crate::pool::map(work, CONCURRENCY, |((repo_name, digest), items)| {
+            let Some(repo) = repos.get(repo_name) else {
+                return Vec::new();
+            };
+            let subject = crate::store::referrers::subject_of(&items[0].tag)
+                .map(|s| client.head_manifest(repo, &s.to_string()));
+            let kept = kept_tags
+                .get(repo_name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let done: Vec<Applied> = match subject {
+                Some(Ok(Some(_))) => items
+                    .iter()
+                    .map(|i| applied(i, "skipped", "its image is still there"))
+                    .collect(),
+                Some(Err(e)) => items
+                    .iter()
+                    .map(|i| applied(i, "failed", e.to_string()))
+                    .collect(),
+                Some(Ok(None)) | None => apply_group(client, repo, digest, items, kept),
+            };
+            for a in &done {
+                audit(a);
+            }
+            done
+        })
+    };
+    let mut out: Vec<Applied> = run(&images).into_iter().flatten().collect();
+    out.extend(run(&attestations).into_iter().flatten());
     out.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
     out
 }

@@ -19,6 +19,13 @@ pub const GITHUB_SHA: &str = "GITHUB_SHA";
 pub const CI_PIPELINE_ID: &str = "CI_PIPELINE_ID";
 /// GitHub Actions: the workflow run id (`{pipeline}`).
 pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
+/// GitLab CI: the pipeline's web page (provenance `invocationId`).
+pub const CI_PIPELINE_URL: &str = "CI_PIPELINE_URL";
+/// GitLab CI: the project's web page (provenance: the git repository).
+pub const CI_PROJECT_URL: &str = "CI_PROJECT_URL";
+/// GitHub Actions: `https://github.com` and `owner/name`, for run and repository URLs.
+pub const GITHUB_SERVER_URL: &str = "GITHUB_SERVER_URL";
+pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
 /// Reproducible-builds convention: the timestamp written into images.
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// Conventional overrides of the pinned runc/containerd versions (declared per variable in the catalog).
@@ -86,6 +93,29 @@ impl Environment {
 
     pub fn pipeline(&self) -> Option<&str> {
         self.get(CI_PIPELINE_ID).or_else(|| self.get(GITHUB_RUN_ID))
+    }
+
+    /// The web page of this CI run, for provenance.
+    pub fn pipeline_url(&self) -> Option<String> {
+        self.get(CI_PIPELINE_URL).map(str::to_owned).or_else(|| {
+            Some(format!(
+                "{}/{}/actions/runs/{}",
+                self.get(GITHUB_SERVER_URL)?,
+                self.get(GITHUB_REPOSITORY)?,
+                self.get(GITHUB_RUN_ID)?
+            ))
+        })
+    }
+
+    /// The web address of the repository being built, for provenance.
+    pub fn repository_url(&self) -> Option<String> {
+        self.get(CI_PROJECT_URL).map(str::to_owned).or_else(|| {
+            Some(format!(
+                "{}/{}",
+                self.get(GITHUB_SERVER_URL)?,
+                self.get(GITHUB_REPOSITORY)?
+            ))
+        })
     }
 
     /// `SOURCE_DATE_EPOCH`, when set; an unparsable value is an error.

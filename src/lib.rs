@@ -15,6 +15,7 @@ pub mod http;
 pub mod oci;
 pub mod plan;
 pub mod pool;
+pub mod provenance;
 pub mod publish;
 pub mod recipe;
 pub mod registry;

@@ -28,6 +28,9 @@ pub struct RunContext {
     pub variables: BTreeMap<String, String>,
     pub commit: Option<String>,
     pub pipeline: Option<String>,
+    /// The CI run's web page and the repository's address (provenance only).
+    pub pipeline_url: Option<String>,
+    pub repository: Option<String>,
     /// `SOURCE_DATE_EPOCH`, when set: the images' timestamp, and part of every recipe.
     pub source_date_epoch: Option<i64>,
     /// Committer time of the catalog's `HEAD`, for `{date}` only (never in image bytes).
@@ -298,6 +301,8 @@ impl TagValues {
                 .collect(),
             commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             pipeline: Some("1234567890".into()),
+            pipeline_url: None,
+            repository: None,
             source_date_epoch: None,
             commit_time: None,
         };

@@ -22,6 +22,10 @@ pub struct TagInfo {
     pub children: Vec<Digest>,
     /// Bytes of the manifest's blobs, when known.
     pub size: Option<u64>,
+    /// For a referrers tag (`sha256-<hex>`): the image whose attestations it lists.
+    pub subject: Option<Digest>,
+    /// For a referrers tag: the build time its attestations record.
+    pub attested: Option<i64>,
 }
 
 /// One repository on one target, as listed (or why it could not be).
@@ -254,7 +258,10 @@ fn plan_repo(
         .iter()
         .map(|t| {
             let mut reasons = Vec::new();
-            if !managed(t) {
+            if t.subject.is_some() {
+                // A referrers tag goes only with its image (below).
+                reasons.push("attestation".to_owned());
+            } else if !managed(t) {
                 reasons.push("unmanaged".to_owned());
             }
             if rules.protect.is_match(&t.tag) {
@@ -325,6 +332,25 @@ fn plan_repo(
             item.removal = Some(Removal::DeleteManifest);
         }
     }
+    // An image's attestations go with it, and only with it: its referrers
+    // tag is deleted when the image's manifest is (the executor checks that
+    // the image is really gone first).
+    let deleted: HashSet<Digest> = items
+        .iter()
+        .filter(|i| i.removal == Some(Removal::DeleteManifest))
+        .map(|i| i.digest.clone())
+        .collect();
+    for (item, t) in items.iter_mut().zip(tags) {
+        if let Some(s) = &t.subject
+            && deleted.contains(s)
+            && !kept.contains(s)
+            && item.reasons == ["attestation"]
+        {
+            item.decision = Decision::Delete;
+            item.reasons = vec!["subject-deleted".to_owned()];
+            item.removal = Some(Removal::DeleteManifest);
+        }
+    }
     items
 }
 
@@ -345,6 +371,8 @@ mod tests {
             built_by_us: ours.then(|| "img".into()),
             children: Vec::new(),
             size: None,
+            subject: None,
+            attested: None,
         }
     }
 

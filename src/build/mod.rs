@@ -68,6 +68,8 @@ pub fn build_image(
     }
     let dirs = Dirs::new(&catalog.base_dir());
     let env = build_env(image, id, ctx);
+    let started_at = crate::provenance::now();
+    let mut downloads = Vec::new();
     let mut manifests = Vec::new();
     for ps in &image.platforms {
         tracing::info!(
@@ -76,6 +78,11 @@ pub fn build_image(
             ps.source.kind()
         );
         let material = fetch(&ps.source, &dirs, &env).map_err(|e| format!("{name}: {e}"))?;
+        if let (crate::catalog::Source::Url { url, .. }, Some(sha)) =
+            (&ps.source, &material.source_sha256)
+        {
+            downloads.push((url.clone(), sha.clone()));
+        }
         // The store is created only once there is something to put in it.
         let layout = Layout::create(&store.join(name))
             .map_err(|e| format!("store {}: {e}", store.display()))?;
@@ -111,6 +118,18 @@ pub fn build_image(
             existing.digest, top.digest
         ));
     }
+    // Build facts go into an attestation next to the image, never into it.
+    let facts = crate::provenance::Facts {
+        image: name,
+        recipe_hash: &id.recipe.hash,
+        recipe: &id.recipe.canonical,
+        downloads,
+        built_at: crate::provenance::build_time(ctx),
+        started_at,
+    };
+    let statement = crate::provenance::statement(&top, &facts, ctx);
+    crate::provenance::attach(&layout, &top, &statement, facts.built_at)
+        .map_err(|e| format!("{name}: provenance: {e}"))?;
     layout
         .set_tag(&tag, top.clone())
         .map_err(|e| e.to_string())?;

@@ -263,7 +263,23 @@ pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
                 continue;
             };
             let cell = match dest.resolve(tag) {
-                Ok(Some(d)) => format!("`{}:{tag}@{}`", dest.reference(), d.digest),
+                Ok(Some(d)) => {
+                    let attested = match crate::provenance::summaries(dest.as_ref(), &d.digest) {
+                        Ok(list) if list.is_empty() => " (no provenance attestation)".to_owned(),
+                        Ok(list) => list
+                            .iter()
+                            .map(|a| {
+                                format!(
+                                    " (provenance `{}`, built {})",
+                                    a.digest,
+                                    a.built_at.as_deref().unwrap_or("at an unknown time")
+                                )
+                            })
+                            .collect(),
+                        Err(e) => format!(" (provenance unreadable: {e})"),
+                    };
+                    format!("`{}:{tag}@{}`{attested}", dest.reference(), d.digest)
+                }
                 Ok(None) => {
                     missing += 1;
                     format!("missing: `{}:{tag}` is not published", dest.reference())

@@ -61,6 +61,8 @@ pub fn run_context(
             .map(str::to_owned)
             .or_else(|| head.as_ref().map(|h| h.commit.clone())),
         pipeline: env.pipeline().map(str::to_owned),
+        pipeline_url: env.pipeline_url(),
+        repository: env.repository_url(),
         source_date_epoch,
         commit_time: head.map(|h| h.time),
     })

@@ -169,13 +169,22 @@ fn release_branches_keep_what_they_reference_while_supported() {
     // Apply deletes v3 and v4 only.
     let (code, applied, stderr) = cleanup(&ws, &["--apply"]);
     assert_eq!(code, 0, "{stderr}");
-    let results: Vec<&str> = applied["applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["result"].as_str().unwrap())
-        .collect();
-    assert_eq!(results, ["deleted", "deleted"], "{applied}");
+    let results = |attestations: bool| -> Vec<&str> {
+        applied["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["tag"].as_str().unwrap().starts_with("sha256-") == attestations)
+            .map(|a| a["result"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(results(false), ["deleted", "deleted"], "{applied}");
+    // Their attestations went with them, and only theirs.
+    assert_eq!(results(true), ["deleted", "deleted"], "{applied}");
+    for (i, (_, digest)) in v.iter().enumerate() {
+        let att = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+        assert_eq!(exists(&reg.addr, &att), i != 2 && i != 3, "{att}");
+    }
     for (i, (tag, _)) in v.iter().enumerate() {
         assert_eq!(exists(&reg.addr, tag), i != 2 && i != 3, "{tag}");
     }
@@ -332,7 +341,13 @@ fn a_tag_moved_between_plan_and_apply_survives() {
         None,
         &[],
     );
-    assert_eq!(p.deletions().count(), 1);
+    // The old image, and its attestation (its referrers tag) with it.
+    let planned: Vec<&str> = p.deletions().map(|i| i.tag.as_str()).collect();
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    assert!(
+        planned.iter().any(|t| t.starts_with("sha256-")),
+        "{planned:?}"
+    );
     // Someone re-pushes the old tag onto the newest image before apply.
     sh(
         "skopeo",
@@ -347,9 +362,14 @@ fn a_tag_moved_between_plan_and_apply_survives() {
     );
     let map = [(repo.to_string(), repo.clone())].into_iter().collect();
     let done = apply(&client, &map, &p, &|_| {});
-    assert_eq!(done[0].result, "skipped", "{done:?}");
-    assert!(done[0].detail.contains("moved"));
+    let image = done.iter().find(|a| a.tag == old).unwrap();
+    assert_eq!(image.result, "skipped", "{done:?}");
+    assert!(image.detail.contains("moved"));
     assert!(exists(&reg.addr, &old));
+    // The image is still there, so its attestation stays too.
+    let att = done.iter().find(|a| a.tag.starts_with("sha256-")).unwrap();
+    assert_eq!(att.result, "skipped", "{done:?}");
+    assert!(exists(&reg.addr, &att.tag));
 }
 
 #[test]

@@ -63,6 +63,8 @@ fn ctx() -> RunContext {
         variables: [("runc".to_owned(), "1.2.6".to_owned())].into(),
         commit: Some("a".repeat(40)),
         pipeline: Some("42".into()),
+        pipeline_url: None,
+        repository: None,
         source_date_epoch: None,
         commit_time: Some(1_700_000_000),
     }
@@ -408,6 +410,8 @@ mod property {
             variables: [("runc".to_owned(), k.runc.to_owned())].into(),
             commit: Some(k.commit.clone()),
             pipeline: k.pipeline.clone(),
+            pipeline_url: None,
+            repository: None,
             source_date_epoch: k.sde,
             commit_time: k.commit_time,
         };

@@ -16,6 +16,7 @@ mod fault_proxy;
 mod fuzz;
 mod identity;
 mod plan;
+mod provenance;
 mod publish;
 mod registry_fixture;
 mod release;
