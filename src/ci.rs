@@ -44,8 +44,11 @@ pub fn github_matrix(p: &Plan) -> Value {
     json!({ "include": include })
 }
 
-/// Appends `key=value` lines to `$GITHUB_OUTPUT` when it is set: `matrix`,
-/// `images` (a JSON list for the build matrix), `has-work`, `release`.
+/// Appends `key=value` lines to `$GITHUB_OUTPUT` when it is set: `matrix`
+/// (the `build`/`copy` items), `images` (a JSON list for the build matrix),
+/// `has-builds` (an image must be built), `has-work` (an immutable tag must
+/// reach a target), `has-tags` (anything at all to do, mutable tags included),
+/// `release`.
 pub fn write_github_output(env: &Environment, p: &Plan) -> std::io::Result<()> {
     let Some(path) = env.get(GITHUB_OUTPUT) else {
         return Ok(());
@@ -57,6 +60,7 @@ pub fn write_github_output(env: &Environment, p: &Plan) -> std::io::Result<()> {
     let images = images_to_build(p);
     writeln!(f, "matrix={}", github_matrix(p))?;
     writeln!(f, "images={}", json!({ "image": images }))?;
+    writeln!(f, "has-builds={}", !images.is_empty())?;
     writeln!(f, "has-work={}", work(p).next().is_some())?;
     writeln!(f, "has-tags={}", has_tags(p))?;
     writeln!(f, "release={}", p.release.as_deref().unwrap_or(""))
