@@ -11,7 +11,7 @@ use crate::registry::{Client, Repository};
 use crate::retention::{Item, Plan, Removal, TagInfo};
 
 /// Requests in flight at once while listing or deleting.
-pub const CONCURRENCY: usize = 8;
+pub const CONCURRENCY: usize = crate::registry::client::PARALLEL_REQUESTS;
 
 /// Every tag of a repository with its digest, creation time and provenance.
 /// Any failure fails the whole listing: a partial list must not be judged.
@@ -73,7 +73,9 @@ fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, St
     let v: Value = serde_json::from_slice(&m.bytes)
         .map_err(|e| format!("{repo}:{tag}: manifest is not JSON: {e}"))?;
     let ann = &v["annotations"];
-    let created = ann[annotation::CREATED].as_str().and_then(parse_rfc3339);
+    let created = ann[annotation::CREATED]
+        .as_str()
+        .and_then(crate::oci::parse_rfc3339);
     let children: Vec<Digest> = v["manifests"]
         .as_array()
         .map(|ms| {
@@ -107,30 +109,6 @@ fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, St
         subject,
         attested,
     })
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` → seconds since 1970.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        n(0..4)?,
-        n(5..7)?,
-        n(8..10)?,
-        n(11..13)?,
-        n(14..16)?,
-        n(17..19)?,
-    );
-    // Days from civil, Howard Hinnant's algorithm.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 /// What happened to one planned deletion.
@@ -295,21 +273,4 @@ fn apply_group(
 /// Removes one tag and nothing else (see [`crate::store::remote::untag`]).
 pub fn untag(client: &Client, repo: &Repository, tag: &str) -> Result<String, String> {
     crate::store::remote::untag(client, repo, tag).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_round_trip() {
-        for t in [0, 1_700_000_000, 951_782_400, 1_767_323_045] {
-            assert_eq!(parse_rfc3339(&crate::oci::rfc3339(t)), Some(t));
-        }
-        assert_eq!(
-            parse_rfc3339("2026-01-02T03:04:05.123Z"),
-            Some(1_767_323_045)
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
 }

@@ -193,7 +193,7 @@ pub fn identity(
     recipe: Recipe,
 ) -> Result<Identity, TagError> {
     let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
-    let values = TagValues::new(image, ctx, &recipe.hash);
+    let values = TagValues::new(&image.facts(), ctx, &recipe.hash);
     let opted_in = image.prerelease_templates(&catalog.defaults);
     let mut rendered = Vec::new();
     let mut prerelease_tags = Vec::new();

@@ -151,7 +151,7 @@ pub fn attestations(referrers: &[Descriptor]) -> impl Iterator<Item = &Descripto
 pub fn built_at(referrers: &[Descriptor]) -> Option<i64> {
     attestations(referrers)
         .filter_map(|d| d.annotations.get(annotation::CREATED))
-        .filter_map(|c| crate::cleanup::parse_rfc3339(c))
+        .filter_map(|c| crate::oci::parse_rfc3339(c))
         .min()
 }
 

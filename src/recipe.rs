@@ -6,48 +6,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 use crate::catalog::{Catalog, Checksum, Image, Source};
-use crate::release::Release;
+pub use crate::context::{DEFAULT_EPOCH, RunContext, TagValues, date_yyyymmdd};
+pub use crate::oci::hash::{hex, sha256_hex};
 use crate::source::resolve::{Resolved, SourceResolver};
 
 /// Version of the recipe encoding below.
 pub const RECIPE_VERSION: u64 = 2;
 /// Version of the image layout imagepipe writes (tar conventions, config, annotations).
 pub const LAYOUT_VERSION: &str = "imagepipe-layout/2";
-/// The timestamp written into images when `SOURCE_DATE_EPOCH` is not set:
-/// 1970-01-01T00:00:00Z, so that nothing of the run (commit, clock) reaches the bytes.
-pub const DEFAULT_EPOCH: i64 = 0;
-
-/// The facts of one run that recipes and tags draw on.
-#[derive(Clone, Debug, Default)]
-pub struct RunContext {
-    pub release: Option<Release>,
-    /// Catalog variables after environment overrides.
-    pub variables: BTreeMap<String, String>,
-    pub commit: Option<String>,
-    pub pipeline: Option<String>,
-    /// The CI run's web page and the repository's address (provenance only).
-    pub pipeline_url: Option<String>,
-    pub repository: Option<String>,
-    /// `SOURCE_DATE_EPOCH`, when set: the images' timestamp, and part of every recipe.
-    pub source_date_epoch: Option<i64>,
-    /// Committer time of the catalog's `HEAD`, for `{date}` only (never in image bytes).
-    pub commit_time: Option<i64>,
-}
-
-impl RunContext {
-    /// Seconds since 1970 written into images: `SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`].
-    pub fn image_epoch(&self) -> i64 {
-        self.source_date_epoch.unwrap_or(DEFAULT_EPOCH)
-    }
-
-    /// The time `{date}` renders: `SOURCE_DATE_EPOCH`, else the commit time, else 0.
-    pub fn date_epoch(&self) -> i64 {
-        self.source_date_epoch.or(self.commit_time).unwrap_or(0)
-    }
-}
 
 /// An image's recipe and its identity.
 #[derive(Clone, Debug)]
@@ -211,137 +179,4 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// The values of tag placeholders for one image in one run.
-#[derive(Clone, Debug)]
-pub struct TagValues {
-    values: BTreeMap<String, Result<String, String>>,
-}
-
-impl TagValues {
-    pub fn new(image: &Image, ctx: &RunContext, hash: &str) -> Self {
-        let mut v: BTreeMap<String, Result<String, String>> = BTreeMap::new();
-        let mut set = |k: &str, val: Result<String, String>| {
-            v.insert(k.to_owned(), val);
-        };
-        set("name", Ok(image.name.value.clone()));
-        set("distro", Ok(image.os.distro.clone()));
-        set("version", Ok(image.os.version.clone()));
-        let mut arches: Vec<&str> = image
-            .platforms
-            .iter()
-            .map(|p| p.platform.arch.as_str())
-            .collect();
-        arches.sort_unstable();
-        arches.dedup();
-        set("arch", Ok(arches.join("-")));
-        let no_release =
-            || Err("no release: pass `--release vX.Y.Z` or run in a tag pipeline".to_owned());
-        set(
-            "kubernetes",
-            ctx.release
-                .as_ref()
-                .map(Release::kubernetes)
-                .map_or_else(no_release, Ok),
-        );
-        set(
-            "kubernetes_series",
-            ctx.release
-                .as_ref()
-                .map(Release::series)
-                .map_or_else(no_release, Ok),
-        );
-        for name in ["runc", "containerd"] {
-            set(name, Err(format!("the catalog has no `{name}` variable")));
-        }
-        for (k, val) in &ctx.variables {
-            set(k, Ok(val.clone()));
-        }
-        set("hash", Ok(hash.to_owned()));
-        set(
-            "commit",
-            ctx.commit.clone().ok_or_else(|| {
-                "no commit: run inside a git repository or set CI_COMMIT_SHA / GITHUB_SHA"
-                    .to_owned()
-            }),
-        );
-        set(
-            "pipeline",
-            ctx.pipeline
-                .clone()
-                .ok_or_else(|| "no pipeline id: set CI_PIPELINE_ID or GITHUB_RUN_ID".to_owned()),
-        );
-        set("date", Ok(date_yyyymmdd(ctx.date_epoch())));
-        Self { values: v }
-    }
-
-    /// Representative values, to check at validation time that templates render.
-    pub fn sample(catalog: &Catalog, image: &Image) -> Self {
-        let ctx = RunContext {
-            release: Release::parse("v1.34.10-rc.10").ok(),
-            variables: catalog
-                .variables
-                .iter()
-                .map(|v| (v.name.value.clone(), v.default.clone()))
-                .collect(),
-            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
-            pipeline: Some("1234567890".into()),
-            pipeline_url: None,
-            repository: None,
-            source_date_epoch: None,
-            commit_time: None,
-        };
-        Self::new(image, &ctx, &"0123456789abcdef".repeat(4))
-    }
-
-    pub fn lookup(&self, name: &str) -> Result<String, String> {
-        self.values
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| Err(format!("unknown placeholder `{name}`")))
-    }
-}
-
-/// `YYYYMMDD` (UTC) of a Unix time, for `{date}`.
-pub fn date_yyyymmdd(epoch: i64) -> String {
-    // Civil-from-days, Howard Hinnant's algorithm.
-    let days = epoch.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}{m:02}{d:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(date_yyyymmdd(0), "19700101");
-        assert_eq!(date_yyyymmdd(1_700_000_000), "20231114");
-        assert_eq!(date_yyyymmdd(951_782_400), "20000229");
-    }
 }

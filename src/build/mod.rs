@@ -151,7 +151,7 @@ fn content_tags(
     digest: &Digest,
 ) -> Result<(String, Vec<String>), String> {
     let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
-    let values = TagValues::new(image, ctx, digest.hex());
+    let values = TagValues::new(&image.facts(), ctx, digest.hex());
     let mut tags = Vec::new();
     for raw in image.tag_templates(&catalog.defaults) {
         let t = Template::parse(raw, &vars).map_err(|e| e.to_string())?;
@@ -198,7 +198,7 @@ pub fn build_env(image: &Image, id: &Identity, ctx: &RunContext) -> BuildEnv {
     }
     for ps in &image.platforms {
         if let crate::catalog::Source::Packer(p) = &ps.source {
-            let values = TagValues::new(image, ctx, &id.recipe.hash);
+            let values = TagValues::new(&image.facts(), ctx, &id.recipe.hash);
             for (k, raw) in &p.vars {
                 let rendered = Template::parse(raw, &[])
                     .ok()

@@ -90,7 +90,7 @@ fn read_text(path: &Path) -> Result<String, ReadProblem> {
             at,
             format!(
                 "cannot read the catalog: {}",
-                source::resolve::io_reason(&e)
+                crate::io_reason::io_reason(&e)
             ),
             help,
         )
@@ -120,7 +120,7 @@ fn read_text(path: &Path) -> Result<String, ReadProblem> {
                 at,
                 format!(
                     "cannot read the catalog: {}",
-                    source::resolve::io_reason(&e)
+                    crate::io_reason::io_reason(&e)
                 ),
                 "check the file's permissions".into(),
             )
@@ -144,5 +144,3 @@ fn read_text(path: &Path) -> Result<String, ReadProblem> {
         )
     })
 }
-
-use crate::source;

@@ -303,6 +303,20 @@ impl Image {
         self.tags.as_deref().unwrap_or(&defaults.tags)
     }
 
+    /// What tag placeholders know of this image.
+    pub fn facts(&self) -> crate::context::ImageFacts<'_> {
+        crate::context::ImageFacts {
+            name: &self.name.value,
+            distro: &self.os.distro,
+            version: &self.os.version,
+            arches: self
+                .platforms
+                .iter()
+                .map(|p| p.platform.arch.as_str())
+                .collect(),
+        }
+    }
+
     pub fn prerelease_templates<'a>(&'a self, defaults: &'a Defaults) -> &'a [Spanned<String>] {
         self.prerelease_tags
             .as_deref()

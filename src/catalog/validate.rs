@@ -6,7 +6,7 @@ use globset::Glob;
 
 use super::diag::{Diagnostics, Span, suggestion};
 use super::model::{Catalog, Image, Spanned, TargetKind};
-use crate::recipe::TagValues;
+use crate::context::TagValues;
 use crate::template::{self, PLACEHOLDERS, RenderError, Template};
 
 pub fn check(c: &Catalog, d: &mut Diagnostics) {
@@ -191,7 +191,12 @@ fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagn
             );
         }
     }
-    let values = TagValues::sample(c, image);
+    let defaults = c
+        .variables
+        .iter()
+        .map(|v| (v.name.value.clone(), v.default.clone()))
+        .collect();
+    let values = TagValues::sample(defaults, &image.facts());
     for (i, raw) in templates.iter().enumerate() {
         // Defaults have no location of their own: point at the image that uses them.
         let span = if raw.span == Span::default() {

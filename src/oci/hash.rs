@@ -5,7 +5,6 @@ use std::io::{self, Read, Write};
 use sha2::{Digest as _, Sha256};
 
 use super::Digest;
-use crate::recipe::hex;
 
 /// Passes writes through to `inner`, hashing and counting them.
 #[derive(Debug)]
@@ -76,4 +75,19 @@ impl<R: Read> Read for HashReader<R> {
         self.len += n as u64;
         Ok(n)
     }
+}
+
+/// The sha256 of bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -62,7 +62,7 @@ impl Digest {
 
     pub fn of(bytes: &[u8]) -> Self {
         Self {
-            hex: crate::recipe::sha256_hex(bytes),
+            hex: hash::sha256_hex(bytes),
         }
     }
 
@@ -163,9 +163,45 @@ pub fn rfc3339(epoch: i64) -> String {
     )
 }
 
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` → seconds since 1970.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    // Days from civil, Howard Hinnant's algorithm.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        for t in [0, 1_700_000_000, 951_782_400, 1_767_323_045] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-01-02T03:04:05.123Z"),
+            Some(1_767_323_045)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
 
     #[test]
     fn digests_parse_strictly() {

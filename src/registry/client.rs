@@ -16,6 +16,10 @@ use crate::oci::{Digest, media};
 /// Where private registries' CA certificates live, as for podman and docker.
 pub const DEFAULT_CERT_DIRS: &[&str] = &["/etc/containers/certs.d", "/etc/docker/certs.d"];
 
+/// Requests a caller runs in parallel against one registry (listing, deleting):
+/// idle connections are kept for that many.
+pub const PARALLEL_REQUESTS: usize = 8;
+
 /// Manifests larger than this are refused (the Distribution spec's limit).
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
@@ -177,8 +181,8 @@ impl Client {
             .http_status_as_error(false)
             .max_redirects(5)
             // Listing and deleting run many requests in parallel: keep their connections.
-            .max_idle_connections_per_host(2 * crate::cleanup::CONCURRENCY)
-            .max_idle_connections(8 * crate::cleanup::CONCURRENCY)
+            .max_idle_connections_per_host(2 * PARALLEL_REQUESTS)
+            .max_idle_connections(8 * PARALLEL_REQUESTS)
             .user_agent(concat!("imagepipe/", env!("CARGO_PKG_VERSION")));
         if !certs.is_empty() {
             config = config.tls_config(

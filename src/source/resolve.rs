@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use globset::Glob;
 use sha2::{Digest as _, Sha256};
 
-use crate::recipe::hex;
+use crate::oci::hash::hex;
 
 /// A local input's identity: the sha256 of a file's bytes, or of a directory
 /// tree's canonical listing (paths, types, modes, owners, contents, links).
@@ -60,14 +60,7 @@ impl SourceResolver for DefaultResolver {
     }
 }
 
-/// A short reason for an I/O error, without Rust's "(os error N)" noise.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
+pub use crate::io_reason::io_reason;
 
 pub fn reader_digest(mut r: impl Read) -> std::io::Result<String> {
     let mut h = Sha256::new();
