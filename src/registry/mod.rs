@@ -2,7 +2,11 @@
 //! below, blob and manifest operations above.
 
 pub mod auth;
+mod blobs;
 pub mod client;
+mod manifests;
 pub mod retry;
+mod tags;
+mod transport;
 
 pub use client::{Client, Opener, RegistryError, Repository};

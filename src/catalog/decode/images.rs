@@ -1,0 +1,269 @@
+//! `defaults:` and `images:`: names, tags, formats, compression, platforms.
+
+use super::*;
+
+pub(super) fn compression(node: &Node, d: &mut Diagnostics) -> Option<Compression> {
+    let s = string(node, d)?;
+    let (algo, level) = match s.value.split_once(':') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s.value.as_str(), None),
+    };
+    let bad_level = |d: &mut Diagnostics, range: &str| {
+        d.error(
+            s.span,
+            format!("bad compression level in `{}`", s.value),
+            format!(
+                "use a level in {range}, e.g. `{algo}:{}`",
+                if algo == "gzip" { 6 } else { 3 }
+            ),
+        );
+    };
+    match algo {
+        "none" if level.is_none() => Some(Compression::None),
+        "gzip" => match level.map(str::parse::<u32>) {
+            None => Some(Compression::Gzip {
+                level: Compression::DEFAULT_GZIP_LEVEL,
+            }),
+            Some(Ok(l)) if (1..=9).contains(&l) => Some(Compression::Gzip { level: l }),
+            Some(_) => {
+                bad_level(d, "1..=9");
+                None
+            }
+        },
+        "zstd" => match level.map(str::parse::<i32>) {
+            None => Some(Compression::Zstd {
+                level: Compression::DEFAULT_ZSTD_LEVEL,
+            }),
+            Some(Ok(l)) if (1..=19).contains(&l) => Some(Compression::Zstd { level: l }),
+            Some(_) => {
+                bad_level(d, "1..=19");
+                None
+            }
+        },
+        other => {
+            d.error(
+                s.span,
+                format!("unknown compression `{other}`"),
+                format!(
+                    "{} (optionally with a level: `zstd:3`)",
+                    suggestion(other, Compression::NAMES)
+                ),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn defaults(node: Option<&Node>, d: &mut Diagnostics) -> Defaults {
+    let mut out = Defaults {
+        tags: DEFAULT_TAGS
+            .iter()
+            .map(|t| Spanned::new((*t).to_owned(), Span::default()))
+            .collect(),
+        prerelease_tags: Vec::new(),
+        compression: Compression::Gzip {
+            level: Compression::DEFAULT_GZIP_LEVEL,
+        },
+    };
+    let Some(f) = node.and_then(|n| Fields::of(n, "`defaults`", DEFAULTS_KEYS, d)) else {
+        return out;
+    };
+    if let Some(n) = f.get("tags") {
+        out.tags = tag_list(n, d);
+    }
+    if let Some(n) = f.get("prerelease_tags") {
+        out.prerelease_tags = strings(n, d);
+    }
+    if let Some(c) = f.get("compression").and_then(|n| compression(n, d)) {
+        out.compression = c;
+    }
+    out
+}
+
+fn tag_list(node: &Node, d: &mut Diagnostics) -> Vec<Spanned<String>> {
+    let tags = strings(node, d);
+    if tags.is_empty() && matches!(node.kind, NodeKind::Seq(_)) {
+        d.error(
+            node.span,
+            "the tag list is empty",
+            "give at least the immutable tag, e.g. `[\"{name}-{hash}\"]`",
+        );
+    }
+    tags
+}
+
+pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
+    let f = Fields::of(node, "an image", IMAGE_KEYS, d)?;
+    let name = f
+        .required(
+            "name",
+            "an image",
+            d,
+            "give the image a `name:` (its repository name)",
+        )
+        .and_then(|n| string(n, d))?;
+    let what = format!("image `{}`", name.value);
+    let os = f
+        .required(
+            "os",
+            &what,
+            d,
+            "add `os: { distro: ubuntu, version: \"24.04\" }`",
+        )
+        .and_then(|n| Fields::of(n, "`os`", OS_KEYS, d))
+        .and_then(|o| {
+            let distro = o
+                .required(
+                    "distro",
+                    "`os`",
+                    d,
+                    "add `distro: ubuntu` (or debian, flatcar, ...)",
+                )
+                .and_then(|n| string(n, d));
+            let version = o
+                .required("version", "`os`", d, "add `version: \"24.04\"`")
+                .and_then(|n| string(n, d));
+            Some(Os {
+                distro: distro?.value,
+                version: version?.value,
+            })
+        });
+    // Decoding goes on after a bad field, with a stand-in value, so that the
+    // checks of the other fields still run and every problem is reported.
+    let platforms = match (f.get("source"), f.get("platforms")) {
+        (Some(src), None) => {
+            let platform = f
+                .get("platform")
+                .and_then(|p| platform(p, d))
+                .unwrap_or_else(Platform::amd64);
+            source(src, d)
+                .map(|source| PlatformSource {
+                    platform,
+                    source,
+                    span: src.span,
+                })
+                .into_iter()
+                .collect()
+        }
+        (None, Some(list_node)) => {
+            if let Some(p) = f.get("platform") {
+                d.error(
+                    p.span,
+                    "`platform` goes inside each entry of `platforms`",
+                    "move it into the `platforms:` entries",
+                );
+            }
+            let items = list(list_node, d, |n, d| {
+                let pf = Fields::of(n, "a `platforms` entry", PLATFORM_KEYS, d)?;
+                let p = pf
+                    .required(
+                        "platform",
+                        "a `platforms` entry",
+                        d,
+                        "add `platform: linux/arm64`",
+                    )
+                    .and_then(|p| platform(p, d));
+                let s = pf
+                    .required(
+                        "source",
+                        "a `platforms` entry",
+                        d,
+                        "add the `source:` for this platform",
+                    )
+                    .and_then(|s| source(s, d));
+                Some(PlatformSource {
+                    platform: p?,
+                    source: s?,
+                    span: n.span,
+                })
+            });
+            if items.is_empty() && matches!(list_node.kind, NodeKind::Seq(ref v) if v.is_empty()) {
+                d.error(
+                    list_node.span,
+                    "`platforms` is empty",
+                    "list at least one `{ platform, source }`",
+                );
+            }
+            items
+        }
+        (Some(src), Some(_)) => {
+            d.error(
+                src.span,
+                format!("{what} sets both `source` and `platforms`"),
+                "use `source` for one platform, or `platforms` with a source per platform",
+            );
+            Vec::new()
+        }
+        (None, None) => {
+            d.error(
+                node.span,
+                format!("{what} has no `source`"),
+                "add `source:` with one of: file, url + sha256, mmdebstrap, packer, command",
+            );
+            Vec::new()
+        }
+    };
+    let format = f
+        .required(
+            "format",
+            &what,
+            d,
+            "add `format: containerdisk` (or rootfs, artifact)",
+        )
+        .and_then(|n| {
+            let s = string(n, d)?;
+
+            match s.value.as_str() {
+                "containerdisk" => Some(Format::ContainerDisk),
+                "rootfs" => Some(Format::Rootfs),
+                "artifact" => Some(Format::Artifact),
+                "machine-image" => Some(Format::MachineImage),
+                other => {
+                    d.error(
+                        s.span,
+                        format!("unknown format `{other}`"),
+                        suggestion(other, Format::NAMES),
+                    );
+                    None
+                }
+            }
+        });
+    let kubernetes = f
+        .get("kubernetes")
+        .and_then(|n| boolean(n, d))
+        .unwrap_or(false);
+    let tags = f.get("tags").map(|n| tag_list(n, d));
+    let prerelease_tags = f.get("prerelease_tags").map(|n| strings(n, d));
+    let compression = f.get("compression").and_then(|n| compression(n, d));
+    let targets = f.get("targets").map(|n| strings(n, d));
+    let os = os.unwrap_or(Os {
+        distro: String::new(),
+        version: String::new(),
+    });
+    let format = format.unwrap_or(Format::ContainerDisk);
+    Some(Image {
+        name,
+        os,
+        platforms,
+        format,
+        kubernetes,
+        tags,
+        prerelease_tags,
+        compression,
+        targets,
+        span: node.span,
+    })
+}
+
+fn platform(node: &Node, d: &mut Diagnostics) -> Option<Platform> {
+    let s = string(node, d)?;
+    let parsed = Platform::parse(&s.value);
+    if parsed.is_none() {
+        d.error(
+            s.span,
+            format!("`{}` is not a platform", s.value),
+            "write `os/arch[/variant]`, e.g. `linux/amd64` or `linux/arm64`",
+        );
+    }
+    parsed
+}
