@@ -1,15 +1,14 @@
 //! `imagepipe build`.
 
-use super::{BuildArgs, Format, output, settings, table_or_json};
+use super::{BuildArgs, Format, output, settings};
 use crate::build::{self, Built};
 use crate::catalog;
 use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Result};
 
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
-    let c = &args.plan.common;
-    table_or_json(c.format)?;
-    let (catalog, ctx) = settings::load(&c.config, args.plan.release.as_deref(), env)?;
+    let c = &args.common;
+    let (catalog, ctx) = settings::load(&c.config, args.release.as_deref(), env)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let store_dir = catalog.build_store_dir();
     let mut built: Vec<Built> = Vec::new();
@@ -47,7 +46,7 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
                         Err(e) => tracing::warn!("{}: moving {t}: {e}", b.image),
                     }
                 }
-                if c.format == Format::Table {
+                if args.format == Format::Table {
                     output::line(&format!("{} {} {}", b.image, b.tag, b.digest));
                 }
                 built.push(b);
@@ -58,7 +57,7 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
             }
         }
     }
-    if c.format == Format::Json {
+    if args.format == Format::Json {
         output::json(
             &serde_json::json!({ "store": store_dir, "items": built, "failures": failures }),
         )?;

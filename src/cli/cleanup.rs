@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{CleanupArgs, Format, output, settings, table_or_json};
+use super::{CleanupArgs, Format, output, settings};
 use crate::catalog::{self, TargetKind};
 use crate::cleanup::{self, Applied};
 use crate::env::Environment;
@@ -13,7 +13,6 @@ use crate::retention::{self, Decision, References, Repo, Rules};
 
 pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
-    table_or_json(c.format)?;
     let catalog = catalog::load(&c.config)?;
     let Some(ret) = &catalog.retention else {
         return Err(Error::Usage(format!(
@@ -125,7 +124,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
             );
             failed = true;
         } else if plan.errors.is_empty() {
-            let json = c.format == Format::Json;
+            let json = args.format == Format::Json;
             applied = cleanup::apply(&client, &clients, &plan, &|a: &Applied| {
                 if json {
                     tracing::info!(target: "audit", "{}", serde_json::to_string(a).unwrap_or_default());
@@ -172,7 +171,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
     }
     crate::ci::step_summary(env, &summary)
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
-    match c.format {
+    match args.format {
         Format::Json => {
             output::json(&serde_json::json!({
                 "apply": args.apply,

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::{EXIT_INVALID, Error};
+use crate::error::EXIT_INVALID;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Parse and check the catalog; exit 2 with every problem found.
-    Validate(Common),
+    Validate(ValidateArgs),
     /// Per image × target: the immutable tag, recipe hash and action.
     Plan(PlanArgs),
     /// Build images into the local store (an OCI image layout); print `name tag digest`.
@@ -55,9 +55,6 @@ pub struct Common {
         global = true
     )]
     pub config: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
     /// Only these images (repeatable).
     #[arg(long = "only", value_name = "NAME")]
     pub only: Vec<String>,
@@ -67,9 +64,21 @@ pub struct Common {
 }
 
 #[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Output format: a table, JSON, or CI fan-out.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+    pub format: PlanFormat,
     /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
     #[arg(long)]
     pub release: Option<String>,
@@ -81,7 +90,13 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     #[command(flatten)]
-    pub plan: PlanArgs,
+    pub common: Common,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
+    #[arg(long)]
+    pub release: Option<String>,
     /// Rebuild even if the store has the immutable tag, and overwrite it.
     #[arg(long)]
     pub force: bool,
@@ -90,7 +105,13 @@ pub struct BuildArgs {
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     #[command(flatten)]
-    pub plan: PlanArgs,
+    pub common: Common,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
+    #[arg(long)]
+    pub release: Option<String>,
     /// Replace immutable tags that hold other bytes (never done otherwise).
     #[arg(long)]
     pub force: bool,
@@ -125,6 +146,9 @@ pub struct ReleaseNotesArgs {
 pub struct CleanupArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
     /// Delete what the plan says (otherwise a dry run that prints the same plan).
     #[arg(long)]
     pub apply: bool,
@@ -137,10 +161,26 @@ pub struct CleanupArgs {
 pub enum Format {
     Table,
     Json,
-    /// `plan` only: a JSON object usable as a GitHub Actions `strategy.matrix`.
+}
+
+/// `plan`'s formats: the two every command has, and CI fan-out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Table,
+    Json,
+    /// A JSON object usable as a GitHub Actions `strategy.matrix`.
     GithubMatrix,
-    /// `plan` only: a GitLab child-pipeline YAML with one job per item.
+    /// A GitLab child-pipeline YAML with one job per item.
     Gitlab,
+}
+
+impl From<Format> for PlanFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Table => Self::Table,
+            Format::Json => Self::Json,
+        }
+    }
 }
 
 /// Runs the command line and returns the process exit code.
@@ -183,14 +223,4 @@ fn init_logging() {
         .without_time()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-}
-
-/// Rejects the CI fan-out formats for commands that do not produce a plan.
-fn table_or_json(format: Format) -> Result<(), Error> {
-    match format {
-        Format::Table | Format::Json => Ok(()),
-        _ => Err(Error::Usage(
-            "`--format github-matrix` and `--format gitlab` only apply to `plan`".into(),
-        )),
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Format, PlanArgs, output, settings};
+use super::{PlanArgs, PlanFormat, output, settings};
 use crate::catalog::{self, Catalog, Image, Target};
 use crate::env::Environment;
 use crate::error::{Error, Result};
@@ -47,14 +47,14 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let p = make(&catalog, &identities, &targets, &ctx, &client, reach);
     crate::ci::write_github_output(env, &p)
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_OUTPUT)))?;
-    print(&p, c.format, &catalog, &c.config, env)?;
+    print(&p, args.format, &catalog, &c.config, env)?;
     Ok(0)
 }
 
 /// Prints a plan in any of its formats (and adds it to the CI job summary).
 pub fn print(
     p: &Plan,
-    format: Format,
+    format: PlanFormat,
     catalog: &Catalog,
     config: &std::path::Path,
     env: &Environment,
@@ -68,14 +68,14 @@ pub fn print(
     )
     .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
     match format {
-        Format::Table => output::plan_table(p),
-        Format::Json => {
+        PlanFormat::Table => output::plan_table(p),
+        PlanFormat::Json => {
             output::json(p)?;
         }
-        Format::GithubMatrix => {
+        PlanFormat::GithubMatrix => {
             output::json(&crate::ci::github_matrix(p))?;
         }
-        Format::Gitlab => {
+        PlanFormat::Gitlab => {
             let store = match &catalog.build_store().kind {
                 catalog::TargetKind::Layout { path } => config
                     .parent()

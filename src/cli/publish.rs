@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Format, PublishArgs, ReleaseNotesArgs, output, settings, table_or_json};
+use super::{Format, PublishArgs, ReleaseNotesArgs, output, settings};
 use crate::build;
 use crate::catalog;
 use crate::env::Environment;
@@ -11,11 +11,8 @@ use crate::publish::{self, Item, Outcome};
 use crate::state::Reach;
 
 pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
-    let c = &args.plan.common;
-    if !args.dry_run {
-        table_or_json(c.format)?;
-    }
-    let (catalog, ctx) = settings::load(&c.config, args.plan.release.as_deref(), env)?;
+    let c = &args.common;
+    let (catalog, ctx) = settings::load(&c.config, args.release.as_deref(), env)?;
     let targets = settings::select_targets(&catalog, &c.target)?;
     let identities = settings::identities(&catalog, &c.only, &ctx)?;
     let base = catalog.base_dir();
@@ -34,7 +31,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         plan = crate::plan::forced(plan);
     }
     if args.dry_run {
-        super::plan::print(&plan, c.format, &catalog, &c.config, env)?;
+        super::plan::print(&plan, args.format.into(), &catalog, &c.config, env)?;
         return Ok(0);
     }
     let mut items: Vec<Item> = Vec::new();
@@ -94,7 +91,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         &builder,
         opts,
     ));
-    report(&items, c.format)?;
+    report(&items, args.format)?;
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|i| {

@@ -2,13 +2,12 @@
 
 use serde_json::json;
 
-use super::{Common, output, table_or_json};
+use super::{ValidateArgs, output};
 use crate::catalog;
 use crate::error::{EXIT_INVALID, Result};
 
-pub fn run(args: &Common) -> Result<u8> {
-    table_or_json(args.format)?;
-    match catalog::load(&args.config) {
+pub fn run(args: &ValidateArgs) -> Result<u8> {
+    match catalog::load(&args.common.config) {
         Ok(c) => {
             if args.format == super::Format::Json {
                 output::json(&json!({

@@ -347,3 +347,28 @@ fn gitlab_child_pipeline_has_one_job_per_item_and_a_final_tag_job() {
     assert_eq!(last["stage"], "tags");
     assert_eq!(last["needs"].as_array().unwrap().len(), 2);
 }
+
+/// Each command's `--help` offers only the formats it accepts; CI fan-out
+/// formats belong to `plan` alone.
+#[test]
+fn only_plan_offers_ci_formats() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    for cmd in ["validate", "build", "publish", "cleanup", "plan"] {
+        let mut c = ws.cmd();
+        c.args([cmd, "--help"]);
+        let out = run(c);
+        assert_eq!(out.code, 0);
+        assert_eq!(
+            out.stdout.contains("github-matrix"),
+            cmd == "plan",
+            "{cmd} --help:\n{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("json"), "{cmd}");
+    }
+    let mut c = ws.cmd();
+    c.args(["publish", "--format", "gitlab"]);
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("invalid value 'gitlab'"), "{}", out.stderr);
+}
