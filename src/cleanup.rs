@@ -111,6 +111,30 @@ fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, St
     })
 }
 
+/// What became of one planned deletion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The manifest was deleted (with every tag on it, all planned).
+    Deleted,
+    /// Only the tag was removed.
+    Untagged,
+    /// Not deleted: it moved, is gone, or its image survived.
+    Skipped,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::Untagged => "untagged",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// What happened to one planned deletion.
 #[derive(Clone, Debug, Serialize)]
 pub struct Applied {
@@ -118,8 +142,7 @@ pub struct Applied {
     pub repository: String,
     pub tag: String,
     pub digest: Digest,
-    /// `deleted`, `untagged`, `skipped` or `failed`.
-    pub result: &'static str,
+    pub result: Outcome,
     pub detail: String,
 }
 
@@ -182,11 +205,11 @@ pub fn apply(
             let done: Vec<Applied> = match subject {
                 Some(Ok(Some(_))) => items
                     .iter()
-                    .map(|i| applied(i, "skipped", "its image is still there"))
+                    .map(|i| applied(i, Outcome::Skipped, "its image is still there"))
                     .collect(),
                 Some(Err(e)) => items
                     .iter()
-                    .map(|i| applied(i, "failed", e.to_string()))
+                    .map(|i| applied(i, Outcome::Failed, e.to_string()))
                     .collect(),
                 Some(Ok(None)) | None => apply_group(client, repo, digest, items, kept),
             };
@@ -202,7 +225,7 @@ pub fn apply(
     out
 }
 
-fn applied(i: &Item, result: &'static str, detail: impl Into<String>) -> Applied {
+fn applied(i: &Item, result: Outcome, detail: impl Into<String>) -> Applied {
     Applied {
         target: i.target.clone(),
         repository: i.repository.clone(),
@@ -227,11 +250,11 @@ fn apply_group(
             Ok(Some((d, _, _))) if d == *digest => still.push(i),
             Ok(Some((d, _, _))) => out.push(applied(
                 i,
-                "skipped",
+                Outcome::Skipped,
                 format!("moved to {d} since planning"),
             )),
-            Ok(None) => out.push(applied(i, "skipped", "already gone")),
-            Err(e) => out.push(applied(i, "failed", e.to_string())),
+            Ok(None) => out.push(applied(i, Outcome::Skipped, "already gone")),
+            Err(e) => out.push(applied(i, Outcome::Failed, e.to_string())),
         }
     }
     let (deletes, untags): (Vec<&Item>, Vec<&Item>) = still
@@ -246,25 +269,31 @@ fn apply_group(
             }
         });
         match rescued {
-            Some(t) => out.extend(
-                deletes
-                    .iter()
-                    .map(|i| applied(i, "skipped", format!("kept tag {t} moved onto this digest"))),
-            ),
-            None => match client.delete_manifest(repo, digest) {
-                Ok(()) => out.extend(
-                    deletes
-                        .iter()
-                        .map(|i| applied(i, "deleted", format!("manifest {digest} deleted"))),
-                ),
-                Err(e) => out.extend(deletes.iter().map(|i| applied(i, "failed", e.to_string()))),
-            },
+            Some(t) => out.extend(deletes.iter().map(|i| {
+                applied(
+                    i,
+                    Outcome::Skipped,
+                    format!("kept tag {t} moved onto this digest"),
+                )
+            })),
+            None => {
+                match client.delete_manifest(repo, digest) {
+                    Ok(()) => out.extend(deletes.iter().map(|i| {
+                        applied(i, Outcome::Deleted, format!("manifest {digest} deleted"))
+                    })),
+                    Err(e) => out.extend(
+                        deletes
+                            .iter()
+                            .map(|i| applied(i, Outcome::Failed, e.to_string())),
+                    ),
+                }
+            }
         }
     }
     for i in untags {
         out.push(match untag(client, repo, &i.tag) {
-            Ok(how) => applied(i, "untagged", how),
-            Err(e) => applied(i, "failed", e),
+            Ok(how) => applied(i, Outcome::Untagged, how),
+            Err(e) => applied(i, Outcome::Failed, e),
         });
     }
     out

@@ -193,13 +193,15 @@ pub fn publish(
                                     .filter(|a| !a.is_empty())
                                     .map(str::to_owned)
                                     .ok_or_else(|| {
-                                        "the Packer manifest's last build has no artifact_id"
-                                            .to_owned()
+                                        crate::source::error::SourceError::PackerManifest {
+                                            path: out.join("packer-manifest.json"),
+                                            reason: "its last build has no artifact_id".into(),
+                                        }
                                     })
                             });
                         match result {
                             Ok(a) => record(t, Some(a), None),
-                            Err(e) => record(t, None, Some(e)),
+                            Err(e) => record(t, None, Some(e.to_string())),
                         }
                     })
                 })

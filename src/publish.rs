@@ -60,7 +60,7 @@ pub struct Options {
 }
 
 /// Builds an image into the build store and returns its immutable tag.
-pub type Builder<'a> = dyn Fn(&Image, &Identity) -> Result<String, String> + 'a;
+pub type Builder<'a> = dyn Fn(&Image, &Identity) -> Result<String, crate::build::BuildError> + 'a;
 
 /// Where the stores of a run are: the targets, the build store, the catalog's directory.
 pub struct Stores<'a> {
@@ -149,7 +149,7 @@ fn publish_image(
                 built = true;
             }
             Err(e) => {
-                fail_all(&mut results, &e);
+                fail_all(&mut results, &e.to_string());
                 return results;
             }
         }

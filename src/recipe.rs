@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::catalog::{Catalog, Checksum, Image, Source};
 pub use crate::context::{DEFAULT_EPOCH, RunContext, TagValues, date_yyyymmdd};
 pub use crate::oci::hash::{hex, sha256_hex};
+use crate::source::error::SourceError;
 use crate::source::resolve::{Resolved, SourceResolver};
 
 /// Version of the recipe encoding below.
@@ -30,10 +31,11 @@ pub struct Recipe {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("image `{image}`: {message}")]
+#[error("image `{image}`: {source}")]
 pub struct RecipeError {
     pub image: String,
-    pub message: String,
+    #[source]
+    pub source: SourceError,
 }
 
 /// Resolves an image's sources and encodes its recipe.
@@ -44,9 +46,9 @@ pub fn recipe(
     resolver: &dyn SourceResolver,
 ) -> Result<Recipe, RecipeError> {
     let base = catalog.base_dir();
-    let err = |message: String| RecipeError {
+    let err = |source: SourceError| RecipeError {
         image: image.name.value.clone(),
-        message,
+        source,
     };
     let mut platforms = Vec::new();
     let mut unpinned = None;
@@ -98,7 +100,7 @@ fn source_identity(
     source: &Source,
     base: &Path,
     resolver: &dyn SourceResolver,
-) -> Result<Value, String> {
+) -> Result<Value, SourceError> {
     Ok(match source {
         Source::File { path } => {
             let full = base.join(path);
@@ -144,20 +146,28 @@ fn source_identity(
     })
 }
 
-fn input_file(base: &Path, rel: &Path, resolver: &dyn SourceResolver) -> Result<Value, String> {
+fn input_file(
+    base: &Path,
+    rel: &Path,
+    resolver: &dyn SourceResolver,
+) -> Result<Value, SourceError> {
     let r = resolver.local(&base.join(rel))?;
     Ok(json!({ "path": slash_path(rel), "sha256": r.sha256 }))
 }
 
-fn inputs(base: &Path, globs: &[String], resolver: &dyn SourceResolver) -> Result<Value, String> {
+fn inputs(
+    base: &Path,
+    globs: &[String],
+    resolver: &dyn SourceResolver,
+) -> Result<Value, SourceError> {
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     for pattern in globs {
         let matched = crate::source::resolve::expand_glob(base, pattern)?;
         if matched.is_empty() {
-            return Err(format!(
-                "input `{pattern}` matches no file under {}",
-                base.display()
-            ));
+            return Err(SourceError::Input {
+                pattern: pattern.clone(),
+                reason: format!("matches no file under {}", base.display()),
+            });
         }
         for rel in matched {
             let r = resolver.local(&base.join(&rel))?;

@@ -2,6 +2,7 @@
 
 pub mod compress;
 pub mod disk;
+pub mod error;
 pub mod layer;
 pub mod rootfs;
 
@@ -20,6 +21,8 @@ use crate::recipe::{RunContext, TagValues};
 use crate::source::fetch::{BuildEnv, Dirs, Material, fetch};
 use crate::store::layout::Layout;
 use crate::template::Template;
+
+pub use error::{BuildError, BuildErrorKind};
 
 /// The result of building one image.
 #[derive(Clone, Debug, Serialize)]
@@ -49,11 +52,30 @@ pub fn build_image(
     ctx: &RunContext,
     store: &Path,
     opts: Options,
-) -> Result<Built, String> {
+) -> Result<Built, BuildError> {
     let name = image.name.as_str();
+    build_inner(catalog, image, id, ctx, store, opts).map_err(|kind| BuildError {
+        image: name.to_owned(),
+        kind,
+    })
+}
+
+fn build_inner(
+    catalog: &Catalog,
+    image: &Image,
+    id: &Identity,
+    ctx: &RunContext,
+    store: &Path,
+    opts: Options,
+) -> Result<Built, BuildErrorKind> {
+    let name = image.name.as_str();
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| BuildErrorKind::io(p, e)
+    };
     if let Some(tag) = &id.tag
         && let Some(layout) = Layout::open_existing(&store.join(name))
-        && let Some(existing) = layout.resolve_tag(tag).map_err(|e| e.to_string())?
+        && let Some(existing) = layout.resolve_tag(tag).map_err(io(layout.root()))?
         && !opts.force
     {
         tracing::info!("{name}: {tag} is already in the store");
@@ -77,21 +99,18 @@ pub fn build_image(
             ps.platform,
             ps.source.kind()
         );
-        let material = fetch(&ps.source, &dirs, &env).map_err(|e| format!("{name}: {e}"))?;
+        let material = fetch(&ps.source, &dirs, &env)?;
         if let (crate::catalog::Source::Url { url, .. }, Some(sha)) =
             (&ps.source, &material.source_sha256)
         {
             downloads.push((url.clone(), sha.clone()));
         }
         // The store is created only once there is something to put in it.
-        let layout = Layout::create(&store.join(name))
-            .map_err(|e| format!("store {}: {e}", store.display()))?;
-        let desc = package(&layout, catalog, image, id, ctx, &ps.platform, &material)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let layout = Layout::create(&store.join(name)).map_err(io(store))?;
+        let desc = package(&layout, catalog, image, id, ctx, &ps.platform, &material)?;
         manifests.push(desc);
     }
-    let layout =
-        Layout::create(&store.join(name)).map_err(|e| format!("store {}: {e}", store.display()))?;
+    let layout = Layout::create(&store.join(name)).map_err(io(store))?;
     let top = if manifests.len() == 1 {
         manifests.remove(0)
     } else {
@@ -102,21 +121,22 @@ pub fn build_image(
             "annotations": provenance(image, id, ctx, None),
         });
         let bytes = canonical_json(&index);
-        let (digest, size) = layout.put_bytes(&bytes).map_err(|e| e.to_string())?;
+        let (digest, size) = layout.put_bytes(&bytes).map_err(io(layout.root()))?;
         Descriptor::new(media::INDEX, digest, size)
     };
     let (tag, mutable_tags) = match &id.tag {
         Some(t) => (t.clone(), id.mutable_tags.clone()),
         None => content_tags(catalog, image, ctx, &top.digest)?,
     };
-    if let Some(existing) = layout.resolve_tag(&tag).map_err(|e| e.to_string())?
+    if let Some(existing) = layout.resolve_tag(&tag).map_err(io(layout.root()))?
         && existing.digest != top.digest
         && !opts.force
     {
-        return Err(format!(
-            "{name}: the immutable tag {tag} already points at {} but this build gave {}; immutable tags are never overwritten (the recipe is not reproducible, or pass --force)",
-            existing.digest, top.digest
-        ));
+        return Err(BuildErrorKind::NotReproducible {
+            tag,
+            existing: existing.digest,
+            built: top.digest,
+        });
     }
     // Build facts go into an attestation next to the image, never into it.
     let facts = crate::provenance::Facts {
@@ -129,10 +149,10 @@ pub fn build_image(
     };
     let statement = crate::provenance::statement(&top, &facts, ctx);
     crate::provenance::attach(&layout, &top, &statement, facts.built_at)
-        .map_err(|e| format!("{name}: provenance: {e}"))?;
+        .map_err(BuildErrorKind::Provenance)?;
     layout
         .set_tag(&tag, top.clone())
-        .map_err(|e| e.to_string())?;
+        .map_err(io(layout.root()))?;
     Ok(Built {
         image: name.into(),
         tag,
@@ -149,13 +169,13 @@ fn content_tags(
     image: &Image,
     ctx: &RunContext,
     digest: &Digest,
-) -> Result<(String, Vec<String>), String> {
+) -> Result<(String, Vec<String>), BuildErrorKind> {
     let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
     let values = TagValues::new(&image.facts(), ctx, digest.hex());
     let mut tags = Vec::new();
     for raw in image.tag_templates(&catalog.defaults) {
-        let t = Template::parse(raw, &vars).map_err(|e| e.to_string())?;
-        tags.push(t.render(|p| values.lookup(p)).map_err(|e| e.to_string())?);
+        let t = Template::parse(raw, &vars)?;
+        tags.push(t.render(|p| values.lookup(p))?);
     }
     let first = tags.remove(0);
     Ok((first, tags))
@@ -289,23 +309,24 @@ fn package(
     ctx: &RunContext,
     platform: &Platform,
     m: &Material,
-) -> Result<Descriptor, String> {
+) -> Result<Descriptor, BuildErrorKind> {
     let compression = image.compression(&catalog.defaults);
+    let io = |e| BuildErrorKind::io(layout.root(), e);
     let mtime = u64::try_from(ctx.image_epoch()).unwrap_or(0);
     let pb = progress_bar(&image.name);
     let started = std::time::Instant::now();
     let (config, layers, artifact_type) = match image.format {
         Format::ContainerDisk => {
             if m.path.is_dir() {
-                return Err(format!(
+                return Err(BuildErrorKind::Unusable(format!(
                     "{} is a directory; a containerdisk needs a disk image (qcow2 or raw)",
                     m.path.display()
-                ));
+                )));
             }
             disk::check(&m.path)?;
             let layer =
                 layer::containerdisk_layer(layout, compression, &m.path, &m.name, mtime, &pb)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
                 image_config(layout, platform, ctx, &[&layer])?,
                 vec![layer.descriptor],
@@ -321,7 +342,7 @@ fn package(
                     rootfs::append_tarball(tar, plain.as_ref().map_or(&m.path, |p| p.path()), mtime)
                 }
             })
-            .map_err(|e| format!("rootfs {}: {e}", m.path.display()))?;
+            .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
                 image_config(layout, platform, ctx, &[&layer])?,
                 vec![layer.descriptor],
@@ -329,14 +350,16 @@ fn package(
             )
         }
         Format::MachineImage => {
-            return Err("machine images are built in each cloud region by `publish`, not into the local store".into());
+            return Err(BuildErrorKind::Unusable(
+                "machine images are built in each cloud region by `publish`, not into the local store".into(),
+            ));
         }
         Format::Artifact => {
             let fmt = disk::check(&m.path)?;
             let blob = layer::artifact_blob(layout, compression, &m.path, &m.name, &fmt, &pb)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
-                layer::empty_config(layout).map_err(|e| e.to_string())?,
+                layer::empty_config(layout).map_err(io)?,
                 vec![blob],
                 Some(media::DISK_ARTIFACT),
             )
@@ -354,7 +377,7 @@ fn package(
         manifest["artifactType"] = json!(t);
     }
     let bytes = canonical_json(&manifest);
-    let mut desc = layer::json_blob(layout, media::MANIFEST, &bytes).map_err(|e| e.to_string())?;
+    let mut desc = layer::json_blob(layout, media::MANIFEST, &bytes).map_err(io)?;
     desc.platform = Some(oci::Platform {
         architecture: platform.arch.clone(),
         os: platform.os.clone(),
@@ -377,7 +400,7 @@ fn image_config(
     platform: &Platform,
     ctx: &RunContext,
     layers: &[&layer::Layer],
-) -> Result<Descriptor, String> {
+) -> Result<Descriptor, BuildErrorKind> {
     let created = oci::rfc3339(ctx.image_epoch());
     let mut config = json!({
         "architecture": platform.arch,
@@ -390,7 +413,8 @@ fn image_config(
     if let Some(v) = &platform.variant {
         config["variant"] = json!(v);
     }
-    layer::json_blob(layout, media::CONFIG, &canonical_json(&config)).map_err(|e| e.to_string())
+    layer::json_blob(layout, media::CONFIG, &canonical_json(&config))
+        .map_err(|e| BuildErrorKind::io(layout.root(), e))
 }
 
 /// A compressed tarball decompressed into a temporary file; `None` when already plain.

@@ -53,7 +53,8 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
             }
             Err(e) => {
                 tracing::error!("{e}");
-                failures.push(serde_json::json!({ "image": image.name.value, "error": e }));
+                failures
+                    .push(serde_json::json!({ "image": image.name.value, "error": e.to_string() }));
             }
         }
     }

@@ -131,7 +131,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 } else {
                     tracing::info!(
                         "{} {}:{} ({}): {}",
-                        a.result,
+                        a.result.as_str(),
                         a.repository,
                         a.tag,
                         a.digest,
@@ -139,7 +139,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                     );
                 }
             });
-            failed |= applied.iter().any(|a| a.result == "failed");
+            failed |= applied.iter().any(|a| a.result == cleanup::Outcome::Failed);
         } else {
             tracing::error!("not applying: the plan has errors (fail closed)");
         }

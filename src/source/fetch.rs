@@ -8,7 +8,8 @@ use std::process::Command as Process;
 
 use crate::catalog::{Checksum, Command, Mmdebstrap, Packer, Source};
 use crate::oci::hash::HashReader;
-use crate::source::resolve::{DefaultResolver, SourceResolver, expand_glob, io_reason};
+use crate::source::error::SourceError;
+use crate::source::resolve::{DefaultResolver, SourceResolver, expand_glob};
 
 /// A source made local: the file or directory to package and its name.
 #[derive(Debug)]
@@ -50,22 +51,20 @@ impl Dirs {
         }
     }
 
-    fn scratch(&self) -> Result<tempfile::TempDir, String> {
-        fs::create_dir_all(&self.work)
-            .map_err(|e| format!("{}: {}", self.work.display(), io_reason(&e)))?;
+    fn scratch(&self) -> Result<tempfile::TempDir, SourceError> {
+        fs::create_dir_all(&self.work).map_err(|e| SourceError::io(&self.work, e))?;
         tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&self.work)
-            .map_err(|e| format!("{}: {e}", self.work.display()))
+            .map_err(|e| SourceError::io(&self.work, e))
     }
 }
 
-pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, SourceError> {
     match source {
         Source::File { path } => {
             let full = dirs.base.join(path);
-            fs::metadata(&full)
-                .map_err(|e| format!("source file {}: {}", full.display(), io_reason(&e)))?;
+            fs::metadata(&full).map_err(|e| SourceError::io(&full, e))?;
             Ok(Material {
                 name: file_name(&full),
                 path: full,
@@ -95,34 +94,48 @@ fn file_name(p: &Path) -> String {
 
 /// Downloads into the content-addressed cache once, verifying while streaming;
 /// a mismatch or a cut connection leaves nothing in the cache.
-fn download(url: &str, sha256: &str, dirs: &Dirs) -> Result<Material, String> {
+fn download(url: &str, sha256: &str, dirs: &Dirs) -> Result<Material, SourceError> {
     let blobs = dirs.cache.join("sha256");
-    fs::create_dir_all(&blobs).map_err(|e| format!("{}: {}", blobs.display(), io_reason(&e)))?;
+    fs::create_dir_all(&blobs).map_err(|e| SourceError::io(&blobs, e))?;
     let cached = blobs.join(sha256);
     if !cached.is_file() {
         tracing::info!("downloading {url}");
         let resp = crate::http::agent()
             .get(url)
             .call()
-            .map_err(|e| format!("downloading {url}: {e}"))?;
+            .map_err(|e| SourceError::Download {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
         if !resp.status().is_success() {
-            return Err(format!("downloading {url}: HTTP {}", resp.status()));
+            return Err(SourceError::Download {
+                url: url.to_owned(),
+                reason: format!("HTTP {}", resp.status()),
+            });
         }
         let mut tmp = tempfile::Builder::new()
             .prefix(".partial-")
             .tempfile_in(&blobs)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SourceError::io(&blobs, e))?;
         let mut reader = HashReader::new(resp.into_body().into_reader());
-        io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| format!("downloading {url}: {e}"))?;
+        io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| SourceError::Download {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
         let (digest, size) = reader.finish();
         if digest.hex() != sha256 {
-            return Err(format!(
-                "checksum mismatch for {url}: expected sha256 {sha256}, got {} ({size} bytes); the download was discarded",
-                digest.hex()
-            ));
+            return Err(SourceError::Checksum {
+                url: url.to_owned(),
+                expected: sha256.to_owned(),
+                actual: digest.hex().to_owned(),
+                size,
+            });
         }
-        tmp.as_file().sync_all().map_err(|e| e.to_string())?;
-        tmp.persist(&cached).map_err(|e| e.to_string())?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| SourceError::io(tmp.path(), e))?;
+        tmp.persist(&cached)
+            .map_err(|e| SourceError::io(&cached, e.error))?;
     }
     let (name, decompress) = super::download_name(url);
     let path = match decompress {
@@ -143,14 +156,14 @@ fn decompressed(
     name: &str,
     algo: &str,
     dirs: &Dirs,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, SourceError> {
     let dir = dirs.cache.join("decompressed").join(sha256);
     let out = dir.join(name);
     if out.is_file() {
         return Ok(out);
     }
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let input = File::open(cached).map_err(|e| e.to_string())?;
+    fs::create_dir_all(&dir).map_err(|e| SourceError::io(&dir, e))?;
+    let input = File::open(cached).map_err(|e| SourceError::io(cached, e))?;
     let mut reader: Box<dyn Read> = match algo {
         "xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
             io::BufReader::new(input),
@@ -160,15 +173,19 @@ fn decompressed(
     let mut tmp = tempfile::Builder::new()
         .prefix(".partial-")
         .tempfile_in(&dir)
-        .map_err(|e| e.to_string())?;
-    io::copy(&mut reader, tmp.as_file_mut())
-        .map_err(|e| format!("decompressing {name} ({algo}): {e}"))?;
-    tmp.persist(&out).map_err(|e| e.to_string())?;
+        .map_err(|e| SourceError::io(&dir, e))?;
+    io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| SourceError::Decompress {
+        name: name.to_owned(),
+        algo: algo.to_owned(),
+        source: e,
+    })?;
+    tmp.persist(&out)
+        .map_err(|e| SourceError::io(&out, e.error))?;
     Ok(out)
 }
 
 /// The single artifact a builder left in `dir`, or the one `glob` names.
-fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, String> {
+fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, SourceError> {
     let found: Vec<PathBuf> = match glob {
         Some(g) => expand_glob(dir, g)
             .unwrap_or_default()
@@ -176,7 +193,7 @@ fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, 
             .map(|p| dir.join(p))
             .collect(),
         None => fs::read_dir(dir)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| SourceError::io(dir, e))?
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
@@ -187,12 +204,12 @@ fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, 
     };
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(format!(
+        [] => Err(SourceError::Artifact(format!(
             "{what} produced no artifact in {}{}",
             dir.display(),
             glob.map(|g| format!(" matching `{g}`")).unwrap_or_default()
-        )),
-        many => Err(format!(
+        ))),
+        many => Err(SourceError::Artifact(format!(
             "{what} produced {} candidate artifacts in {}; name one with `artifact:` (found: {})",
             many.len(),
             dir.display(),
@@ -200,29 +217,35 @@ fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, 
                 .map(|p| file_name(p))
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
+        ))),
     }
 }
 
-fn run(mut cmd: Process, what: &str) -> Result<(), String> {
+fn run(mut cmd: Process, what: &str) -> Result<(), SourceError> {
     tracing::info!("running {what}");
     let status = cmd.status().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            format!("{what}: program not found (is it installed and on PATH?)")
-        }
-        _ => format!("{what}: {e}"),
+        io::ErrorKind::NotFound => SourceError::NotInstalled {
+            what: what.to_owned(),
+        },
+        _ => SourceError::Spawn {
+            what: what.to_owned(),
+            source: e,
+        },
     })?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{what} failed ({status})"))
+        Err(SourceError::Failed {
+            what: what.to_owned(),
+            status,
+        })
     }
 }
 
-fn run_command(c: &Command, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+fn run_command(c: &Command, dirs: &Dirs, env: &BuildEnv) -> Result<Material, SourceError> {
     let work = dirs.scratch()?;
     let out = work.path().join("out");
-    fs::create_dir(&out).map_err(|e| e.to_string())?;
+    fs::create_dir(&out).map_err(|e| SourceError::io(&out, e))?;
     let program = if c.run[0].contains('/') {
         dirs.base.join(&c.run[0]).display().to_string()
     } else {
@@ -253,10 +276,9 @@ pub fn packer_build(
     dirs: &Dirs,
     env: &BuildEnv,
     extra_env: &[(String, String)],
-) -> Result<(tempfile::TempDir, PathBuf), String> {
+) -> Result<(tempfile::TempDir, PathBuf), SourceError> {
     let template = dirs.base.join(&p.template);
-    let text = fs::read_to_string(&template)
-        .map_err(|e| format!("packer template {}: {}", template.display(), io_reason(&e)))?;
+    let text = fs::read_to_string(&template).map_err(|e| SourceError::io(&template, e))?;
     let work = dirs.scratch()?;
     let out = work.path().join("output");
     let mut vars = env.packer_vars.clone();
@@ -273,9 +295,9 @@ pub fn packer_build(
     let var_file = work.path().join("imagepipe.pkrvars.json");
     fs::write(
         &var_file,
-        serde_json::to_vec_pretty(&vars).map_err(|e| e.to_string())?,
+        serde_json::to_vec_pretty(&vars).expect("a map of strings serialises"),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| SourceError::io(&var_file, e))?;
     let mut cmd = Process::new("packer");
     cmd.arg("build")
         .arg(format!("-var-file={}", var_file.display()))
@@ -290,7 +312,7 @@ pub fn packer_build(
     Ok((work, out))
 }
 
-fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, SourceError> {
     let (work, out) = packer_build(p, dirs, env, &[])?;
     let path = match &p.artifact {
         Some(g) => pick_artifact(&dirs.base, Some(g), "packer")?,
@@ -306,37 +328,40 @@ fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, Strin
 
 /// The last build Packer's manifest post-processor recorded in
 /// `<out>/packer-manifest.json`.
-pub fn packer_last_build(out: &Path) -> Result<serde_json::Value, String> {
+pub fn packer_last_build(out: &Path) -> Result<serde_json::Value, SourceError> {
     let manifest = out.join("packer-manifest.json");
-    let v: serde_json::Value = serde_json::from_slice(&fs::read(&manifest).map_err(|e| {
-        format!(
-            "{}: {} (add Packer's manifest post-processor writing there)",
-            manifest.display(),
-            io_reason(&e)
-        )
-    })?)
-    .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let bad = |reason: String| SourceError::PackerManifest {
+        path: manifest.clone(),
+        reason,
+    };
+    let bytes = fs::read(&manifest).map_err(|e| {
+        bad(format!(
+            "{} (add Packer's manifest post-processor writing there)",
+            crate::io_reason::io_reason(&e)
+        ))
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     v["builds"]
         .as_array()
         .and_then(|b| b.last())
         .cloned()
-        .ok_or_else(|| format!("{} lists no builds", manifest.display()))
+        .ok_or_else(|| bad("lists no builds".into()))
 }
 
 /// The first file of the last build in a Packer manifest.
-fn packer_manifest_artifact(out: &Path) -> Result<PathBuf, String> {
+fn packer_manifest_artifact(out: &Path) -> Result<PathBuf, SourceError> {
     let last = packer_last_build(out)?;
-    let name = last["files"][0]["name"].as_str().ok_or_else(|| {
-        format!(
-            "{} lists no artifact files",
-            out.join("packer-manifest.json").display()
-        )
-    })?;
+    let name = last["files"][0]["name"]
+        .as_str()
+        .ok_or_else(|| SourceError::PackerManifest {
+            path: out.join("packer-manifest.json"),
+            reason: "lists no artifact files".into(),
+        })?;
     let p = PathBuf::from(name);
     Ok(if p.is_absolute() { p } else { out.join(p) })
 }
 
-fn run_mmdebstrap(m: &Mmdebstrap, dirs: &Dirs, env: &BuildEnv) -> Result<Material, String> {
+fn run_mmdebstrap(m: &Mmdebstrap, dirs: &Dirs, env: &BuildEnv) -> Result<Material, SourceError> {
     let work = dirs.scratch()?;
     let rootfs = work.path().join("rootfs");
     let mut cmd = Process::new("mmdebstrap");
@@ -365,12 +390,14 @@ fn run_mmdebstrap(m: &Mmdebstrap, dirs: &Dirs, env: &BuildEnv) -> Result<Materia
 }
 
 trait AsFdOwned {
-    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, String>;
+    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, SourceError>;
 }
 
 impl AsFdOwned for io::Stderr {
-    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, String> {
+    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, SourceError> {
         use std::os::fd::AsFd;
-        self.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
+        self.as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| SourceError::io(Path::new("/dev/stderr"), e))
     }
 }

@@ -1,5 +1,6 @@
 //! Where disks and root filesystems come from.
 
+pub mod error;
 pub mod fetch;
 pub mod resolve;
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use globset::Glob;
 use sha2::{Digest as _, Sha256};
 
+use super::error::SourceError;
 use crate::oci::hash::hex;
 
 /// A local input's identity: the sha256 of a file's bytes, or of a directory
@@ -22,9 +23,9 @@ pub struct Resolved {
 /// What recipe resolution needs from the outside world.
 pub trait SourceResolver {
     /// Identity of a local file or directory.
-    fn local(&self, path: &Path) -> Result<Resolved, String>;
+    fn local(&self, path: &Path) -> Result<Resolved, SourceError>;
     /// The checksum an upstream SHA256SUMS file lists for `url`'s file.
-    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, String>;
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, SourceError>;
 }
 
 /// Reads the filesystem and fetches SHA256SUMS files over HTTP(S).
@@ -32,30 +33,31 @@ pub trait SourceResolver {
 pub struct DefaultResolver;
 
 impl SourceResolver for DefaultResolver {
-    fn local(&self, path: &Path) -> Result<Resolved, String> {
-        let meta =
-            fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
+    fn local(&self, path: &Path) -> Result<Resolved, SourceError> {
+        let meta = fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
         if meta.is_dir() {
             Ok(Resolved {
                 sha256: tree_digest(path)?,
                 kind: "dir",
             })
         } else {
-            let file = fs::File::open(path)
-                .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
+            let file = fs::File::open(path).map_err(|e| SourceError::io(path, e))?;
             Ok(Resolved {
-                sha256: reader_digest(file).map_err(|e| format!("{}: {e}", path.display()))?,
+                sha256: reader_digest(file).map_err(|e| SourceError::io(path, e))?,
                 kind: "file",
             })
         }
     }
 
-    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, String> {
-        let body = crate::http::get_text(sums_url, 4 << 20)
-            .map_err(|e| format!("checksums_url {sums_url}: {e}"))?;
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, SourceError> {
+        let body = crate::http::get_text(sums_url, 4 << 20).map_err(|e| SourceError::Sums {
+            url: sums_url.to_owned(),
+            reason: e,
+        })?;
         let name = super::url_file_name(url);
-        find_in_sums(&body, name).ok_or_else(|| {
-            format!("{sums_url} lists no checksum for `{name}` (check the file name in the url)")
+        find_in_sums(&body, name).ok_or_else(|| SourceError::Sums {
+            url: sums_url.to_owned(),
+            reason: format!("lists no checksum for `{name}` (check the file name in the url)"),
         })
     }
 }
@@ -103,22 +105,21 @@ pub fn find_in_sums(body: &str, name: &str) -> Option<String> {
 
 /// Digest of a directory tree's canonical listing: entries sorted by path,
 /// each with type, mode, owner, size/content digest, link target or device.
-pub fn tree_digest(root: &Path) -> Result<String, String> {
+pub fn tree_digest(root: &Path) -> Result<String, SourceError> {
     let mut h = Sha256::new();
     let mut stack = vec![PathBuf::new()];
     let mut entries = Vec::new();
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
         let mut names: Vec<_> = fs::read_dir(&dir)
-            .map_err(|e| format!("{}: {}", dir.display(), io_reason(&e)))?
+            .map_err(|e| SourceError::io(&dir, e))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            .map_err(|e| SourceError::io(&dir, e))?;
         names.sort();
         for name in names {
             let r = rel.join(&name);
-            let meta =
-                fs::symlink_metadata(root.join(&r)).map_err(|e| format!("{}: {e}", r.display()))?;
+            let meta = fs::symlink_metadata(root.join(&r)).map_err(|e| SourceError::io(&r, e))?;
             if meta.is_dir() {
                 stack.push(r.clone());
             }
@@ -129,12 +130,11 @@ pub fn tree_digest(root: &Path) -> Result<String, String> {
     for (rel, meta) in entries {
         let ft = meta.file_type();
         let extra = if ft.is_file() {
-            let f = fs::File::open(root.join(&rel))
-                .map_err(|e| format!("{}: {}", rel.display(), io_reason(&e)))?;
-            reader_digest(f).map_err(|e| format!("{}: {e}", rel.display()))?
+            let f = fs::File::open(root.join(&rel)).map_err(|e| SourceError::io(&rel, e))?;
+            reader_digest(f).map_err(|e| SourceError::io(&rel, e))?
         } else if ft.is_symlink() {
             fs::read_link(root.join(&rel))
-                .map_err(|e| e.to_string())?
+                .map_err(|e| SourceError::io(&rel, e))?
                 .to_string_lossy()
                 .into_owned()
         } else if ft.is_block_device() || ft.is_char_device() {
@@ -158,7 +158,7 @@ pub fn tree_digest(root: &Path) -> Result<String, String> {
 
 /// Files under `base` matching `pattern` (relative, `/`-separated), sorted.
 /// A pattern without glob characters must name an existing file.
-pub fn expand_glob(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+pub fn expand_glob(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
     if !pattern.contains(['*', '?', '[', '{']) {
         let p = PathBuf::from(pattern);
         return if base.join(&p).is_file() {
@@ -166,14 +166,17 @@ pub fn expand_glob(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
         } else if base.join(&p).is_dir() {
             expand_glob(base, &format!("{}/**", pattern.trim_end_matches('/')))
         } else {
-            Err(format!(
-                "input `{pattern}`: no such file under {}",
-                base.display()
-            ))
+            Err(SourceError::Input {
+                pattern: pattern.to_owned(),
+                reason: format!("no such file under {}", base.display()),
+            })
         };
     }
     let matcher = Glob::new(pattern)
-        .map_err(|e| format!("input `{pattern}`: {e}"))?
+        .map_err(|e| SourceError::Input {
+            pattern: pattern.to_owned(),
+            reason: e.to_string(),
+        })?
         .compile_matcher();
     // Walk only from the literal prefix of the pattern.
     let prefix: PathBuf = pattern

@@ -363,12 +363,16 @@ fn a_tag_moved_between_plan_and_apply_survives() {
     let map = [(repo.to_string(), repo.clone())].into_iter().collect();
     let done = apply(&client, &map, &p, &|_| {});
     let image = done.iter().find(|a| a.tag == old).unwrap();
-    assert_eq!(image.result, "skipped", "{done:?}");
+    assert_eq!(
+        image.result,
+        imagepipe::cleanup::Outcome::Skipped,
+        "{done:?}"
+    );
     assert!(image.detail.contains("moved"));
     assert!(exists(&reg.addr, &old));
     // The image is still there, so its attestation stays too.
     let att = done.iter().find(|a| a.tag.starts_with("sha256-")).unwrap();
-    assert_eq!(att.result, "skipped", "{done:?}");
+    assert_eq!(att.result, imagepipe::cleanup::Outcome::Skipped, "{done:?}");
     assert!(exists(&reg.addr, &att.tag));
 }
 

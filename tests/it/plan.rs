@@ -370,5 +370,9 @@ fn only_plan_offers_ci_formats() {
     c.args(["publish", "--format", "gitlab"]);
     let out = run(c);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("invalid value 'gitlab'"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("invalid value 'gitlab'"),
+        "{}",
+        out.stderr
+    );
 }
