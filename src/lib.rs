@@ -22,6 +22,7 @@ pub mod publish;
 pub mod recipe;
 pub mod registry;
 pub mod release;
+pub mod release_notes;
 pub mod retention;
 pub mod source;
 pub mod state;

@@ -128,18 +128,14 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseNotesArgs {
-    /// The catalog file.
-    #[arg(short = 'c', long = "config", default_value = "images.yml")]
-    pub config: std::path::PathBuf,
-    /// Kubernetes release tag, e.g. `v1.33.6/runc-1.2.6`.
+    #[command(flatten)]
+    pub common: Common,
+    /// `table` prints Markdown; `json` the same facts as data.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Kubernetes release tag (`v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
     #[arg(long)]
-    pub release: String,
-    /// Only these images (repeatable).
-    #[arg(long = "only", value_name = "NAME")]
-    pub only: Vec<String>,
-    /// Only these targets (repeatable).
-    #[arg(long = "target", value_name = "NAME")]
-    pub target: Vec<String>,
+    pub release: Option<String>,
 }
 
 #[derive(Debug, Args)]

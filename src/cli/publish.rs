@@ -1,7 +1,5 @@
 //! `imagepipe publish` and `imagepipe release-notes`.
 
-use std::fmt::Write as _;
-
 use super::{Format, PublishArgs, ReleaseNotesArgs, output, settings};
 use crate::build;
 use crate::catalog;
@@ -191,105 +189,31 @@ fn report(items: &[Item], format: Format) -> Result<()> {
 }
 
 pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
-    let release = settings::release(Some(&args.release), env)?
-        .ok_or_else(|| Error::Usage("--release is required".into()))?;
-    let catalog = catalog::load(&args.config)?;
+    let release = settings::release(args.release.as_deref(), env)?.ok_or_else(|| {
+        Error::Usage(
+            "no release: pass `--release vX.Y.Z`, or run in a tag pipeline (CI_COMMIT_TAG, or GITHUB_REF_NAME with GITHUB_REF_TYPE=tag)".into(),
+        )
+    })?;
+    let catalog = catalog::load(&args.common.config)?;
     let ctx = settings::run_context(&catalog, Some(release.clone()), env)?;
-    let targets = settings::select_targets(&catalog, &args.target)?;
-    let identities = settings::identities(&catalog, &args.only, &ctx)?;
-    let base = catalog.base_dir();
+    let targets = settings::select_targets(&catalog, &args.common.target)?;
+    let identities = settings::identities(&catalog, &args.common.only, &ctx)?;
     let client = settings::registry_client(env, None);
-    let mut md = String::new();
-    let _ = writeln!(md, "# Kubernetes {} node images\n", release.kubernetes());
-    let _ = writeln!(md, "Release tag: `{}`\n", release.tag);
-    let _ = writeln!(md, "| component | version |\n|---|---|");
-    let _ = writeln!(
-        md,
-        "| Kubernetes | {} (packages {}) |",
-        release.kubernetes(),
-        release.deb_version()
+    let notes = crate::release_notes::gather(
+        &release,
+        &ctx,
+        &identities,
+        &targets,
+        &catalog.base_dir(),
+        &client,
     );
-    for name in ["runc", "containerd"] {
-        if let Some(v) = ctx.variables.get(name) {
-            let _ = writeln!(md, "| {name} | {v} |");
+    match args.format {
+        Format::Json => {
+            output::json(&notes)?;
         }
+        Format::Table => output::text(&crate::release_notes::markdown(&notes)),
     }
-    let mut missing = 0;
-    for (image, id) in &identities {
-        let _ = writeln!(
-            md,
-            "\n## {} ({} {})\n",
-            image.name.value, image.os.distro, image.os.version
-        );
-        let Some(tag) = &id.tag else {
-            let _ = writeln!(
-                md,
-                "Tag derived from built content: see the publish report."
-            );
-            continue;
-        };
-        let _ = writeln!(md, "| target | image |\n|---|---|");
-        let results = crate::cloud::read_results(&base);
-        for t in targets.iter().filter(|t| image.goes_to(t)) {
-            if t.kind.is_cloud() {
-                let cell = match results
-                    .get(&format!("{}/{}", image.name.value, t.name.value))
-                    .filter(|r| r.name == *tag)
-                {
-                    Some(crate::cloud::Record {
-                        artifact_id: Some(a),
-                        error: None,
-                        ..
-                    }) => format!("`{tag}`: `{a}`"),
-                    Some(crate::cloud::Record { error: Some(e), .. }) => {
-                        missing += 1;
-                        format!("failed: {e}")
-                    }
-                    _ => {
-                        missing += 1;
-                        format!(
-                            "missing: no build of `{tag}` recorded in {}",
-                            crate::cloud::results_path(&base).display()
-                        )
-                    }
-                };
-                let _ = writeln!(md, "| {} | {cell} |", t.name.value);
-                continue;
-            }
-            let Some(dest) = crate::store::open(t, &image.name, &base, &client) else {
-                continue;
-            };
-            let cell = match dest.resolve(tag) {
-                Ok(Some(d)) => {
-                    let attested = match crate::provenance::summaries(dest.as_ref(), &d.digest) {
-                        Ok(list) if list.is_empty() => " (no provenance attestation)".to_owned(),
-                        Ok(list) => list
-                            .iter()
-                            .map(|a| {
-                                format!(
-                                    " (provenance `{}`, built {})",
-                                    a.digest,
-                                    a.built_at.as_deref().unwrap_or("at an unknown time")
-                                )
-                            })
-                            .collect(),
-                        Err(e) => format!(" (provenance unreadable: {e})"),
-                    };
-                    format!("`{}:{tag}@{}`{attested}", dest.reference(), d.digest)
-                }
-                Ok(None) => {
-                    missing += 1;
-                    format!("missing: `{}:{tag}` is not published", dest.reference())
-                }
-                Err(e) => {
-                    missing += 1;
-                    format!("unknown: {e}")
-                }
-            };
-            let _ = writeln!(md, "| {} | {cell} |", t.name.value);
-        }
-    }
-    output::text(&md);
+    let missing = notes.missing();
     if missing > 0 {
         tracing::error!("{missing} image reference(s) are missing");
         return Ok(EXIT_FAILED);

@@ -223,4 +223,23 @@ fn release_notes_list_the_attestation() {
         "{}",
         out.stdout
     );
+    // The same facts as JSON, the release taken from GitLab's tag variable.
+    let mut c = ws.cmd();
+    c.args(["release-notes", "--format", "json"])
+        .env("CI_COMMIT_TAG", "v1.33.6/runc-1.2.6")
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["kubernetes"], "v1.33.6");
+    assert_eq!(v["release"], "v1.33.6/runc-1.2.6");
+    let entry = &v["images"][0]["targets"][0];
+    assert!(
+        entry["reference"]
+            .as_str()
+            .unwrap()
+            .contains("/k8s/node:node-v1.33.6-"),
+        "{v}"
+    );
+    assert_eq!(entry["provenance"][0]["built_at"], "2023-11-14T22:13:20Z");
 }
