@@ -2,13 +2,14 @@
 //! safely (re-checked digests, a deletion cap, tag-only removal).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::oci::{Digest, annotation};
 use crate::registry::{Client, Repository};
-use crate::retention::{Item, Plan, Removal, TagInfo};
+use crate::retention::{Item, Plan, TagInfo};
 
 /// Requests in flight at once while listing or deleting.
 pub const CONCURRENCY: usize = crate::registry::client::PARALLEL_REQUESTS;
@@ -61,6 +62,27 @@ pub fn list(client: &Client, repo: &Repository) -> Result<Vec<TagInfo>, String> 
             t.created = Some(*at);
         }
     }
+    // Referrers tags whose image no tag or index lists any more: is the
+    // image's manifest itself gone (garbage-collected)?
+    let listed: std::collections::BTreeSet<Digest> = out
+        .iter()
+        .flat_map(|t| std::iter::once(t.digest.clone()).chain(t.children.iter().cloned()))
+        .collect();
+    let orphans: Vec<usize> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.subject.as_ref().is_some_and(|s| !listed.contains(s)))
+        .map(|(i, _)| i)
+        .collect();
+    let gone = crate::pool::map(&orphans, CONCURRENCY, |i| {
+        let subject = out[*i].subject.clone().expect("filtered on subject");
+        client
+            .head_manifest(repo, &subject.to_string())
+            .map(|m| m.is_none())
+    });
+    for (i, g) in orphans.iter().zip(gone) {
+        out[*i].subject_gone = g.map_err(|e| e.to_string())?;
+    }
     out.sort_by(|a, b| a.tag.cmp(&b.tag));
     Ok(out)
 }
@@ -108,6 +130,7 @@ fn describe(client: &Client, repo: &Repository, tag: &str) -> Result<TagInfo, St
         size,
         subject,
         attested,
+        subject_gone: false,
     })
 }
 
@@ -146,81 +169,45 @@ pub struct Applied {
     pub detail: String,
 }
 
-/// The number of deletions a plan asks for: manifests (once per digest) and tag removals.
+/// The number of deletions a plan asks for: one per tag.
 pub fn deletion_count(plan: &Plan) -> usize {
-    let mut manifests = std::collections::HashSet::new();
-    let mut untags = 0;
-    for i in plan.deletions() {
-        match i.removal {
-            Some(Removal::DeleteManifest) => {
-                manifests.insert((&i.repository, &i.digest));
-            }
-            _ => untags += 1,
-        }
-    }
-    manifests.len() + untags
+    plan.deletions().count()
 }
 
-/// Applies the deletions of a plan. Each tag's digest is read again first;
-/// a tag that moved is skipped, and a manifest is deleted only if every
-/// planned tag on it still points there and no protected tag moved onto it.
+/// What is known of one repository while deleting: whether it accepts a
+/// tag `DELETE` (OCI distribution 1.1), and whether the empty blob the
+/// throwaway-manifest fallback needs is there.
+#[derive(Debug, Default)]
+struct RepoState {
+    /// 0 unknown, 1 tag DELETE works, 2 it does not (use the fallback).
+    tag_delete: AtomicU8,
+    empty_blob: AtomicBool,
+}
+
+/// Applies the deletions of a plan, tag by tag: each tag's digest is read
+/// again right before (a tag that moved since planning, or is gone, is
+/// skipped), then that tag alone is removed; other tags on the same image,
+/// including ones the plan never saw, are untouched. A referrers tag is
+/// removed only once its image's manifest is gone from the registry.
 pub fn apply(
     client: &Client,
     repos: &BTreeMap<String, Repository>,
     plan: &Plan,
     audit: &(dyn Fn(&Applied) + Sync),
 ) -> Vec<Applied> {
-    // Group by repository and digest: one DELETE per manifest.
-    let mut groups: BTreeMap<(String, Digest), Vec<&Item>> = BTreeMap::new();
-    for i in plan.deletions() {
-        groups
-            .entry((i.repository.clone(), i.digest.clone()))
-            .or_default()
-            .push(i);
-    }
-    let kept_tags: BTreeMap<&str, Vec<&Item>> = plan
-        .items
-        .iter()
-        .filter(|i| i.decision == crate::retention::Decision::Keep)
-        .fold(BTreeMap::new(), |mut m, i| {
-            m.entry(i.repository.as_str()).or_default().push(i);
-            m
-        });
-    // Images first; the referrers tags of deleted images after them, and
-    // only once their image is really gone.
-    let (attestations, images): (Vec<_>, Vec<_>) = groups
-        .into_iter()
-        .partition(|(_, items)| crate::store::referrers::subject_of(&items[0].tag).is_some());
-    let run = |work: &[((String, Digest), Vec<&Item>)]| {
-        crate::pool::map(work, CONCURRENCY, |((repo_name, digest), items)| {
-            let Some(repo) = repos.get(repo_name) else {
-                return Vec::new();
-            };
-            let subject = crate::store::referrers::subject_of(&items[0].tag)
-                .map(|s| client.head_manifest(repo, &s.to_string()));
-            let kept = kept_tags
-                .get(repo_name.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let done: Vec<Applied> = match subject {
-                Some(Ok(Some(_))) => items
-                    .iter()
-                    .map(|i| applied(i, Outcome::Skipped, "its image is still there"))
-                    .collect(),
-                Some(Err(e)) => items
-                    .iter()
-                    .map(|i| applied(i, Outcome::Failed, e.to_string()))
-                    .collect(),
-                Some(Ok(None)) | None => apply_group(client, repo, digest, items, kept),
-            };
-            for a in &done {
-                audit(a);
-            }
-            done
-        })
-    };
-    let mut out: Vec<Applied> = run(&images).into_iter().flatten().collect();
-    out.extend(run(&attestations).into_iter().flatten());
+    let states: BTreeMap<&str, RepoState> = repos
+        .keys()
+        .map(|k| (k.as_str(), RepoState::default()))
+        .collect();
+    let work: Vec<&Item> = plan.deletions().collect();
+    let mut out: Vec<Applied> = crate::pool::map(&work, CONCURRENCY, |i| {
+        let a = match (repos.get(&i.repository), states.get(i.repository.as_str())) {
+            (Some(repo), Some(state)) => delete_one(client, repo, state, i),
+            _ => applied(i, Outcome::Failed, "repository not listed"),
+        };
+        audit(&a);
+        a
+    });
     out.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
     out
 }
@@ -236,70 +223,53 @@ fn applied(i: &Item, result: Outcome, detail: impl Into<String>) -> Applied {
     }
 }
 
-fn apply_group(
-    client: &Client,
-    repo: &Repository,
-    digest: &Digest,
-    items: &[&Item],
-    kept: &[&Item],
-) -> Vec<Applied> {
-    let mut out = Vec::new();
-    let mut still: Vec<&Item> = Vec::new();
-    for i in items {
-        match client.head_manifest(repo, &i.tag) {
-            Ok(Some((d, _, _))) if d == *digest => still.push(i),
-            Ok(Some((d, _, _))) => out.push(applied(
-                i,
-                Outcome::Skipped,
-                format!("moved to {d} since planning"),
-            )),
-            Ok(None) => out.push(applied(i, Outcome::Skipped, "already gone")),
-            Err(e) => out.push(applied(i, Outcome::Failed, e.to_string())),
+fn delete_one(client: &Client, repo: &Repository, state: &RepoState, i: &Item) -> Applied {
+    match client.head_manifest(repo, &i.tag) {
+        Ok(Some((d, _, _))) if d == i.digest => {}
+        Ok(Some((d, _, _))) => {
+            return applied(i, Outcome::Skipped, format!("moved to {d} since planning"));
         }
+        Ok(None) => return applied(i, Outcome::Skipped, "already gone"),
+        Err(e) => return applied(i, Outcome::Failed, e.to_string()),
     }
-    let (deletes, untags): (Vec<&Item>, Vec<&Item>) = still
-        .into_iter()
-        .partition(|i| i.removal == Some(Removal::DeleteManifest));
-    if !deletes.is_empty() {
-        // A kept tag that now points at this digest (a moved `latest`) saves it.
-        let rescued = kept.iter().filter(|k| k.digest != *digest).find_map(|k| {
-            match client.head_manifest(repo, &k.tag) {
-                Ok(Some((d, _, _))) if d == *digest => Some(k.tag.clone()),
-                _ => None,
-            }
-        });
-        match rescued {
-            Some(t) => out.extend(deletes.iter().map(|i| {
-                applied(
+    if let Some(subject) = &i.subject {
+        match client.head_manifest(repo, &subject.to_string()) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return applied(
                     i,
                     Outcome::Skipped,
-                    format!("kept tag {t} moved onto this digest"),
-                )
-            })),
-            None => {
-                match client.delete_manifest(repo, digest) {
-                    Ok(()) => out.extend(deletes.iter().map(|i| {
-                        applied(i, Outcome::Deleted, format!("manifest {digest} deleted"))
-                    })),
-                    Err(e) => out.extend(
-                        deletes
-                            .iter()
-                            .map(|i| applied(i, Outcome::Failed, e.to_string())),
-                    ),
-                }
+                    "its image is still on the registry (until garbage collection)",
+                );
             }
+            Err(e) => return applied(i, Outcome::Failed, e.to_string()),
         }
     }
-    for i in untags {
-        out.push(match untag(client, repo, &i.tag) {
-            Ok(how) => applied(i, Outcome::Untagged, how),
-            Err(e) => applied(i, Outcome::Failed, e),
-        });
+    match untag(client, repo, state, &i.tag) {
+        Ok(how) => applied(i, Outcome::Untagged, how),
+        Err(e) => applied(i, Outcome::Failed, e.to_string()),
     }
-    out
 }
 
-/// Removes one tag and nothing else (see [`crate::store::remote::untag`]).
-pub fn untag(client: &Client, repo: &Repository, tag: &str) -> Result<String, String> {
-    crate::store::remote::untag(client, repo, tag).map_err(|e| e.to_string())
+/// Removes one tag and nothing else: the registry's tag `DELETE` where it
+/// has one, else a unique throwaway manifest is put on the tag and deleted
+/// by digest (see [`crate::store::remote::untag`]); what the registry
+/// supports is learnt once per repository.
+fn untag(
+    client: &Client,
+    repo: &Repository,
+    state: &RepoState,
+    tag: &str,
+) -> Result<String, crate::store::StoreError> {
+    if state.tag_delete.load(Ordering::Relaxed) != 2 {
+        if client.delete_tag(repo, tag)? {
+            state.tag_delete.store(1, Ordering::Relaxed);
+            return Ok("tag deleted".into());
+        }
+        state.tag_delete.store(2, Ordering::Relaxed);
+    }
+    let have_empty = state.empty_blob.load(Ordering::Relaxed);
+    let how = crate::store::remote::untag_by_throwaway(client, repo, tag, have_empty)?;
+    state.empty_blob.store(true, Ordering::Relaxed);
+    Ok(how)
 }

@@ -20,9 +20,29 @@ pub struct BranchFiles {
 /// What was read, and which matching branches fell outside the supported releases.
 #[derive(Clone, Debug, Default)]
 pub struct Scan {
+    /// The default branch, and how it was found.
+    pub default_branch: String,
+    pub default_from: String,
     pub branches: Vec<BranchFiles>,
     /// Release branches older than the supported ones (not scanned).
     pub unsupported: Vec<String>,
+    /// Branches matching `branches` globs that are not release branches (not scanned).
+    pub ignored: Vec<String>,
+}
+
+/// What to read.
+#[derive(Clone, Debug)]
+pub struct Rules<'a> {
+    /// Branch names or globs (`main`, `release-*`).
+    pub branches: &'a [String],
+    /// How many of the newest release branches count.
+    pub supported: u64,
+    /// File globs scanned for references.
+    pub paths: &'a [String],
+    /// The default branch as the catalog or the CI names it (with where from).
+    pub default_branch: Option<(&'a str, &'a str)>,
+    /// Release branch names, `{major}`/`{minor}`/`{patch}` standing for numbers.
+    pub release_pattern: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,27 +60,39 @@ fn globset(patterns: &[String]) -> Result<GlobSet, String> {
     b.build().map_err(|e| e.to_string())
 }
 
-/// The version numbers in a branch name, for ordering: `release-2.27` → [2, 27].
-pub fn version_key(name: &str) -> Option<Vec<u64>> {
-    let start = name.find(|c: char| c.is_ascii_digit())?;
-    let v: Vec<u64> = name[start..]
-        .split(|c: char| !c.is_ascii_digit())
-        .take_while(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    (!v.is_empty()).then_some(v)
+/// The version of a release branch under `pattern`: `release-2.27` → [2, 27];
+/// `None` for names the pattern does not describe exactly.
+pub fn release_version(pattern: &str, name: &str) -> Option<Vec<u64>> {
+    let mut rest = name;
+    let mut version = Vec::new();
+    let mut pat = pattern;
+    while !pat.is_empty() {
+        if let Some(after) = ["{major}", "{minor}", "{patch}"]
+            .iter()
+            .find_map(|p| pat.strip_prefix(p))
+        {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 || (digits > 1 && rest.starts_with('0')) {
+                return None;
+            }
+            version.push(rest[..digits].parse().ok()?);
+            rest = &rest[digits..];
+            pat = after;
+        } else {
+            let c = pat.chars().next()?;
+            rest = rest.strip_prefix(c)?;
+            pat = &pat[c.len_utf8()..];
+        }
+    }
+    rest.is_empty().then_some(version)
 }
 
 /// Reads the default branch and the branches matching `branches` (local and
-/// remote-tracking), keeps the newest `supported` release branches (those
-/// with a version in their name), and returns the files matching `paths` at
-/// each tip. Any failure to read is an error: callers fail closed.
-pub fn scan(
-    repo_path: &Path,
-    branches: &[String],
-    supported: u64,
-    paths: &[String],
-) -> Result<Scan, GitError> {
+/// remote-tracking), keeps the newest `supported` release branches, and
+/// returns the files matching `paths` at each tip. Fails closed: the default
+/// branch must be known and present, every branch read, and every `paths`
+/// glob must match a file on every branch read.
+pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
     let err = |message: String| GitError {
         repo: repo_path.display().to_string(),
         message,
@@ -69,10 +101,27 @@ pub fn scan(
     opts.permissions.config.git_binary = false;
     let repo = gix::open_opts(repo_path, opts.with(gix::sec::Trust::Full))
         .map_err(|e| err(e.to_string()))?;
-    let branch_globs = globset(branches).map_err(err)?;
-    let path_globs = globset(paths).map_err(err)?;
-
-    let default = default_branch(&repo);
+    let branch_globs = globset(rules.branches).map_err(err)?;
+    let path_globs: Vec<(String, globset::GlobMatcher)> = rules
+        .paths
+        .iter()
+        .map(|p| {
+            Glob::new(p)
+                .map(|g| (p.clone(), g.compile_matcher()))
+                .map_err(|e| err(format!("path `{p}`: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if path_globs.is_empty() {
+        return Err(err(
+            "`retention.git.paths` is empty: no file would be scanned for references; list the files that name images, e.g. [\"**/*.yml\"]".into(),
+        ));
+    }
+    let (default, default_from) = match rules.default_branch {
+        Some((b, from)) => (b.to_owned(), from.to_owned()),
+        None => default_branch(&repo).ok_or_else(|| {
+            err("cannot tell the default branch: HEAD is detached and there is no origin/HEAD. Set `retention.git.default_branch`, or CI_DEFAULT_BRANCH (GitLab sets it; on GitHub Actions pass `${{ github.event.repository.default_branch }}`), or run `git remote set-head origin --auto`; nothing is deleted".into())
+        })?,
+    };
     // name → candidate refs (local and remote-tracking).
     let mut candidates: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let refs = repo.references().map_err(|e| err(e.to_string()))?;
@@ -94,31 +143,51 @@ pub fn scan(
             if name == "HEAD" {
                 continue;
             }
-            if Some(&name) == default.as_ref() || branch_globs.is_match(&name) {
+            if name == default || branch_globs.is_match(&name) {
                 candidates.entry(name).or_default().push(full);
             }
         }
     }
-    // Release branches: matching branches with a version, newest `supported` kept.
-    let mut releases: Vec<(&String, Vec<u64>)> = candidates
-        .keys()
-        .filter(|n| Some(*n) != default.as_ref())
-        .filter_map(|n| version_key(n).map(|v| (n, v)))
-        .collect();
+    if !candidates.contains_key(&default) {
+        return Err(err(format!(
+            "the default branch `{default}` ({default_from}) is neither a local branch nor a remote-tracking one: fetch it (`git fetch origin '+refs/heads/*:refs/remotes/origin/*'`); nothing is deleted"
+        )));
+    }
+    // Release branches: those the pattern describes, newest `supported` kept.
+    // Other matching branches count only when named literally in `branches`.
+    let literal = |n: &str| rules.branches.iter().any(|b| b == n);
+    let mut releases: Vec<(&String, Vec<u64>)> = Vec::new();
+    let mut ignored = Vec::new();
+    for n in candidates.keys().filter(|n| **n != default) {
+        match release_version(rules.release_pattern, n) {
+            Some(v) => releases.push((n, v)),
+            None if literal(n) => {}
+            None => ignored.push(n.clone()),
+        }
+    }
+    for n in &ignored {
+        tracing::warn!(
+            "git: branch `{n}` matches `branches` but not the release pattern `{}`: ignored",
+            rules.release_pattern
+        );
+    }
     releases.sort_by(|a, b| b.1.cmp(&a.1));
     let unsupported: Vec<String> = releases
         .iter()
-        .skip(usize::try_from(supported).unwrap_or(usize::MAX))
+        .skip(usize::try_from(rules.supported).unwrap_or(usize::MAX))
         .map(|(n, _)| (*n).clone())
         .collect();
 
     let mut blobs: HashMap<gix::ObjectId, std::sync::Arc<Vec<u8>>> = HashMap::new();
     let mut out = Scan {
+        default_branch: default.clone(),
+        default_from,
         branches: Vec::new(),
         unsupported: unsupported.clone(),
+        ignored: ignored.clone(),
     };
     for (name, full_names) in &candidates {
-        if unsupported.contains(name) {
+        if unsupported.contains(name) || ignored.contains(name) {
             continue;
         }
         for full in full_names {
@@ -135,12 +204,20 @@ pub fn scan(
                 .files()
                 .map_err(|e| err(format!("{full}: {e}")))?;
             let mut files = Vec::new();
+            let mut matched = vec![false; path_globs.len()];
             for e in entries {
                 if !e.mode.is_blob() {
                     continue;
                 }
                 let path = e.filepath.to_string();
-                if !path_globs.is_match(&path) {
+                let mut any = false;
+                for (i, (_, g)) in path_globs.iter().enumerate() {
+                    if g.is_match(&path) {
+                        matched[i] = true;
+                        any = true;
+                    }
+                }
+                if !any {
                     continue;
                 }
                 let data = match blobs.get(&e.oid) {
@@ -156,6 +233,16 @@ pub fn scan(
                 };
                 files.push((path, data));
             }
+            if let Some((glob, _)) = path_globs
+                .iter()
+                .zip(&matched)
+                .find(|(_, m)| !**m)
+                .map(|(g, _)| g)
+            {
+                return Err(err(format!(
+                    "`paths` glob `{glob}` matches no file on {full}: references there would go unseen; fix `retention.git.paths` (or the branch); nothing is deleted"
+                )));
+            }
             out.branches.push(BranchFiles {
                 branch: name.clone(),
                 reference: full.clone(),
@@ -166,21 +253,19 @@ pub fn scan(
     Ok(out)
 }
 
-/// The default branch: `origin/HEAD`'s target, else `HEAD`'s branch.
-fn default_branch(repo: &gix::Repository) -> Option<String> {
+/// The default branch from the repository: `origin/HEAD`'s target, else
+/// the branch `HEAD` names; with where it came from.
+fn default_branch(repo: &gix::Repository) -> Option<(String, String)> {
     if let Ok(Some(r)) = repo.try_find_reference("refs/remotes/origin/HEAD")
         && let Some(target) = r.target().try_name()
+        && let Some((_, b)) = target.shorten().to_string().split_once('/')
     {
-        return target
-            .shorten()
-            .to_string()
-            .split_once('/')
-            .map(|(_, b)| b.to_owned());
+        return Some((b.to_owned(), "origin/HEAD".into()));
     }
     repo.head_name()
         .ok()
         .flatten()
-        .map(|n| n.shorten().to_string())
+        .map(|n| (n.shorten().to_string(), "the branch HEAD names".into()))
 }
 
 #[cfg(test)]
@@ -188,10 +273,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn release_versions_order_numerically() {
+    fn release_versions_follow_the_pattern_exactly() {
+        let p = "release-{major}.{minor}";
+        let key = |n| release_version(p, n);
         let mut v = vec!["release-2.9", "release-2.27", "release-2.10"];
-        v.sort_by_key(|n| std::cmp::Reverse(version_key(n)));
+        v.sort_by_key(|n| std::cmp::Reverse(key(n)));
         assert_eq!(v, ["release-2.27", "release-2.10", "release-2.9"]);
-        assert_eq!(version_key("main"), None);
+        for stray in [
+            "main",
+            "release-2027-cleanup-test",
+            "release-2.27-backup",
+            "release-2",
+            "release-02.1",
+            "release-2.x",
+        ] {
+            assert_eq!(key(stray), None, "{stray}");
+        }
+        assert_eq!(
+            release_version("v{major}.{minor}.{patch}", "v1.33.6"),
+            Some(vec![1, 33, 6])
+        );
     }
 }

@@ -86,35 +86,46 @@ impl Template {
             .any(|s| matches!(s, Segment::Placeholder { name: n, .. } if n == name))
     }
 
-    /// Whether `tag` could have been rendered from this template: literal
-    /// parts must match, a placeholder stands for one or more tag characters
-    /// (`{hash:N}`/`{commit:N}`: exactly N; `{hash}`/`{commit}`: 12).
-    pub fn matches(&self, tag: &str) -> bool {
-        fn go(segs: &[Segment], s: &str) -> bool {
-            match segs.split_first() {
-                None => s.is_empty(),
-                Some((Segment::Literal(l), rest)) => {
-                    s.strip_prefix(l.as_str()).is_some_and(|r| go(rest, r))
-                }
-                Some((Segment::Placeholder { name, len }, rest)) => {
-                    let fixed = len.or_else(|| {
-                        SLICEABLE
-                            .iter()
-                            .any(|(n, _)| n == name)
-                            .then_some(DEFAULT_HASH_LEN)
-                    });
-                    let run = s
-                        .bytes()
-                        .take_while(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
-                        .count();
-                    match fixed {
-                        Some(n) => n <= run && go(rest, &s[n..]),
-                        None => (1..=run).rev().any(|n| go(rest, &s[n..])),
-                    }
+    /// A matcher for the tags this template renders for `image`, strict and
+    /// linear in the tag's length: literals and `{name}`, `{distro}`,
+    /// `{version}`, `{arch}` exactly; `{hash}`/`{hash:N}` and `{commit:N}`
+    /// lowercase hex of exactly that length; `{kubernetes}` a release
+    /// (`v1.33.6`, `v1.34.0-rc.1`); `{kubernetes_series}` `v1.33`; `{date}`
+    /// eight digits; `{pipeline}` digits; variables a version-like word.
+    pub fn matcher(&self, image: &crate::context::ImageFacts<'_>) -> regex::Regex {
+        let mut re = String::from("^");
+        let mut arches = image.arches.clone();
+        arches.sort_unstable();
+        arches.dedup();
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => re.push_str(&regex::escape(l)),
+                Segment::Placeholder { name, len } => {
+                    let exact = |v: &str| regex::escape(v);
+                    let part = match name.as_str() {
+                        "name" => exact(image.name),
+                        "distro" => exact(image.distro),
+                        "version" => exact(image.version),
+                        "arch" => exact(&arches.join("-")),
+                        "hash" | "commit" => {
+                            format!("[0-9a-f]{{{}}}", len.unwrap_or(DEFAULT_HASH_LEN))
+                        }
+                        "kubernetes" => {
+                            r"v(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?".to_owned()
+                        }
+                        "kubernetes_series" => r"v(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)".to_owned(),
+                        "date" => "[0-9]{8}".to_owned(),
+                        "pipeline" => "[0-9]+".to_owned(),
+                        _ => "[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}".to_owned(),
+                    };
+                    re.push_str("(?:");
+                    re.push_str(&part);
+                    re.push(')');
                 }
             }
         }
-        go(&self.segments, tag)
+        re.push('$');
+        regex::Regex::new(&re).expect("escaped literals and fixed classes form a valid pattern")
     }
 
     /// Renders with `lookup` giving each placeholder's full value (or why it has none).
@@ -311,14 +322,49 @@ mod tests {
     }
 
     #[test]
-    fn templates_recognise_their_tags() {
-        let t = Template::parse("{name}-{hash}", &[]).unwrap();
-        assert!(t.matches("vm-ubuntu-2204-0123456789ab"));
-        assert!(!t.matches("vm-ubuntu-2204-0123456789abc"));
-        assert!(!t.matches("hand-made"));
-        let t = Template::parse("{kubernetes_series}-latest", &[]).unwrap();
-        assert!(t.matches("v1.33-latest"));
-        assert!(!t.matches("latest"));
+    fn templates_recognise_exactly_their_tags() {
+        let facts = crate::context::ImageFacts {
+            name: "vm-ubuntu-2204",
+            distro: "ubuntu",
+            version: "22.04",
+            arches: vec!["amd64"],
+        };
+        let m = |t: &str| Template::parse(t, &["runc"]).unwrap().matcher(&facts);
+        let t = m("{name}-{hash}");
+        assert!(t.is_match("vm-ubuntu-2204-0123456789ab"));
+        assert!(!t.is_match("vm-ubuntu-2204-0123456789abc"));
+        assert!(
+            !t.is_match("vm-ubuntu-2204-0123456789AB"),
+            "hex is lowercase"
+        );
+        assert!(!t.is_match("hand-made"));
+        assert!(!t.is_match("release-2.27-backup1"));
+        assert!(
+            !m("{hash}").is_match("backup1"),
+            "a bare {{hash}} is twelve hex digits"
+        );
+        assert!(m("{hash:8}").is_match("0123abcd"));
+        let t = m("{kubernetes_series}-latest");
+        assert!(t.is_match("v1.33-latest"));
+        assert!(!t.is_match("latest") && !t.is_match("vx.y-latest"));
+        let t = m("{name}-{kubernetes}-{hash}");
+        assert!(t.is_match("vm-ubuntu-2204-v1.34.0-rc.1-0123456789ab"));
+        assert!(!t.is_match("vm-ubuntu-2204-v1.34-0123456789ab"));
+        assert!(m("{distro}-{version}-{arch}-{date}").is_match("ubuntu-22.04-amd64-20260102"));
+        assert!(!m("{distro}-{version}-{arch}-{date}").is_match("debian-22.04-amd64-20260102"));
+        assert!(m("runc-{runc}").is_match("runc-1.2.6"));
+        // Six free placeholders against a 120-character near miss: a finite
+        // automaton answers at once where backtracking took half a minute.
+        let facts = crate::context::ImageFacts {
+            name: "n",
+            distro: "d",
+            version: "v",
+            arches: vec![],
+        };
+        let t = Template::parse("{a}-{b}-{c}-{d}-{e}-{f}x", &["a", "b", "c", "d", "e", "f"])
+            .unwrap()
+            .matcher(&facts);
+        assert!(!t.is_match(&"a-".repeat(60)));
     }
 
     #[test]

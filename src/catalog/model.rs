@@ -438,4 +438,11 @@ pub struct GitRetention {
     pub branches: Vec<Spanned<String>>,
     pub supported_releases: u64,
     pub paths: Vec<Spanned<String>>,
+    /// The default branch, when the catalog names it.
+    pub default_branch: Option<String>,
+    /// Release branch names: `{major}`, `{minor}`, `{patch}` are numbers.
+    pub release_pattern: String,
 }
+
+/// Release branches unless the catalog says otherwise.
+pub const DEFAULT_RELEASE_PATTERN: &str = "release-{major}.{minor}";

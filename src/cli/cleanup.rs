@@ -38,8 +38,25 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         Some(g) => {
             let branches: Vec<String> = g.branches.iter().map(|b| b.value.clone()).collect();
             let paths: Vec<String> = g.paths.iter().map(|p| p.value.clone()).collect();
-            match gitrefs::scan(&base.join(&g.repo), &branches, g.supported_releases, &paths) {
+            let default_branch = match (&g.default_branch, env.get(crate::env::CI_DEFAULT_BRANCH)) {
+                (Some(b), _) => Some((b.as_str(), "retention.git.default_branch")),
+                (None, Some(b)) => Some((b, crate::env::CI_DEFAULT_BRANCH)),
+                (None, None) => None,
+            };
+            let rules = gitrefs::Rules {
+                branches: &branches,
+                supported: g.supported_releases,
+                paths: &paths,
+                default_branch,
+                release_pattern: &g.release_pattern,
+            };
+            match gitrefs::scan(&base.join(&g.repo), &rules) {
                 Ok(scan) => {
+                    tracing::info!(
+                        "git: default branch {} ({})",
+                        scan.default_branch,
+                        scan.default_from
+                    );
                     for b in &scan.branches {
                         tracing::info!(
                             "git: {} ({}): {} file(s) scanned",
@@ -78,10 +95,12 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 .tag_templates(&catalog.defaults)
                 .iter()
                 .filter_map(|t| crate::template::Template::parse(t, &vars).ok())
+                .map(|t| t.matcher(&image.facts()))
                 .collect();
             repos.push(Repo {
                 target: t.name.value.clone(),
                 repository: r.to_string(),
+                path: r.path.clone(),
                 image: image.name.value.clone(),
                 templates,
                 tags: cleanup::list(&client, &r),
@@ -197,15 +216,19 @@ fn print_table(plan: &retention::Plan, apply: bool) {
             .iter()
             .filter(|i| i.decision == Decision::Delete)
             .collect();
-        let mut freed: BTreeMap<&crate::oci::Digest, u64> = BTreeMap::new();
-        for i in deleting
+        // Bytes the registry's garbage collector can reclaim: images none of
+        // whose tags is kept.
+        let kept: std::collections::HashSet<&crate::oci::Digest> = items
             .iter()
-            .filter(|i| i.removal == Some(retention::Removal::DeleteManifest))
-        {
+            .filter(|i| i.decision == Decision::Keep)
+            .map(|i| &i.digest)
+            .collect();
+        let mut freed: BTreeMap<&crate::oci::Digest, u64> = BTreeMap::new();
+        for i in deleting.iter().filter(|i| !kept.contains(&i.digest)) {
             freed.insert(&i.digest, i.size.unwrap_or(0));
         }
         out.push_str(&format!(
-            "{repo}: {} tag(s), keep {}, delete {} (up to {} bytes before registry garbage collection){}\n",
+            "{repo}: {} tag(s), keep {}, delete {} (up to {} bytes once the registry collects garbage){}\n",
             items.len(),
             items.len() - deleting.len(),
             deleting.len(),
@@ -217,10 +240,9 @@ fn print_table(plan: &retention::Plan, apply: bool) {
             if !i.referenced_by.is_empty() {
                 why.push_str(&format!(" ({})", i.referenced_by.join(", ")));
             }
-            let decision = match (i.decision, i.removal) {
-                (Decision::Keep, _) => "keep",
-                (Decision::Delete, Some(retention::Removal::Untag)) => "untag",
-                (Decision::Delete, _) => "delete",
+            let decision = match i.decision {
+                Decision::Keep => "keep",
+                Decision::Delete => "delete",
             };
             out.push_str(&format!(
                 "  {decision:<6}  {:<40}  {}  {why}\n",

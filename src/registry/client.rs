@@ -43,6 +43,13 @@ impl Repository {
         format!("{}://{}/v2/{}/{rest}", self.scheme(), self.host, self.path)
     }
 
+    /// Whether `url` is on this repository's registry (scheme, host and port).
+    pub fn same_origin(&self, url: &str) -> bool {
+        let origin = format!("{}://{}", self.scheme(), self.host);
+        url.strip_prefix(&origin)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+    }
+
     /// Resolves a `Location` header (absolute URL, or path on the registry).
     pub(super) fn resolve(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {

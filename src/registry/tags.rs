@@ -4,52 +4,116 @@ use super::client::{Client, MAX_MANIFEST_BYTES, RegistryError, Repository};
 use super::transport::{read_json, with_auth};
 use crate::oci::{Digest, media};
 
+/// The most pages of a tag list followed before the listing is refused.
+pub const MAX_TAG_PAGES: usize = 10_000;
+/// The most tags one repository may list.
+pub const MAX_TAGS: usize = 1_000_000;
+
 impl Client {
-    /// Every tag, following `Link: rel="next"` pages; stops on a repeated page
-    /// (registries that ignore `n`/`last` send the whole list every time).
+    /// Every tag, following `Link: rel="next"` pages. The list is complete
+    /// or an error: a page sent again (a registry that honours `n` but not
+    /// `last`), a page that adds no tag, a link that repeats or leaves the
+    /// registry, more than [`MAX_TAG_PAGES`] pages or [`MAX_TAGS`] tags all end
+    /// the listing with an error, so that nothing is judged on part of it.
     pub fn list_tags(&self, repo: &Repository) -> Result<Vec<String>, RegistryError> {
+        let op = "tag list";
         let mut url = repo.url("tags/list?n=1000");
         let mut tags: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut seen_urls = std::collections::HashSet::new();
-        loop {
-            if !seen_urls.insert(url.clone()) {
-                break;
-            }
+        for page_no in 1..=MAX_TAG_PAGES {
+            seen_urls.insert(url.clone());
             let current = url.clone();
-            let resp = self.send(repo, "tag list", &Self::pull(repo), &|a, auth| {
+            let resp = self.send(repo, op, &Self::pull(repo), &|a, auth| {
                 with_auth(a.get(&current), auth).call()
             })?;
             match resp.status().as_u16() {
                 200 => {}
-                404 => return Ok(Vec::new()),
-                _ => return Err(Self::status_err(repo, "tag list", resp)),
+                // No such repository: nothing was ever pushed there.
+                404 if page_no == 1 => return Ok(Vec::new()),
+                _ => return Err(Self::status_err(repo, op, resp)),
             }
             let next = resp
                 .headers()
                 .get("link")
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
-            let v = read_json(resp, 64 << 20).map_err(|e| Self::err(repo, "tag list", e))?;
-            let page: Vec<String> = v["tags"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let v = read_json(resp, 64 << 20).map_err(|e| Self::err(repo, op, e))?;
+            let page: Vec<String> = match &v["tags"] {
+                serde_json::Value::Null => Vec::new(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|t| {
+                        t.as_str().map(str::to_owned).ok_or_else(|| {
+                            Self::err(
+                                repo,
+                                op,
+                                format!("page {page_no}: a tag that is not a string"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => {
+                    return Err(Self::err(
+                        repo,
+                        op,
+                        format!("page {page_no}: `tags` is not a list"),
+                    ));
+                }
+            };
             let before = tags.len();
             for t in page {
-                if !tags.contains(&t) {
+                if seen.insert(t.clone()) {
                     tags.push(t);
                 }
             }
-            match next {
-                Some(n) if tags.len() > before => url = repo.resolve(&n),
-                _ => break,
+            if tags.len() > MAX_TAGS {
+                return Err(Self::err(
+                    repo,
+                    op,
+                    format!(
+                        "more than {MAX_TAGS} tags: refused as a listing imagepipe cannot judge whole"
+                    ),
+                ));
             }
+            let Some(n) = next else {
+                return Ok(tags);
+            };
+            if tags.len() == before {
+                return Err(Self::err(
+                    repo,
+                    op,
+                    format!(
+                        "page {page_no} adds no tag but links to another (a registry that ignores `last` sends the same page again): the listing is incomplete, so nothing is judged"
+                    ),
+                ));
+            }
+            let resolved = repo.resolve(&n);
+            if !repo.same_origin(&resolved) {
+                return Err(Self::err(
+                    repo,
+                    op,
+                    format!(
+                        "page {page_no} links the next page to another host ({resolved}): not followed"
+                    ),
+                ));
+            }
+            if seen_urls.contains(&resolved) {
+                return Err(Self::err(
+                    repo,
+                    op,
+                    format!(
+                        "page {page_no} links back to a page already read: the listing is incomplete"
+                    ),
+                ));
+            }
+            url = resolved;
         }
-        Ok(tags)
+        Err(Self::err(
+            repo,
+            op,
+            format!("more than {MAX_TAG_PAGES} pages of tags: refused as incomplete"),
+        ))
     }
 
     /// The manifests that refer to `digest` (OCI 1.1 referrers API); `None`

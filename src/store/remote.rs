@@ -34,13 +34,25 @@ impl Remote {
 /// one, otherwise a unique throwaway manifest is put on the tag and deleted
 /// by digest (other tags of the old digest are untouched).
 pub fn untag(client: &Client, repo: &Repository, tag: &str) -> Result<String, StoreError> {
+    if client.delete_tag(repo, tag)? {
+        return Ok("tag deleted".into());
+    }
+    untag_by_throwaway(client, repo, tag, false)
+}
+
+/// The fallback for registries without a tag `DELETE` (CNCF Distribution
+/// answers 400): point the tag at a unique throwaway manifest and delete
+/// that by digest. `have_empty`: the empty blob is known to be there.
+pub fn untag_by_throwaway(
+    client: &Client,
+    repo: &Repository,
+    tag: &str,
+    have_empty: bool,
+) -> Result<String, StoreError> {
     {
-        if client.delete_tag(repo, tag)? {
-            return Ok("tag deleted".into());
-        }
         let empty_bytes = b"{}";
         let empty = Descriptor::new(media::EMPTY, Digest::of(empty_bytes), 2);
-        if !client.blob_exists(repo, &empty.digest)? {
+        if !have_empty && !client.blob_exists(repo, &empty.digest)? {
             client.upload_blob(repo, &empty.digest, 2, &bytes_opener(empty_bytes))?;
         }
         let nonce = std::time::SystemTime::now()

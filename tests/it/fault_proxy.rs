@@ -19,6 +19,16 @@ pub enum Fault {
         retry_after: Option<u32>,
         times: usize,
     },
+    /// Answer with this status, extra header lines and body, `times` times
+    /// (a registry that misbehaves in what it says, not how it says it).
+    Respond {
+        method: &'static str,
+        path: &'static str,
+        status: u16,
+        headers: String,
+        body: String,
+        times: usize,
+    },
     /// Let `skip` matching requests through, then forward but cut the
     /// connection after `bytes` body bytes (0: before anything reaches the
     /// registry), `times` times.
@@ -184,6 +194,26 @@ fn serve(
                         .unwrap_or_default();
                     let mut c = client;
                     c.write_all(format!("HTTP/1.1 {status} Injected\r\n{ra}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
+                    return c.shutdown(Shutdown::Both);
+                }
+                Fault::Respond {
+                    method: m,
+                    path: p,
+                    status,
+                    headers,
+                    body,
+                    times,
+                } if *times > 0 && *m == method && path.contains(*p) => {
+                    *times -= 1;
+                    injected.fetch_add(1, Ordering::SeqCst);
+                    let mut c = client;
+                    c.write_all(
+                        format!(
+                            "HTTP/1.1 {status} Injected\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )?;
                     return c.shutdown(Shutdown::Both);
                 }
                 Fault::ResetAfter {

@@ -9,6 +9,7 @@
 mod build;
 mod ci;
 mod cleanup;
+mod cleanup_safety;
 mod cloud;
 mod common;
 mod executes_plan;

@@ -162,13 +162,29 @@ impl Registry {
 }
 
 impl Registry {
-    /// Stops the registry, runs its offline garbage collector, starts it again.
+    /// Stops the registry, runs its offline garbage collector (removing
+    /// untagged manifests), starts it again.
     pub fn garbage_collect(&mut self) {
+        self.collect(true);
+    }
+
+    /// Garbage collection that keeps untagged manifests: Distribution 2.x's
+    /// `--delete-untagged` also removes the children of multi-arch indexes
+    /// (distribution/distribution#3178), whatever keeps the index.
+    pub fn garbage_collect_keeping_untagged(&mut self) {
+        self.collect(false);
+    }
+
+    fn collect(&mut self, delete_untagged: bool) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let config = self._dir.path().join("config.yml");
+        let mut args = vec!["garbage-collect"];
+        if delete_untagged {
+            args.push("--delete-untagged");
+        }
         let out = Command::new(binary())
-            .args(["garbage-collect", "--delete-untagged"])
+            .args(&args)
             .arg(&config)
             .output()
             .unwrap();

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use super::diag::{Diagnostics, Span, suggestion};
 use super::model::{
-    Catalog, Checksum, Command, Compression, DEFAULT_LAYOUT, DEFAULT_MAX_DELETE, DEFAULT_TAGS,
-    DEFAULT_TARGET, Defaults, Format, GitRetention, Image, Mmdebstrap, Os, Packer, Platform,
-    PlatformSource, Retention, Source, Spanned, Target, TargetKind, Variable,
+    Catalog, Checksum, Command, Compression, DEFAULT_LAYOUT, DEFAULT_MAX_DELETE,
+    DEFAULT_RELEASE_PATTERN, DEFAULT_TAGS, DEFAULT_TARGET, Defaults, Format, GitRetention, Image,
+    Mmdebstrap, Os, Packer, Platform, PlatformSource, Retention, Source, Spanned, Target,
+    TargetKind, Variable,
 };
 use super::yaml::{Node, NodeKind, plain_bool};
 
@@ -78,7 +79,14 @@ pub const MMDEBSTRAP_KEYS: &[&str] = &["suite", "variant", "packages", "componen
 pub const PACKER_KEYS: &[&str] = &["template", "vars", "inputs", "artifact"];
 pub const COMMAND_KEYS: &[&str] = &["run", "inputs", "artifact"];
 pub const RETENTION_KEYS: &[&str] = &["keep_last", "max_age", "protect", "max_delete", "git"];
-pub const GIT_KEYS: &[&str] = &["repo", "branches", "supported_releases", "paths"];
+pub const GIT_KEYS: &[&str] = &[
+    "repo",
+    "branches",
+    "supported_releases",
+    "paths",
+    "default_branch",
+    "release_pattern",
+];
 
 /// The catalog format version this build understands.
 pub const CATALOG_VERSION: u64 = 1;

@@ -37,6 +37,22 @@ pub(super) fn retention(node: &Node, d: &mut Diagnostics) -> Option<Retention> {
                 .and_then(|n| uint(n, d))
                 .unwrap_or(3),
             paths: g.get("paths").map(|n| strings(n, d)).unwrap_or_default(),
+            default_branch: g
+                .get("default_branch")
+                .and_then(|n| string(n, d))
+                .map(|s| s.value),
+            release_pattern: match g.get("release_pattern").and_then(|n| string(n, d)) {
+                Some(p) if !p.value.contains("{major}") => {
+                    d.error(
+                        p.span,
+                        format!("release pattern `{}` has no `{{major}}`", p.value),
+                        "write it with the numbers as placeholders, e.g. `release-{major}.{minor}`",
+                    );
+                    DEFAULT_RELEASE_PATTERN.to_owned()
+                }
+                Some(p) => p.value,
+                None => DEFAULT_RELEASE_PATTERN.to_owned(),
+            },
         })
     });
     Some(Retention {
