@@ -61,6 +61,9 @@ pub enum ReasonCode {
     StateUnknown,
     /// A cloud region that does not have the machine image (or cannot tell).
     RegionBuild,
+    /// The local store lacks the image another target holds: it is a cache
+    /// of this runner's builds, not a place the image must be copied to.
+    LocalCache,
 }
 
 /// What happens to one mutable tag on a target.
@@ -73,6 +76,9 @@ pub enum TagAction {
     Move,
     /// Leave it: it points at a newer release, or this is a pre-release.
     Hold,
+    /// Cannot tell whether moving it goes forward (what it points at could
+    /// not be read): not moved, and the target fails.
+    Blocked,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -103,6 +109,8 @@ pub struct PlanItem {
     pub source: Option<String>,
     /// The digest the immutable tag names, where some store already holds it.
     pub digest: Option<Digest>,
+    /// Whether this target holds the immutable tag now.
+    pub present: bool,
     pub platforms: Vec<String>,
     pub format: &'static str,
     pub kubernetes: Option<String>,
@@ -258,6 +266,12 @@ pub fn mutable_decision(
     match current {
         None => (TagAction::Move, "not looked up".into()),
         Some(Current::Absent) => (TagAction::Move, "missing".into()),
+        Some(Current::Unknown(e)) if ours.is_some() => (
+            TagAction::Blocked,
+            format!(
+                "what it points at could not be read ({e}): a release tag moves only when it is known to move forward"
+            ),
+        ),
         Some(Current::Unknown(e)) => (
             TagAction::Move,
             format!("state unknown ({e}); checked again before it moves"),
@@ -279,6 +293,10 @@ pub fn mutable_decision(
                 (Some(_), Some(t)) => (
                     TagAction::Move,
                     format!("behind: points at {}", t.kubernetes()),
+                ),
+                (Some(_), None) => (
+                    TagAction::Hold,
+                    "points at an image with no release recorded (not an imagepipe release build): left alone; move or delete it by hand".into(),
                 ),
                 _ => (TagAction::Move, "points at another image".into()),
             }
@@ -315,11 +333,21 @@ pub fn plan(
             let here = state.presence(&image.name, &target.name);
             let (action, code, reason, source) =
                 decide(id, target, build_store, &here, holder.clone());
+            let present = matches!(here, Presence::Present(_));
             let digest = match &here {
                 Presence::Present(Some(d)) => Some(d.clone()),
                 _ => holder.as_ref().and_then(|(_, d)| d.clone()),
             };
-            let tags = if target.kind.is_cloud() || id.tag.is_none() {
+            let tags = if code == ReasonCode::LocalCache {
+                id.mutable_tags
+                    .iter()
+                    .map(|t| TagPlan {
+                        tag: t.clone(),
+                        action: TagAction::Keep,
+                        reason: "the local store does not hold the image".into(),
+                    })
+                    .collect()
+            } else if target.kind.is_cloud() || id.tag.is_none() {
                 id.mutable_tags
                     .iter()
                     .map(|t| TagPlan {
@@ -375,6 +403,7 @@ pub fn plan(
                 reason,
                 source,
                 digest,
+                present,
                 platforms: image
                     .platforms
                     .iter()
@@ -460,7 +489,17 @@ fn decide(
             None,
         );
     }
+    let is_build_store = target.name.value == build_store.name.value;
     match (holder, here) {
+        (Some((h, _)), _) if is_build_store && h.name.value != build_store.name.value => (
+            Action::Skip,
+            ReasonCode::LocalCache,
+            format!(
+                "the local store is a cache of this runner's builds; target {} has it",
+                h.name.value
+            ),
+            None,
+        ),
         (Some((h, _)), _) if h.name.value == build_store.name.value => (
             Action::Copy,
             ReasonCode::InLocalStore,

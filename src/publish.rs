@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::catalog::{Image, Target};
 use crate::oci::{Descriptor, Digest};
-use crate::plan::{Action, Identity, Plan, PlanItem, TagAction, mutable_decision};
+use crate::plan::{Action, Identity, Plan, PlanItem, ReasonCode, TagAction, mutable_decision};
 use crate::registry::Client;
 use crate::release::Release;
 use crate::store::copy::{Copied, copy_image};
@@ -84,10 +84,13 @@ impl Stores<'_> {
     }
 }
 
-/// Executes the plan's items of OCI targets (cloud regions are published by
-/// [`crate::cloud`]), image by image.
+/// Executes the plan's items for the `selected` targets (cloud regions are
+/// published by [`crate::cloud`]), image by image. The plan covers every
+/// target, so that what the other targets hold is known: a copy source, a
+/// mount source, and the check that all of them agree on one digest.
 pub fn execute(
     plan: &Plan,
+    selected: &[&str],
     images: &[(&Image, Identity)],
     release: Option<&Release>,
     stores: &Stores<'_>,
@@ -96,24 +99,39 @@ pub fn execute(
 ) -> Vec<Item> {
     let mut out = Vec::new();
     for (image, id) in images {
-        let items: Vec<&PlanItem> = plan
+        let all: Vec<&PlanItem> = plan
             .items
             .iter()
             .filter(|i| i.image == image.name.value && i.format != "machine-image")
             .collect();
-        if !items.is_empty() {
-            let release = release.filter(|_| image.kubernetes);
-            out.extend(publish_image(
-                image, id, &items, release, stores, build, opts,
-            ));
+        let items: Vec<&PlanItem> = all
+            .iter()
+            .copied()
+            .filter(|i| selected.contains(&i.target.as_str()))
+            .collect();
+        if items.is_empty() {
+            continue;
         }
+        if opts.tags_only && id.tag.is_none() {
+            tracing::info!(
+                "{}: its tag comes from the built content, so its tags moved when it was published",
+                image.name.value
+            );
+            continue;
+        }
+        let release = release.filter(|_| image.kubernetes);
+        out.extend(publish_image(
+            image, id, &all, &items, release, stores, build, opts,
+        ));
     }
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish_image(
     image: &Image,
     id: &Identity,
+    all: &[&PlanItem],
     items: &[&PlanItem],
     release: Option<&Release>,
     stores: &Stores<'_>,
@@ -123,7 +141,7 @@ fn publish_image(
     let name = image.name.as_str();
     let build_name = stores.build_store.name.value.clone();
     let mut opened: BTreeMap<String, Box<dyn Store>> = BTreeMap::new();
-    for n in items
+    for n in all
         .iter()
         .map(|i| i.target.clone())
         .chain([build_name.clone()])
@@ -139,6 +157,27 @@ fn publish_image(
             r.error = Some(e.to_owned());
         }
     };
+    // Every store that holds the immutable tag must hold one digest.
+    let mut seen: BTreeMap<&Digest, Vec<&str>> = BTreeMap::new();
+    for i in all.iter().filter(|i| i.present) {
+        if let Some(d) = &i.digest {
+            seen.entry(d).or_default().push(&i.target);
+        }
+    }
+    if seen.len() > 1 && !opts.force {
+        let which: Vec<String> = seen
+            .iter()
+            .map(|(d, ts)| format!("{} on {}", d, ts.join(", ")))
+            .collect();
+        fail_all(
+            &mut results,
+            &format!(
+                "the targets disagree on what the immutable tag names ({}): an immutable tag names one digest; remove the wrong one (or publish with --force)",
+                which.join("; ")
+            ),
+        );
+        return results;
+    }
     // Build once, when no store holds the image.
     let mut tag = id.tag.clone();
     let mut built = false;
@@ -165,23 +204,36 @@ fn publish_image(
         r.tag.clone_from(&tag);
         r.reference = format!("{}:{tag}", r.reference);
     }
-    // Phase 1: the immutable tag onto every target that lacks it.
-    let mut holders: BTreeSet<String> = items
+    let lacking = |i: &&PlanItem| !i.present && i.reason_code != ReasonCode::LocalCache;
+    if opts.tags_only {
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|i| lacking(i))
+            .map(|i| i.target.as_str())
+            .collect();
+        if !missing.is_empty() {
+            fail_all(
+                &mut results,
+                &format!(
+                    "{tag} is not on every target yet (missing on {}): publish it first",
+                    missing.join(", ")
+                ),
+            );
+            return results;
+        }
+    }
+    // Phase 1: the immutable tag onto every selected target that lacks it.
+    let mut holders: BTreeSet<String> = all
         .iter()
-        .filter(|i| matches!(i.action, Action::Skip | Action::Tag))
+        .filter(|i| i.present)
         .map(|i| i.target.clone())
         .collect();
     if built {
         holders.insert(build_name.clone());
     }
     for (i, r) in items.iter().zip(results.iter_mut()) {
-        if matches!(i.action, Action::Skip | Action::Tag) {
+        if !matches!(i.action, Action::Build | Action::Copy) {
             r.outcome = Outcome::Present;
-            continue;
-        }
-        if opts.tags_only {
-            r.outcome = Outcome::Failed;
-            r.error = Some(format!("{tag} is not on this target yet: publish it first"));
             continue;
         }
         let from = if built {
@@ -209,9 +261,17 @@ fn publish_image(
         }
     }
     // Phase 2: mutable tags, once every target holds the immutable tag.
-    let wanted = items
-        .iter()
-        .any(|i| i.tags.iter().any(|t| t.action != TagAction::Keep));
+    // What the plan holds back is reported without asking the registry.
+    for (i, r) in items.iter().zip(results.iter_mut()) {
+        for t in i.tags.iter().filter(|t| t.action == TagAction::Hold) {
+            r.held.push(format!("{}: {}", t.tag, t.reason));
+        }
+    }
+    let wanted = items.iter().any(|i| {
+        i.tags
+            .iter()
+            .any(|t| matches!(t.action, TagAction::Move | TagAction::Blocked))
+    });
     if !opts.move_mutable || !wanted {
         return results;
     }
@@ -235,16 +295,15 @@ fn publish_image(
         return results;
     };
     for (i, r) in items.iter().zip(results.iter_mut()) {
+        if !holders.contains(&i.target) {
+            continue;
+        }
         r.digest = Some(top.digest.clone());
         let Some(dst) = opened.get(&i.target) else {
             continue;
         };
         for t in &i.tags {
-            if t.action == TagAction::Keep {
-                continue;
-            }
-            if t.action == TagAction::Hold {
-                r.held.push(format!("{}: {}", t.tag, t.reason));
+            if matches!(t.action, TagAction::Keep | TagAction::Hold) {
                 continue;
             }
             let prerelease_ok = id.prerelease_tags.contains(&t.tag);
@@ -382,6 +441,7 @@ pub fn move_tag(
     match action {
         TagAction::Keep => Ok(Moved::Already),
         TagAction::Hold => Ok(Moved::Held(why)),
+        TagAction::Blocked => Err(StoreError::invalid(store, format!("{tag}: {why}"))),
         TagAction::Move => {
             store.put_manifest(tag, top, bytes)?;
             Ok(Moved::Moved)

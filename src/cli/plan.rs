@@ -11,19 +11,21 @@ use crate::recipe::RunContext;
 use crate::registry::retry::Policy;
 use crate::state::{self, Reach};
 
-/// Reads the stores once and plans: the value `plan` prints and `publish` executes.
+/// Reads the stores once and plans, over every target of the catalog (what
+/// the others hold decides what a narrowed run copies from): the value
+/// `plan` prints and `publish` executes.
 pub fn make(
     catalog: &Catalog,
     identities: &[(&Image, Identity)],
-    targets: &[&Target],
     ctx: &RunContext,
     client: &std::sync::Arc<crate::registry::Client>,
     reach: Reach,
 ) -> Plan {
     let build_store = catalog.build_store();
     let base = catalog.base_dir();
-    let st = state::gather(identities, targets, &build_store, &base, client, reach);
-    plan::plan(identities, targets, &build_store, ctx, &st)
+    let targets: Vec<&Target> = catalog.targets.iter().collect();
+    let st = state::gather(identities, &targets, &build_store, &base, client, reach);
+    plan::plan(identities, &targets, &build_store, ctx, &st)
 }
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
@@ -44,7 +46,9 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     } else {
         Reach::Online
     };
-    let p = make(&catalog, &identities, &targets, &ctx, &client, reach);
+    let mut p = make(&catalog, &identities, &ctx, &client, reach);
+    p.items
+        .retain(|i| targets.iter().any(|t| t.name.value == i.target));
     crate::ci::write_github_output(env, &p)
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_OUTPUT)))?;
     print(&p, args.format, &catalog, &c.config, env)?;

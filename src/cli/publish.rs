@@ -17,19 +17,17 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let store_dir = catalog.build_store_dir();
     let build_store = catalog.build_store();
     let client = settings::registry_client(env, None);
-    let mut plan = super::plan::make(
-        &catalog,
-        &identities,
-        &targets,
-        &ctx,
-        &client,
-        Reach::Online,
-    );
+    let mut plan = super::plan::make(&catalog, &identities, &ctx, &client, Reach::Online);
     if args.force {
         plan = crate::plan::forced(plan);
     }
+    let selected: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     if args.dry_run {
-        super::plan::print(&plan, args.format.into(), &catalog, &c.config, env)?;
+        let mut shown = plan.clone();
+        shown
+            .items
+            .retain(|i| selected.contains(&i.target.as_str()));
+        super::plan::print(&shown, args.format.into(), &catalog, &c.config, env)?;
         return Ok(0);
     }
     let mut items: Vec<Item> = Vec::new();
@@ -75,14 +73,17 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         )
         .map(|b| b.tag)
     };
+    // Every target: a narrowed run copies from, and mounts from, the others.
+    let all_targets: Vec<&catalog::Target> = catalog.targets.iter().collect();
     let stores = publish::Stores {
-        targets: &targets,
+        targets: &all_targets,
         build_store: &build_store,
         base: &base,
         client: &client,
     };
     items.extend(publish::execute(
         &plan,
+        &selected,
         &identities,
         ctx.release.as_ref(),
         &stores,

@@ -42,6 +42,8 @@ pub fn copy_image(
 ) -> Result<Copied, StoreError> {
     let mut copied = Copied::default();
     let bytes = manifest_bytes(src, top)?;
+    // The descriptor comes from the bytes, not from what a HEAD said.
+    let top = &described(src, top, &bytes)?;
     copied.add(&copy_tree(src, dst, top, &bytes, mount_from)?);
     for r in src.referrers(&top.digest)? {
         let rbytes = manifest_bytes(src, &r)?;
@@ -61,6 +63,27 @@ fn manifest_bytes(src: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>, StoreEr
             format!("manifest {} is missing", desc.digest),
         )),
     }
+}
+
+/// `desc` corrected by the manifest's own bytes: size, media type, and a
+/// digest that must match.
+fn described(store: &dyn Store, desc: &Descriptor, bytes: &[u8]) -> Result<Descriptor, StoreError> {
+    let digest = crate::oci::Digest::of(bytes);
+    if digest != desc.digest {
+        return Err(StoreError::invalid(
+            store,
+            format!("manifest {} has the digest {digest}", desc.digest),
+        ));
+    }
+    let media_type = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| desc.media_type.clone());
+    Ok(Descriptor {
+        media_type,
+        size: bytes.len() as u64,
+        ..desc.clone()
+    })
 }
 
 /// The children of a manifest: `(manifests, blobs)`.

@@ -58,8 +58,9 @@ fn repo_with(text: &str) -> Workspace {
 #[test]
 fn a_fresh_runner_publishes_an_unchanged_image_without_rebuilding() {
     let reg = Registry::start();
+    // `local` is the build store (a cache); `mirror` a layout target proper.
     let ws = repo_with(&disk_catalog(&format!(
-        "  - {{ name: local, layout: ./.imagepipe/store }}\n  - {{ name: r1, registry: {}, namespace: ci, insecure: true }}\n",
+        "  - {{ name: local, layout: ./.imagepipe/store }}\n  - {{ name: r1, registry: {}, namespace: ci, insecure: true }}\n  - {{ name: mirror, layout: ./.imagepipe/mirror }}\n",
         reg.addr
     )));
     let first = items(&publish(&ws, &[]));
@@ -83,8 +84,18 @@ fn a_fresh_runner_publishes_an_unchanged_image_without_rebuilding() {
             .clone()
     };
     assert_eq!(by_target("r1")["action"], "skip", "{plan}");
-    assert_eq!(by_target("local")["action"], "copy", "{plan}");
-    assert_eq!(by_target("local")["source"], "r1");
+    assert_eq!(by_target("local")["action"], "skip", "{plan}");
+    assert_eq!(by_target("local")["reason_code"], "local-cache", "{plan}");
+    assert_eq!(by_target("mirror")["action"], "copy", "{plan}");
+    assert_eq!(by_target("mirror")["source"], "r1");
+    // The final tags job of a fan-out, on this runner: nothing to fail on.
+    let tags_only = publish(&ws, &["--tags-only"]);
+    assert_eq!(tags_only.code, 1, "mirror lacks it: {}", tags_only.stderr);
+    assert!(
+        tags_only.stderr.contains("missing on mirror"),
+        "{}",
+        tags_only.stderr
+    );
     let out = publish(&ws, &[]);
     assert!(
         !out.stderr.contains("building"),
@@ -92,14 +103,20 @@ fn a_fresh_runner_publishes_an_unchanged_image_without_rebuilding() {
         out.stderr
     );
     let again = items(&out);
-    for i in &again {
+    for i in again.iter().filter(|i| i["target"] != "local") {
         assert_eq!(i["digest"], Value::from(digest.clone()), "{i}");
     }
-    let local = again.iter().find(|i| i["target"] == "local").unwrap();
-    assert_eq!(local["outcome"], "pushed");
-    assert_eq!(local["from"], "r1");
-    // The layout copy is a complete image that skopeo reads, `latest` included.
-    let layout = ws.path().join(".imagepipe/store/disk");
+    let mirror = again.iter().find(|i| i["target"] == "mirror").unwrap();
+    assert_eq!(mirror["outcome"], "pushed");
+    assert_eq!(mirror["from"], "r1");
+    assert!(
+        !ws.path().join(".imagepipe/store/disk").exists(),
+        "the local cache is not filled from a registry"
+    );
+    assert_eq!(items(&publish(&ws, &["--tags-only"])).len(), 3);
+    // The registry-to-layout copy is a complete image that skopeo reads,
+    // `latest` included.
+    let layout = ws.path().join(".imagepipe/mirror/disk");
     for t in [tag.as_str(), "latest"] {
         let raw = sh(
             "skopeo",
@@ -275,4 +292,53 @@ fn a_missing_mutable_tag_is_repaired_by_the_next_run() {
         assert!(i["copied"].is_null(), "{i}");
     }
     assert!(remote(&reg.addr, "b/disk", "latest").is_some());
+}
+
+/// A fan-out job for one target, on a runner without the build artifact,
+/// copies from the target that already has the image: it never rebuilds.
+/// And targets that disagree on what the immutable tag names stop the image.
+#[test]
+fn a_narrowed_job_copies_from_any_target_and_targets_must_agree() {
+    let reg = Registry::start();
+    let ws = repo_with(&disk_catalog(&format!(
+        "  - {{ name: a, registry: {r}, namespace: a, insecure: true }}\n  - {{ name: b, registry: {r}, namespace: b, insecure: true }}\n",
+        r = reg.addr
+    )));
+    let first = items(&publish(&ws, &["--target", "a"]));
+    let (tag, digest) = (
+        first[0]["tag"].as_str().unwrap().to_owned(),
+        first[0]["digest"].as_str().unwrap().to_owned(),
+    );
+    std::fs::remove_dir_all(ws.path().join(".imagepipe")).unwrap();
+    let out = publish(&ws, &["--target", "b"]);
+    assert!(!out.stderr.contains("building"), "{}", out.stderr);
+    let b = items(&out);
+    assert_eq!(b[0]["from"], "a");
+    assert_eq!(b[0]["digest"], Value::from(digest.clone()));
+    // Someone overwrites b's immutable tag with other bytes.
+    let other = Workspace::with_catalog(&disk_catalog(
+        "  - { name: local, layout: ./.imagepipe/store }\n",
+    ));
+    qcow2(&other, "disk.qcow2", "5M");
+    let mut c = other.cmd();
+    c.arg("build");
+    assert_eq!(run(c).code, 0);
+    let layout = other.path().join(".imagepipe/store/disk");
+    sh(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:latest", layout.display()),
+            &format!("docker://{}/b/disk:{tag}", reg.addr),
+        ],
+        other.path(),
+    );
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("disagree"), "{}", out.stderr);
+    assert!(
+        remote(&reg.addr, "a/disk", "latest").is_none(),
+        "no tag moved"
+    );
 }

@@ -201,7 +201,7 @@ fn a_missing_mutable_tag_is_planned_as_tag_not_skip() {
 fn copy_from_another_layout_target() {
     let text = basic_catalog().replace(
         "  - name: dev\n    registry: 127.0.0.1:5999\n    namespace: ci\n    insecure: true\n",
-        "  - name: mirror\n    layout: ./mirror\n",
+        "  - name: mirror\n    layout: ./mirror\n  - name: backup\n    layout: ./backup\n",
     );
     let ws = Workspace::with_catalog(&text);
     let tag = plan_json(&ws, &[])["items"][0]["tag"]
@@ -210,9 +210,18 @@ fn copy_from_another_layout_target() {
         .to_owned();
     seed_layout(&ws, "mirror", "ubuntu-2204", &tag);
     let v = plan_json(&ws, &[]);
-    assert_eq!(v["items"][0]["action"], "copy");
-    assert_eq!(v["items"][0]["reason"], "target mirror has it");
+    // The local store is a cache: it is not filled from the other targets.
+    assert_eq!(v["items"][0]["target"], "local");
+    assert_eq!(v["items"][0]["action"], "skip");
+    assert_eq!(v["items"][0]["reason_code"], "local-cache");
     assert_eq!(v["items"][1]["action"], "skip");
+    assert_eq!(v["items"][2]["action"], "copy");
+    assert_eq!(v["items"][2]["reason"], "target mirror has it");
+    assert_eq!(v["items"][2]["source"], "mirror");
+    // `--target backup` plans with what the other targets hold.
+    let v = plan_json(&ws, &["--target", "backup"]);
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["items"][0]["action"], "copy", "{v}");
 }
 
 #[test]
