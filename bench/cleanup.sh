@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # cleanup at scale against one local Distribution registry:
-#   plan over one repository with 10,000 tags (dry run)
-#   apply 1,000 deletions, vs one `skopeo delete` per tag over the same tags
+#   plan over one repository with 10,000 tags (dry run), beside the floor:
+#     a bare keep-alive Python client making the same necessary requests
+#     (the tag list, then one manifest GET per tag)
+#   apply 1,000 deletions (tag by tag), vs one `skopeo delete` per tag
 # Usage: bench/cleanup.sh [TAGS] [DELETIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,7 @@ deletions="${2:-1000}"
 out="$PWD/bench/out/cleanup"
 rm -rf "$out" && mkdir -p "$out/registry"
 cargo build --release --locked -q
-bin="$PWD/target/release/imagepipe"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/imagepipe"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 host="127.0.0.1:$port"
 printf 'version: 0.1\nlog: { level: error }\nstorage:\n  filesystem: { rootdirectory: %s }\n  delete: { enabled: true }\nhttp: { addr: %s }\n' "$out/registry" "$host" > "$out/registry.yml"
@@ -72,8 +74,23 @@ cat > "$out/skopeo-delete.sh" <<SH
 #!/usr/bin/env bash
 while read -r t; do skopeo delete --tls-verify=false "docker://$host/sk/disk:\$t"; done < "$out/sk-tags.txt"
 SH
+cat > "$out/floor.py" <<'PY'
+# The request floor of a dry run: the tag list, then one manifest GET per
+# tag, sequentially over one keep-alive connection.
+import http.client, json, sys
+host, port, repo = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection(host, port)
+c.request("GET", f"/v2/{repo}/tags/list")
+tags = json.loads(c.getresponse().read())["tags"]
+accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+for t in tags:
+    c.request("GET", f"/v2/{repo}/manifests/{t}", headers={"Accept": accept})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
 hyperfine --runs 3 --export-json "$out/plan.json" --export-markdown "$out/plan.md" \
-  -n "imagepipe cleanup (dry run, $tags tags)" "$bin cleanup -c $out/images.yml --target big --format json > /dev/null 2>&1"
+  -n "imagepipe cleanup (dry run, $tags tags)" "$bin cleanup -c $out/images.yml --target big --format json > /dev/null 2>&1" \
+  -n "bare keep-alive client, same requests" "python3 $out/floor.py 127.0.0.1 $port big/disk"
 hyperfine --runs 2 --export-json "$out/apply.json" --export-markdown "$out/apply.md" \
   -n "imagepipe cleanup --apply ($deletions deletions)" --prepare "$out/reseed.sh" "$bin cleanup -c $out/images.yml --target del --apply > /dev/null 2>&1" \
   -n "skopeo delete x$deletions" --prepare "$out/reseed.sh" "bash $out/skopeo-delete.sh"

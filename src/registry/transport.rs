@@ -16,7 +16,18 @@ use super::retry::{Policy, parse_retry_after, retryable_status};
 
 /// Builds and sends one attempt of a request, given the `Authorization` value.
 pub(super) type MakeRequest<'a> =
-    dyn Fn(&ureq::Agent, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+    dyn Fn(&ureq::Agent, Option<&Auth<'_>>) -> Result<Response<Body>, ureq::Error> + 'a;
+
+/// An `Authorization` value and the one origin (scheme, host and port) it
+/// may be sent to: the registry it was obtained for. A request anywhere
+/// else — an upload `Location` or a page `Link` on another host — goes
+/// without it, as Go's HTTP client and go-containerregistry do.
+#[derive(Debug)]
+pub(super) struct Auth<'a> {
+    pub header: &'a str,
+    pub scheme: &'a str,
+    pub authority: &'a str,
+}
 
 enum Challenge {
     Basic,
@@ -129,8 +140,13 @@ impl Client {
         let mut retries = 0;
         let mut auth_rounds = 0;
         loop {
-            let auth = self.tokens.lock().expect("lock").get(&key).cloned();
-            let result = make(&agent, auth.as_deref());
+            let header = self.tokens.lock().expect("lock").get(&key).cloned();
+            let auth = header.as_deref().map(|header| Auth {
+                header,
+                scheme: repo.scheme(),
+                authority: &repo.host,
+            });
+            let result = make(&agent, auth.as_ref());
             let retry_after = match result {
                 Ok(resp) if resp.status().as_u16() == 401 && auth_rounds < 2 => {
                     auth_rounds += 1;
@@ -266,8 +282,18 @@ impl Client {
                 if let Some(s) = service {
                     req = req.query("service", s);
                 }
+                // A password goes to a token realm only over TLS, or to the
+                // registry's own host when the target is plain HTTP on purpose.
                 if let Credential::Basic { username, password } = cred {
-                    req = req.header("Authorization", &basic_header(username, password));
+                    if realm_may_see_password(repo, realm) {
+                        req = req.header("Authorization", &basic_header(username, password));
+                    } else {
+                        return Err(Self::err(
+                            repo,
+                            op,
+                            format!("the token realm {realm} is neither HTTPS nor this registry's own host: the password is not sent there"),
+                        ));
+                    }
                 }
                 req.call()
             }
@@ -333,13 +359,42 @@ pub(super) fn read_json(resp: Response<Body>, limit: u64) -> Result<serde_json::
     serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))
 }
 
+/// Whether a token realm may receive the user's password: over HTTPS, or on
+/// the registry's own host when the target is marked `insecure`.
+fn realm_may_see_password(repo: &Repository, realm: &str) -> bool {
+    if realm.starts_with("https://") {
+        return true;
+    }
+    let host = |u: &str| {
+        u.split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default().to_owned())
+    };
+    let registry_host = repo.host.split(':').next().unwrap_or_default();
+    repo.insecure
+        && host(realm).is_some_and(|h| h.split(':').next().unwrap_or_default() == registry_host)
+}
+
+/// Adds the credentials to a request for their own origin only.
 pub(super) fn with_auth<B>(
     req: ureq::RequestBuilder<B>,
-    auth: Option<&str>,
+    auth: Option<&Auth<'_>>,
 ) -> ureq::RequestBuilder<B> {
-    match auth {
-        Some(a) => req.header("Authorization", a),
-        None => req,
+    let Some(a) = auth else {
+        return req;
+    };
+    let same_origin = req.uri_ref().is_some_and(|u| {
+        u.scheme_str() == Some(a.scheme)
+            && u.authority()
+                .is_some_and(|x| x.as_str().eq_ignore_ascii_case(a.authority))
+    });
+    if same_origin {
+        req.header("Authorization", a.header)
+    } else {
+        tracing::debug!(
+            "not sending credentials for {} to another origin",
+            a.authority
+        );
+        req
     }
 }
 

@@ -314,6 +314,7 @@ fn listings_that_repeat_a_page_or_hide_a_tag_cannot_lose_an_image() {
         headers: "Link: </v2/ci/disk/tags/list?n=2&last=x>; rel=\"next\"\r\n".into(),
         body: page(&all[..2]),
         times: 5,
+        authorized: false,
     }]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("incomplete"), "{stderr}");
@@ -337,6 +338,7 @@ fn listings_that_repeat_a_page_or_hide_a_tag_cannot_lose_an_image() {
         headers: String::new(),
         body: page(&shown),
         times: 1,
+        authorized: false,
     }]);
     assert_eq!(code, 0, "{stderr}");
     assert!(out["applied"].to_string().contains(&v[0].0), "{out}");

@@ -28,6 +28,8 @@ pub enum Fault {
         headers: String,
         body: String,
         times: usize,
+        /// Only requests that carry `Authorization` (once the client has logged in).
+        authorized: bool,
     },
     /// Let `skip` matching requests through, then forward but cut the
     /// connection after `bytes` body bytes (0: before anything reaches the
@@ -203,7 +205,12 @@ fn serve(
                     headers,
                     body,
                     times,
-                } if *times > 0 && *m == method && path.contains(*p) => {
+                    authorized,
+                } if *times > 0
+                    && *m == method
+                    && path.contains(*p)
+                    && (!*authorized || header(&head, "authorization").is_some()) =>
+                {
                     *times -= 1;
                     injected.fetch_add(1, Ordering::SeqCst);
                     let mut c = client;

@@ -15,6 +15,7 @@ mod common;
 mod executes_plan;
 mod fault_proxy;
 mod fuzz;
+mod hostile;
 mod identity;
 mod plan;
 mod provenance;

@@ -1,0 +1,168 @@
+//! Hostile registries: credentials go only to the origin they were given
+//! for — not to an upload `Location` or a tag-list `Link` on another host,
+//! and a password never to a plain-HTTP token realm elsewhere.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use crate::common::{Workspace, qcow2, run};
+use crate::fault_proxy::{Fault, FaultProxy};
+use crate::registry_fixture::Registry;
+
+/// A server on another port that logs the `Authorization` of every request
+/// it receives and answers `status`.
+struct Witness {
+    addr: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Witness {
+    fn start(status: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut auth = String::from("none");
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if line.to_ascii_lowercase().starts_with("authorization:") {
+                        auth = line.trim().to_owned();
+                    }
+                }
+                log.lock().unwrap().push(format!("{} {auth}", first.trim()));
+                let mut s = stream;
+                let _ = s.write_all(
+                    format!("HTTP/1.1 {status} Witness\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+            }
+        });
+        Self { addr, seen }
+    }
+}
+
+fn docker_config(ws: &Workspace, host: &str, user: &str, password: &str) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    ws.write(
+        ".docker/config.json",
+        format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}"),
+    );
+}
+
+#[test]
+fn credentials_never_follow_a_location_or_link_to_another_host() {
+    let reg = Registry::start_with_auth("alice", "s3cret-pass");
+    let witness = Witness::start(404);
+    // The registry (through a proxy) sends uploads and the next tag page elsewhere.
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        vec![
+            Fault::Respond {
+                method: "POST",
+                path: "/blobs/uploads/",
+                status: 202,
+                headers: format!(
+                    "Location: http://{}/v2/ci/disk/blobs/uploads/x\r\n",
+                    witness.addr
+                ),
+                body: String::new(),
+                times: 50,
+                authorized: true,
+            },
+            Fault::Respond {
+                method: "GET",
+                path: "/tags/list",
+                status: 200,
+                headers: format!(
+                    "Link: <http://{}/v2/ci/disk/tags/list?last=a>; rel=\"next\"\r\n",
+                    witness.addr
+                ),
+                body: "{\"name\":\"ci/disk\",\"tags\":[\"a\"]}".into(),
+                times: 50,
+                authorized: true,
+            },
+        ],
+    );
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\nretention:\n  keep_last: 1\n",
+        proxy.addr
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    docker_config(&ws, &proxy.addr, "alice", "s3cret-pass");
+    let mut c = ws.cmd();
+    c.args(["publish"])
+        .env("DOCKER_CONFIG", ws.path().join(".docker"))
+        .env("IMAGEPIPE_LOG", "warn");
+    let out = run(c);
+    assert_eq!(out.code, 1, "the upload cannot succeed: {}", out.stderr);
+    let mut c = ws.cmd();
+    c.args(["cleanup"])
+        .env("DOCKER_CONFIG", ws.path().join(".docker"));
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("another host"), "{}", out.stderr);
+    let seen = witness.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the upload went to the other host");
+    for line in &seen {
+        assert!(line.ends_with(" none"), "credentials leaked: {line}");
+    }
+    // The registry itself did get them (so they were in play).
+    assert!(!out.stderr.contains("s3cret-pass"));
+}
+
+#[test]
+fn a_password_never_goes_to_a_plain_http_token_realm_on_another_host() {
+    let witness = Witness::start(401);
+    // A "registry" that challenges with a Bearer realm on another host, over HTTP.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let realm = format!(
+        "http://localhost:{}/token",
+        witness.addr.rsplit(':').next().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = stream;
+            let _ = s.write_all(
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{addr}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n"
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    docker_config(&ws, &addr, "alice", "s3cret-pass");
+    let mut c = ws.cmd();
+    c.args(["publish"])
+        .env("DOCKER_CONFIG", ws.path().join(".docker"));
+    let out = run(c);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("password is not sent"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        witness.seen.lock().unwrap().is_empty(),
+        "the realm was never contacted with the password"
+    );
+}
