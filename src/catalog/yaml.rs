@@ -105,6 +105,7 @@ pub fn parse(source: &str, diags: &mut Diagnostics) -> Option<Node> {
         stack: Vec::new(),
         root: None,
         docs: 0,
+        expanded: 0,
     };
     let mut parser = Parser::new_from_str(source);
     while let Some(next) = parser.next_event() {
@@ -153,11 +154,28 @@ enum Frame {
     },
 }
 
+/// The most nodes aliases may copy into one catalog: far beyond any real
+/// catalog, far below what exhausts memory (a "billion laughs" alias bomb
+/// of a kilobyte would otherwise expand to gigabytes).
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 struct Builder {
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their size in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
     stack: Vec<Frame>,
     root: Option<Node>,
     docs: usize,
+    /// Nodes copied by aliases so far.
+    expanded: usize,
+}
+
+/// The number of nodes in a tree.
+fn size(node: &Node) -> usize {
+    1 + match &node.kind {
+        NodeKind::Seq(items) => items.iter().map(size).sum(),
+        NodeKind::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
 }
 
 impl Builder {
@@ -186,8 +204,18 @@ impl Builder {
                 };
                 self.complete(node, anchor, diags);
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some((_, n)) if self.expanded + n > MAX_ALIAS_NODES => {
+                    diags.error(
+                        at,
+                        format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
+                        "a catalog that large is an alias bomb, not a catalog: write the values out or use fewer nested aliases",
+                    );
+                    return false;
+                }
+                Some((node, n)) => {
+                    self.expanded += n;
+                    let mut node = node.clone();
                     node.span = at;
                     self.complete(node, 0, diags);
                 }
@@ -251,7 +279,8 @@ impl Builder {
 
     fn complete(&mut self, node: Node, anchor: usize, diags: &mut Diagnostics) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let n = size(&node);
+            self.anchors.insert(anchor, (node.clone(), n));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),

@@ -139,7 +139,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         let count = cleanup::deletion_count(&plan);
         if count as u64 > limit {
             tracing::error!(
-                "the plan deletes {count} manifests/tags, more than max_delete {limit}: nothing deleted (raise it with --max-delete {count} after checking the plan)"
+                "the plan deletes {count} tags, more than max_delete {limit}: nothing deleted (raise it with --max-delete {count} after checking the plan)"
             );
             failed = true;
         } else if plan.errors.is_empty() {

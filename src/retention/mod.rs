@@ -418,6 +418,33 @@ mod tests {
         assert_eq!(get("sha256-y").reasons, ["orphan-attestation"]);
     }
 
+    /// 100,000 tags, each referenced or not, in one repository: every step
+    /// is linear or n log n (a quadratic one would not finish here).
+    #[test]
+    fn a_hundred_thousand_tags() {
+        let tags: Vec<TagInfo> = (0..100_000u32)
+            .map(|i| {
+                let mut t = info(&format!("img-{i:06x}"), 0, i64::from(i % 1000), true);
+                t.digest = Digest::of(&i.to_le_bytes());
+                t
+            })
+            .collect();
+        let mut refs = References::default();
+        let text: String = (0..100_000u32)
+            .step_by(7)
+            .map(|i| format!("- registry/ns/img:img-{i:06x}\n"))
+            .collect();
+        refs.add_text("main:ci.yml", &text);
+        let p = plan(&[repo(tags)], &refs, &rules(Some(3), &[]), 1000, None, &[]);
+        assert_eq!(p.items.len(), 100_000);
+        let referenced = p
+            .items
+            .iter()
+            .filter(|i| i.reasons.contains(&"referenced".to_owned()))
+            .count();
+        assert_eq!(referenced, 100_000usize.div_ceil(7));
+    }
+
     proptest! {
         /// A model of a registry and a git repository. Whatever the tags,
         /// indexes, references and rules, applying a plan never removes a

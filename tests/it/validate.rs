@@ -300,3 +300,36 @@ fn default_catalog_is_images_yml_in_the_working_directory() {
         out.stderr
     );
 }
+
+/// A kilobyte of nested aliases ("billion laughs") would expand to
+/// gigabytes: it is refused with exit 2 before it is expanded.
+#[test]
+fn alias_bombs_are_refused() {
+    let mut text = String::from(
+        "version: 1\nx0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for i in 1..=9 {
+        let p = i - 1;
+        text.push_str(&format!(
+            "x{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"
+        ));
+    }
+    text.push_str("images: []\n");
+    let ws = Workspace::with_catalog(&text);
+    let mut c = ws.cmd();
+    c.arg("validate");
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("aliases expand to more than"),
+        "{}",
+        out.stderr
+    );
+    // Ordinary aliases still work.
+    let ws = Workspace::with_catalog(
+        "version: 1\nimages:\n  - name: a\n    os: &os { distro: ubuntu, version: \"24.04\" }\n    source: { file: a.qcow2 }\n    format: containerdisk\n  - name: b\n    os: *os\n    source: { file: b.qcow2 }\n    format: containerdisk\n",
+    );
+    let mut c = ws.cmd();
+    c.arg("validate");
+    assert_eq!(run(c).code, 0);
+}
