@@ -13,6 +13,9 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// A FIFO, device or socket: reading it could block forever or never end.
+    #[error("{}: not a regular file or directory (a FIFO, device or socket is never read as a source)", .path.display())]
+    NotRegular { path: PathBuf },
     #[error("downloading {url}: {reason}")]
     Download { url: String, reason: String },
     #[error(

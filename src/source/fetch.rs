@@ -64,7 +64,10 @@ pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, S
     match source {
         Source::File { path } => {
             let full = dirs.base.join(path);
-            fs::metadata(&full).map_err(|e| SourceError::io(&full, e))?;
+            let meta = fs::metadata(&full).map_err(|e| SourceError::io(&full, e))?;
+            if !meta.is_dir() && !meta.is_file() {
+                return Err(SourceError::NotRegular { path: full });
+            }
             Ok(Material {
                 name: file_name(&full),
                 path: full,

@@ -35,6 +35,11 @@ pub struct DefaultResolver;
 impl SourceResolver for DefaultResolver {
     fn local(&self, path: &Path) -> Result<Resolved, SourceError> {
         let meta = fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
+        if !meta.is_dir() && !meta.is_file() {
+            return Err(SourceError::NotRegular {
+                path: path.to_path_buf(),
+            });
+        }
         if meta.is_dir() {
             Ok(Resolved {
                 sha256: tree_digest(path)?,

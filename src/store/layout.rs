@@ -22,6 +22,8 @@ use crate::oci::{Descriptor, Digest, annotation, canonical_json, media};
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 const LOCK_FILE: &str = ".imagepipe.lock";
+/// Temporary files, outside `blobs/sha256`.
+const TEMP_DIR: &str = ".imagepipe-tmp";
 
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -62,6 +64,7 @@ impl Layout {
     /// Opens the layout at `root`, creating an empty one if needed.
     pub fn create(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        fs::create_dir_all(root.join(TEMP_DIR))?;
         let layout = Self {
             root: root.to_path_buf(),
         };
@@ -80,6 +83,16 @@ impl Layout {
         }
         if !root.join("oci-layout").is_file() {
             layout.write_atomic(&root.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
+        }
+        {
+            let _lock = layout.lock()?;
+            let swept = layout.sweep()?;
+            if swept > 0 {
+                tracing::info!(
+                    "{}: removed {swept} temporary file(s) an interrupted run left",
+                    root.display()
+                );
+            }
         }
         Ok(layout)
     }
@@ -240,13 +253,44 @@ impl Layout {
         Ok(f)
     }
 
+    /// Where a blob or metadata file is written before it is renamed into
+    /// place: `<layout>/.imagepipe-tmp/`, outside `blobs/sha256` (where OCI
+    /// tools expect only digests), named after the writing process.
     fn temp_path(&self, what: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let _ = fs::create_dir_all(self.root.join(TEMP_DIR));
         self.root
-            .join("blobs")
-            .join("sha256")
-            .join(format!(".tmp-{what}-{}-{n}", std::process::id()))
+            .join(TEMP_DIR)
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Removes temporary files left by processes that no longer run (a
+    /// build killed with SIGKILL, a full disk); a live writer's are kept.
+    pub fn sweep(&self) -> io::Result<usize> {
+        let Ok(entries) = fs::read_dir(self.root.join(TEMP_DIR)) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid: Option<u32> = name.split('-').nth(1).and_then(|p| p.parse().ok());
+            let alive = pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists());
+            if !alive && fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        // Left-overs of earlier versions, which wrote inside blobs/sha256.
+        if let Ok(entries) = fs::read_dir(self.root.join("blobs").join("sha256")) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && fs::remove_file(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -166,3 +166,51 @@ fn a_password_never_goes_to_a_plain_http_token_realm_on_another_host() {
         "the realm was never contacted with the password"
     );
 }
+
+/// A FIFO (or device, or socket) as a `file:` source is refused at once,
+/// instead of blocking the build forever.
+#[test]
+fn a_fifo_source_is_refused_at_once() {
+    let ws = Workspace::with_catalog(
+        "version: 1\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { file: disk.raw }\n    format: containerdisk\n",
+    );
+    crate::common::sh("mkfifo", &["disk.raw"], ws.path());
+    let mut c = ws.cmd();
+    c.arg("build");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+}
+
+/// Temporary files of a run killed mid-write live outside `blobs/sha256`
+/// and are removed by the next run; OCI tools keep working.
+#[test]
+fn leftovers_of_a_killed_run_are_swept() {
+    let ws = Workspace::with_catalog(
+        "version: 1\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { file: disk.qcow2 }\n    format: containerdisk\n",
+    );
+    qcow2(&ws, "disk.qcow2", "4M");
+    let build = || {
+        let mut c = ws.cmd();
+        c.arg("build");
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    };
+    build();
+    let layout = ws.path().join(".imagepipe/store/disk");
+    // What a SIGKILL leaves: a half-written blob of a process that is gone,
+    // and one from an older version inside blobs/sha256.
+    let dead = layout.join(".imagepipe-tmp/blob-4000000-0");
+    std::fs::write(&dead, vec![0u8; 1024]).unwrap();
+    let legacy = layout.join("blobs/sha256/.tmp-blob-4000000-1");
+    std::fs::write(&legacy, b"x").unwrap();
+    std::fs::write(ws.path().join("disk.qcow2"), b"").unwrap();
+    qcow2(&ws, "disk.qcow2", "6M");
+    build();
+    assert!(!dead.exists() && !legacy.exists());
+    crate::common::sh(
+        "umoci",
+        &["gc", "--layout", layout.to_str().unwrap()],
+        ws.path(),
+    );
+}
