@@ -47,6 +47,12 @@ pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 pub const DOCKER_AUTH_CONFIG: &str = "DOCKER_AUTH_CONFIG";
 /// The container image the generated GitLab child pipeline's jobs run in.
 pub const IMAGEPIPE_CI_IMAGE: &str = "IMAGEPIPE_CI_IMAGE";
+/// Seconds a transfer may go without receiving (or sending) a byte, and the
+/// window over which at least 16 KiB must arrive; default 60.
+pub const IMAGEPIPE_READ_TIMEOUT: &str = "IMAGEPIPE_READ_TIMEOUT";
+/// Attempts per registry request (default 6): transient failures are retried
+/// with capped exponential backoff until then; 1 turns retries off.
+pub const IMAGEPIPE_RETRIES: &str = "IMAGEPIPE_RETRIES";
 /// Log filter for stderr (`info` by default; `debug`, `imagepipe=trace`, ...).
 pub const IMAGEPIPE_LOG: &str = "IMAGEPIPE_LOG";
 

@@ -1,17 +1,80 @@
-//! Plain HTTP(S) downloads (upstream images and checksum files).
+//! Plain HTTP(S) downloads (upstream images and checksum files), and the
+//! limits every transfer of imagepipe's has so that nothing waits forever:
+//! an idle timeout on every read, and a minimum rate over a window.
 
 use std::io::Read;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The idle timeout of every read and write, and the window of the minimum
+/// rate: `IMAGEPIPE_READ_TIMEOUT` seconds, default 60.
+pub fn read_timeout() -> Duration {
+    static T: OnceLock<Duration> = OnceLock::new();
+    *T.get_or_init(|| {
+        std::env::var(crate::env::IMAGEPIPE_READ_TIMEOUT)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(Duration::from_secs(60), Duration::from_secs)
+    })
+}
+
+/// Fewer bytes than this in one window of [`read_timeout`] is a stalled
+/// transfer (a peer trickling a byte at a time never hits the idle timeout).
+pub const MIN_BYTES_PER_WINDOW: u64 = 16 * 1024;
 
 /// One agent for the process: TLS always verified, bounded timeouts.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(120)))
+        .timeout_per_read(Some(read_timeout()))
+        .timeout_per_write(Some(read_timeout()))
         .http_status_as_error(false)
         .user_agent(concat!("imagepipe/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent()
+}
+
+/// A reader that fails when less than [`MIN_BYTES_PER_WINDOW`] arrive in a
+/// window of [`read_timeout`] (the end of the stream is never an error).
+#[derive(Debug)]
+pub struct Stalled<R> {
+    inner: R,
+    window_start: Instant,
+    in_window: u64,
+}
+
+impl<R> Stalled<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            window_start: Instant::now(),
+            in_window: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Stalled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.in_window += n as u64;
+        if n > 0 && self.window_start.elapsed() >= read_timeout() {
+            if self.in_window < MIN_BYTES_PER_WINDOW {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the transfer stalled: {} bytes in {}s (at least {MIN_BYTES_PER_WINDOW} expected; IMAGEPIPE_READ_TIMEOUT sets the window)",
+                        self.in_window,
+                        read_timeout().as_secs()
+                    ),
+                ));
+            }
+            self.window_start = Instant::now();
+            self.in_window = 0;
+        }
+        Ok(n)
+    }
 }
 
 /// GETs a small text document (at most `limit` bytes).
@@ -22,8 +85,7 @@ pub fn get_text(url: &str, limit: u64) -> Result<String, String> {
         return Err(format!("HTTP {status}"));
     }
     let mut body = Vec::new();
-    resp.into_body()
-        .into_reader()
+    Stalled::new(resp.into_body().into_reader())
         .take(limit + 1)
         .read_to_end(&mut body)
         .map_err(|e| e.to_string())?;

@@ -147,10 +147,15 @@ pub fn registry_client(
     policy: Option<crate::registry::retry::Policy>,
 ) -> std::sync::Arc<crate::registry::Client> {
     let keychain = crate::registry::auth::Keychain::from_env(env);
-    let client = match policy {
-        Some(p) => crate::registry::Client::with_policy(keychain, p),
-        None => crate::registry::Client::new(keychain),
-    };
+    let mut policy = policy.unwrap_or_default();
+    if let Some(n) = env
+        .get(crate::env::IMAGEPIPE_RETRIES)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0)
+    {
+        policy.attempts = n;
+    }
+    let client = crate::registry::Client::with_policy(keychain, policy);
     std::sync::Arc::new(match env.get(crate::env::IMAGEPIPE_CERTS_DIR) {
         Some(dirs) => client.with_cert_dirs(
             dirs.split(':')

@@ -82,14 +82,16 @@ impl Client {
             206 => {}
             200 => {
                 // The registry ignored the range: skip to the offset ourselves.
-                let mut body = resp.into_body().into_reader();
+                let mut body = crate::http::Stalled::new(resp.into_body().into_reader());
                 std::io::copy(&mut (&mut body).take(offset), &mut std::io::sink())
                     .map_err(|e| Self::err(repo, &op, e.to_string()))?;
                 return Ok(Box::new(body));
             }
             _ => return Err(Self::status_err(repo, &op, resp)),
         }
-        Ok(Box::new(resp.into_body().into_reader()))
+        Ok(Box::new(crate::http::Stalled::new(
+            resp.into_body().into_reader(),
+        )))
     }
 
     /// Uploads a blob: one streamed PUT, or resumable chunks when the

@@ -150,8 +150,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut bytes = Vec::new();
-        resp.into_body()
-            .into_reader()
+        crate::http::Stalled::new(resp.into_body().into_reader())
             .take(MAX_MANIFEST_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Self::err(repo, &op, e.to_string()))?;

@@ -66,6 +66,9 @@ impl Client {
         let mut config = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
+            // Every read and write: no server holds a run forever.
+            .timeout_per_read(Some(crate::http::read_timeout()))
+            .timeout_per_write(Some(crate::http::read_timeout()))
             .http_status_as_error(false)
             .max_redirects(5)
             // Listing and deleting run many requests in parallel: keep their connections.
@@ -348,8 +351,7 @@ fn transient(e: &ureq::Error) -> bool {
 /// A JSON response body of at most `limit` bytes.
 pub(super) fn read_json(resp: Response<Body>, limit: u64) -> Result<serde_json::Value, String> {
     let mut bytes = Vec::new();
-    resp.into_body()
-        .into_reader()
+    crate::http::Stalled::new(resp.into_body().into_reader())
         .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;

@@ -120,7 +120,7 @@ fn download(url: &str, sha256: &str, dirs: &Dirs) -> Result<Material, SourceErro
             .prefix(".partial-")
             .tempfile_in(&blobs)
             .map_err(|e| SourceError::io(&blobs, e))?;
-        let mut reader = HashReader::new(resp.into_body().into_reader());
+        let mut reader = HashReader::new(crate::http::Stalled::new(resp.into_body().into_reader()));
         io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| SourceError::Download {
             url: url.to_owned(),
             reason: e.to_string(),

@@ -214,3 +214,71 @@ fn leftovers_of_a_killed_run_are_swept() {
         ws.path(),
     );
 }
+
+/// A server that answers with headers and then stops, or trickles a byte at
+/// a time: `IMAGEPIPE_READ_TIMEOUT` bounds every read and the rate, so the
+/// run ends with an error instead of waiting forever.
+fn stalling_server(trickle: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut s = stream;
+                if first.contains("/tags/list") {
+                    let body = "{\"name\":\"ci/disk\",\"tags\":[\"t\"]}";
+                    let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 100000\r\n\r\n{");
+                for _ in 0..60 {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    if trickle && s.write_all(b" ").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_body_that_stops_or_trickles_ends_the_run() {
+    // A manifest body that stops after one byte (cleanup reads it).
+    let addr = stalling_server(false);
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{addr}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\nretention:\n  keep_last: 1\n"
+    ));
+    let mut c = ws.cmd();
+    c.arg("cleanup")
+        .env("IMAGEPIPE_READ_TIMEOUT", "2")
+        .env("IMAGEPIPE_RETRIES", "1");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.to_lowercase().contains("timed out") || out.stderr.contains("timeout"),
+        "{}",
+        out.stderr
+    );
+    // A download trickling a byte every half second.
+    let addr = stalling_server(true);
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"http://{addr}/disk.qcow2\", sha256: \"{}\" }}\n    format: containerdisk\n",
+        "a".repeat(64)
+    ));
+    let mut c = ws.cmd();
+    c.arg("build").env("IMAGEPIPE_READ_TIMEOUT", "2");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("stalled"), "{}", out.stderr);
+}
