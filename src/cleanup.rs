@@ -58,8 +58,14 @@ pub fn list(client: &Client, repo: &Repository) -> Result<Vec<TagInfo>, String> 
         }
     }
     for t in &mut out {
-        if let Some(at) = attested.get(&t.digest) {
-            t.created = Some(*at);
+        match attested.get(&t.digest) {
+            Some(at) => t.created = Some(*at),
+            // Our images carry the fixed default timestamp in their bytes:
+            // without an attestation their age is unknown, not 1970.
+            None if t.built_by_us.is_some() && t.created == Some(crate::recipe::DEFAULT_EPOCH) => {
+                t.created = None;
+            }
+            None => {}
         }
     }
     // Referrers tags whose image no tag or index lists any more: is the
@@ -181,7 +187,11 @@ pub fn deletion_count(plan: &Plan) -> usize {
 struct RepoState {
     /// 0 unknown, 1 tag DELETE works, 2 it does not (use the fallback).
     tag_delete: AtomicU8,
+    /// 0 unknown, 1 manifests can be deleted (the fallback works), 2 not.
+    manifest_delete: AtomicU8,
     empty_blob: AtomicBool,
+    /// Serialises the first probes of a repository.
+    probing: std::sync::Mutex<()>,
 }
 
 /// Applies the deletions of a plan, tag by tag: each tag's digest is read
@@ -267,6 +277,27 @@ fn untag(
             return Ok("tag deleted".into());
         }
         state.tag_delete.store(2, Ordering::Relaxed);
+    }
+    if state.manifest_delete.load(Ordering::Relaxed) == 0 {
+        let _probe = state
+            .probing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.manifest_delete.load(Ordering::Relaxed) == 0 {
+            let ok = crate::store::remote::can_delete_manifests(client, repo)?;
+            state.empty_blob.store(true, Ordering::Relaxed);
+            state
+                .manifest_delete
+                .store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+        }
+    }
+    if state.manifest_delete.load(Ordering::Relaxed) == 2 {
+        return Err(crate::store::StoreError::Invalid {
+            store: repo.to_string(),
+            message: format!(
+                "{tag} not removed: the registry has no tag DELETE and refuses manifest deletes (CNCF Distribution: set `storage.delete.enabled: true`); no tag was touched"
+            ),
+        });
     }
     let have_empty = state.empty_blob.load(Ordering::Relaxed);
     let how = crate::store::remote::untag_by_throwaway(client, repo, tag, have_empty)?;

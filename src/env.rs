@@ -26,6 +26,8 @@ pub const CI_PROJECT_URL: &str = "CI_PROJECT_URL";
 /// GitHub Actions: `https://github.com` and `owner/name`, for run and repository URLs.
 pub const GITHUB_SERVER_URL: &str = "GITHUB_SERVER_URL";
 pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
+/// GitHub Actions sets it to `true`: HEAD then names the branch being built.
+pub const GITHUB_ACTIONS: &str = "GITHUB_ACTIONS";
 /// GitLab CI: the project's default branch (cleanup reads references from it).
 pub const CI_DEFAULT_BRANCH: &str = "CI_DEFAULT_BRANCH";
 /// Reproducible-builds convention: the timestamp written into images.

@@ -26,8 +26,9 @@ pub struct Scan {
     pub branches: Vec<BranchFiles>,
     /// Release branches older than the supported ones (not scanned).
     pub unsupported: Vec<String>,
-    /// Branches matching `branches` globs that are not release branches (not scanned).
-    pub ignored: Vec<String>,
+    /// Branches matching `branches` globs that are not release branches:
+    /// read (their references keep images) but not ranked as releases.
+    pub unranked: Vec<String>,
 }
 
 /// What to read.
@@ -43,6 +44,9 @@ pub struct Rules<'a> {
     pub default_branch: Option<(&'a str, &'a str)>,
     /// Release branch names, `{major}`/`{minor}`/`{patch}` standing for numbers.
     pub release_pattern: &'a str,
+    /// Whether the branch `HEAD` names may stand for the default branch
+    /// (not on GitHub Actions, whose checkout names the branch being built).
+    pub head_fallback: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,10 +120,15 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
             "`retention.git.paths` is empty: no file would be scanned for references; list the files that name images, e.g. [\"**/*.yml\"]".into(),
         ));
     }
+    if repo.is_shallow().map_err(|e| err(e.to_string()))? {
+        return Err(err(
+            "the clone is shallow: branches and their history may be missing, so references could go unseen; fetch every branch in full (`git fetch --unshallow origin '+refs/heads/*:refs/remotes/origin/*'`, or `fetch-depth: 0`); nothing is deleted".into(),
+        ));
+    }
     let (default, default_from) = match rules.default_branch {
         Some((b, from)) => (b.to_owned(), from.to_owned()),
-        None => default_branch(&repo).ok_or_else(|| {
-            err("cannot tell the default branch: HEAD is detached and there is no origin/HEAD. Set `retention.git.default_branch`, or CI_DEFAULT_BRANCH (GitLab sets it; on GitHub Actions pass `${{ github.event.repository.default_branch }}`), or run `git remote set-head origin --auto`; nothing is deleted".into())
+        None => default_branch(&repo, rules.head_fallback).ok_or_else(|| {
+            err("cannot tell the default branch: there is no origin/HEAD, and HEAD is detached (or, on GitHub Actions, names the branch being built). Set `retention.git.default_branch`, or CI_DEFAULT_BRANCH (GitLab sets it; on GitHub Actions pass `${{ github.event.repository.default_branch }}`), or run `git remote set-head origin --auto`; nothing is deleted".into())
         })?,
     };
     // name → candidate refs (local and remote-tracking).
@@ -148,26 +157,44 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
             }
         }
     }
+    // Every branch named in `branches` must be there, and every glob must
+    // match one: a branch missing from the clone would hide its references.
+    for b in rules.branches {
+        let is_glob = b.contains(['*', '?', '[', '{']);
+        let found = if is_glob {
+            Glob::new(b)
+                .map(|g| g.compile_matcher())
+                .is_ok_and(|m| candidates.keys().any(|n| m.is_match(n)))
+        } else {
+            candidates.contains_key(b)
+        };
+        if !found {
+            return Err(err(format!(
+                "`branches` entry `{b}` matches no local or remote-tracking branch: fetch every branch (`git fetch origin '+refs/heads/*:refs/remotes/origin/*'`), or remove the entry if the repository has no such branch; nothing is deleted"
+            )));
+        }
+    }
     if !candidates.contains_key(&default) {
         return Err(err(format!(
             "the default branch `{default}` ({default_from}) is neither a local branch nor a remote-tracking one: fetch it (`git fetch origin '+refs/heads/*:refs/remotes/origin/*'`); nothing is deleted"
         )));
     }
-    // Release branches: those the pattern describes, newest `supported` kept.
-    // Other matching branches count only when named literally in `branches`.
+    // Release branches: those the pattern describes, newest `supported`
+    // kept. Other matching branches are read but not ranked, so a stray
+    // `release-2027-cleanup-test` cannot push a real release out.
     let literal = |n: &str| rules.branches.iter().any(|b| b == n);
     let mut releases: Vec<(&String, Vec<u64>)> = Vec::new();
-    let mut ignored = Vec::new();
+    let mut unranked = Vec::new();
     for n in candidates.keys().filter(|n| **n != default) {
         match release_version(rules.release_pattern, n) {
             Some(v) => releases.push((n, v)),
             None if literal(n) => {}
-            None => ignored.push(n.clone()),
+            None => unranked.push(n.clone()),
         }
     }
-    for n in &ignored {
+    for n in &unranked {
         tracing::warn!(
-            "git: branch `{n}` matches `branches` but not the release pattern `{}`: ignored",
+            "git: branch `{n}` matches `branches` but not the release pattern `{}`: its references count, but it is not ranked as a release (ignored for supported_releases)",
             rules.release_pattern
         );
     }
@@ -184,10 +211,10 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
         default_from,
         branches: Vec::new(),
         unsupported: unsupported.clone(),
-        ignored: ignored.clone(),
+        unranked,
     };
     for (name, full_names) in &candidates {
-        if unsupported.contains(name) || ignored.contains(name) {
+        if unsupported.contains(name) {
             continue;
         }
         for full in full_names {
@@ -255,12 +282,15 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
 
 /// The default branch from the repository: `origin/HEAD`'s target, else
 /// the branch `HEAD` names; with where it came from.
-fn default_branch(repo: &gix::Repository) -> Option<(String, String)> {
+fn default_branch(repo: &gix::Repository, head_fallback: bool) -> Option<(String, String)> {
     if let Ok(Some(r)) = repo.try_find_reference("refs/remotes/origin/HEAD")
         && let Some(target) = r.target().try_name()
         && let Some((_, b)) = target.shorten().to_string().split_once('/')
     {
         return Some((b.to_owned(), "origin/HEAD".into()));
+    }
+    if !head_fallback {
+        return None;
     }
     repo.head_name()
         .ok()

@@ -90,8 +90,9 @@ impl Template {
     /// linear in the tag's length: literals and `{name}`, `{distro}`,
     /// `{version}`, `{arch}` exactly; `{hash}`/`{hash:N}` and `{commit:N}`
     /// lowercase hex of exactly that length; `{kubernetes}` a release
-    /// (`v1.33.6`, `v1.34.0-rc.1`); `{kubernetes_series}` `v1.33`; `{date}`
-    /// eight digits; `{pipeline}` digits; variables a version-like word.
+    /// (`v1.33.6`, `v1.34.0-rc.1`; pre-releases alpha/beta/rc only);
+    /// `{kubernetes_series}` `v1.33`; `{date}` eight digits; `{pipeline}`
+    /// digits; variables a version (`1.2.6`, `v2.0.4`, `1.7.0-rc.1`).
     pub fn matcher(&self, image: &crate::context::ImageFacts<'_>) -> regex::Regex {
         let mut re = String::from("^");
         let mut arches = image.arches.clone();
@@ -111,12 +112,13 @@ impl Template {
                             format!("[0-9a-f]{{{}}}", len.unwrap_or(DEFAULT_HASH_LEN))
                         }
                         "kubernetes" => {
-                            r"v(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?".to_owned()
+                            r"v(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)(?:-(?:alpha|beta|rc)\.(?:0|[1-9][0-9]*))?".to_owned()
                         }
                         "kubernetes_series" => r"v(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)".to_owned(),
                         "date" => "[0-9]{8}".to_owned(),
                         "pipeline" => "[0-9]+".to_owned(),
-                        _ => "[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}".to_owned(),
+                        // Variables are versions: `1.2.6`, `v2.0.4`, `1.7.0-rc.1`.
+                        _ => r"v?[0-9]+(?:\.[0-9]+)*(?:-[0-9A-Za-z]+(?:\.[0-9A-Za-z]+)*)?".to_owned(),
                     };
                     re.push_str("(?:");
                     re.push_str(&part);
@@ -353,6 +355,14 @@ mod tests {
         assert!(m("{distro}-{version}-{arch}-{date}").is_match("ubuntu-22.04-amd64-20260102"));
         assert!(!m("{distro}-{version}-{arch}-{date}").is_match("debian-22.04-amd64-20260102"));
         assert!(m("runc-{runc}").is_match("runc-1.2.6"));
+        assert!(
+            !m("{name}-{runc}").is_match("vm-ubuntu-2204-keep-forever"),
+            "variables are versions"
+        );
+        assert!(
+            !m("{name}-{kubernetes}").is_match("vm-ubuntu-2204-v1.33.6-backup"),
+            "pre-releases are alpha/beta/rc"
+        );
         // Six free placeholders against a 120-character near miss: a finite
         // automaton answers at once where backtracking took half a minute.
         let facts = crate::context::ImageFacts {

@@ -49,6 +49,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 paths: &paths,
                 default_branch,
                 release_pattern: &g.release_pattern,
+                head_fallback: env.get(crate::env::GITHUB_ACTIONS) != Some("true"),
             };
             match gitrefs::scan(&base.join(&g.repo), &rules) {
                 Ok(scan) => {

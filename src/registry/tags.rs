@@ -147,7 +147,8 @@ impl Client {
     }
 
     /// Deletes a tag alone (OCI 1.1 `DELETE /manifests/<tag>`); `false` when
-    /// the registry does not support it (Distribution answers 400).
+    /// the registry does not support it (Distribution answers 400); other
+    /// refusals (401, 403, 5xx) are errors.
     pub fn delete_tag(&self, repo: &Repository, tag: &str) -> Result<bool, RegistryError> {
         let op = format!("tag DELETE {tag}");
         let url = repo.url(&format!("manifests/{tag}"));
@@ -155,7 +156,13 @@ impl Client {
         let resp = self.send(repo, &op, &scope, &|a, auth| {
             with_auth(a.delete(&url), auth).call()
         })?;
-        Ok(matches!(resp.status().as_u16(), 200 | 202 | 204))
+        match resp.status().as_u16() {
+            200 | 202 | 204 => Ok(true),
+            // The registry has no tag DELETE (Distribution 2.x answers 400).
+            400 | 404 | 405 => Ok(false),
+            // Denied, or failing: not a reason to try another way.
+            _ => Err(Self::status_err(repo, &op, resp)),
+        }
     }
 }
 

@@ -141,7 +141,7 @@ fn plan_repo(
     let managed = |t: &TagInfo| {
         t.subject.is_none()
             && t.built_by_us.as_deref() == Some(repo.image.as_str())
-            && (repo.templates.is_empty() || repo.templates.iter().any(|m| m.is_match(&t.tag)))
+            && repo.templates.iter().any(|m| m.is_match(&t.tag))
     };
     // The newest `keep_last` images (distinct digests) among the managed tags;
     // a digest's time is the newest any of its tags reports.
@@ -184,10 +184,15 @@ fn plan_repo(
             if recent.contains(&t.digest) {
                 reasons.push("recent".to_owned());
             }
-            if let (Some(max), Some(created)) = (rules.max_age_secs, t.created)
-                && now.saturating_sub(created) < i64::try_from(max).unwrap_or(i64::MAX)
-            {
-                reasons.push("young".to_owned());
+            match (rules.max_age_secs, t.created) {
+                (Some(max), Some(created))
+                    if now.saturating_sub(created) < i64::try_from(max).unwrap_or(i64::MAX) =>
+                {
+                    reasons.push("young".to_owned());
+                }
+                // No build time known: it may be young, so it stays.
+                (Some(_), None) if t.subject.is_none() => reasons.push("age-unknown".to_owned()),
+                _ => {}
             }
             if git_failed {
                 reasons.push("git-unreadable".to_owned());
@@ -233,9 +238,18 @@ fn plan_repo(
     // A referrers tag goes only once its image's manifest is gone from the
     // registry (after its garbage collection); the executor checks again.
     for (item, t) in items.iter_mut().zip(tags) {
+        // A just-copied image whose manifest is not there yet must not lose
+        // its attestation: only one older than `max_age` goes.
+        let old_enough = match (rules.max_age_secs, t.attested) {
+            (Some(max), Some(at)) => {
+                now.saturating_sub(at) >= i64::try_from(max).unwrap_or(i64::MAX)
+            }
+            _ => true,
+        };
         if item.subject.is_some()
             && item.reasons == ["attestation"]
             && t.subject_gone
+            && old_enough
             && !git_failed
         {
             item.reasons = vec!["orphan-attestation".to_owned()];
@@ -340,6 +354,21 @@ mod tests {
         assert_eq!(get("foreign").reasons, ["unmanaged"]);
         // Our annotation, but no template renders this name exactly.
         assert_eq!(get("img-backup1").reasons, ["unmanaged"]);
+    }
+
+    #[test]
+    fn an_unknown_age_is_never_taken_for_old() {
+        let mut t = info("img-0000aa", 1, 0, true);
+        t.created = None;
+        let p = plan(
+            &[repo(vec![t])],
+            &References::default(),
+            &rules(None, &[]),
+            1000,
+            None,
+            &[],
+        );
+        assert_eq!(p.items[0].reasons, ["age-unknown"]);
     }
 
     #[test]

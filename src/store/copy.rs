@@ -45,6 +45,11 @@ pub fn copy_image(
     // The descriptor comes from the bytes, not from what a HEAD said.
     let top = &described(src, top, &bytes)?;
     copied.add(&copy_tree(src, dst, top, &bytes, mount_from)?);
+    // The manifest before its attestation, the tag last: a referrers tag is
+    // never seen without its image, nor a tag without its attestation.
+    if tag.is_some() {
+        dst.put_manifest(&top.digest.to_string(), top, &bytes)?;
+    }
     for r in src.referrers(&top.digest)? {
         let rbytes = manifest_bytes(src, &r)?;
         copied.add(&copy_tree(src, dst, &r, &rbytes, mount_from)?);

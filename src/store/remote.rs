@@ -40,6 +40,32 @@ pub fn untag(client: &Client, repo: &Repository, tag: &str) -> Result<String, St
     untag_by_throwaway(client, repo, tag, false)
 }
 
+/// Whether the throwaway-manifest fallback can work here: a throwaway put by
+/// digest (under no tag) must be deletable. Asked once per repository, so a
+/// registry that refuses manifest deletes never gets tags pointed at junk.
+pub fn can_delete_manifests(client: &Client, repo: &Repository) -> Result<bool, StoreError> {
+    let empty_bytes = b"{}";
+    let empty = Descriptor::new(media::EMPTY, Digest::of(empty_bytes), 2);
+    if !client.blob_exists(repo, &empty.digest)? {
+        client.upload_blob(repo, &empty.digest, 2, &bytes_opener(empty_bytes))?;
+    }
+    let probe = json!({
+        "schemaVersion": 2,
+        "mediaType": media::MANIFEST,
+        "config": empty,
+        "layers": [empty],
+        "annotations": { "io.imagepipe.untag": format!("probe {}", std::process::id()) },
+    });
+    let bytes = canonical_json(&probe);
+    let d = client.put_manifest(
+        repo,
+        &Digest::of(&bytes).to_string(),
+        media::MANIFEST,
+        &bytes,
+    )?;
+    Ok(client.delete_manifest(repo, &d).is_ok())
+}
+
 /// The fallback for registries without a tag `DELETE` (CNCF Distribution
 /// answers 400): point the tag at a unique throwaway manifest and delete
 /// that by digest. `have_empty`: the empty blob is known to be there.

@@ -48,6 +48,18 @@ pub fn git_repo(ws: &Workspace, branches: &[(&str, &str)]) {
     git(&repo, &["checkout", "-q", "main"]);
 }
 
+/// What cleanup judges as ours in the test catalog: `disk-<hash>`.
+pub fn disk_matcher() -> regex::Regex {
+    imagepipe::template::Template::parse("{name}-{hash}", &[])
+        .unwrap()
+        .matcher(&imagepipe::context::ImageFacts {
+            name: "disk",
+            distro: "x",
+            version: "1",
+            arches: vec!["amd64"],
+        })
+}
+
 pub fn cleanup(ws: &Workspace, args: &[&str]) -> (i32, Value, String) {
     let mut c = ws.cmd();
     c.args(["cleanup", "--format", "json"]).args(args);
@@ -336,7 +348,7 @@ fn a_tag_moved_between_plan_and_apply_survives() {
         repository: repo.to_string(),
         path: repo.path.clone(),
         image: "disk".into(),
-        templates: Vec::new(),
+        templates: vec![crate::cleanup::disk_matcher()],
         tags: imagepipe::cleanup::list(&client, &repo),
     }];
     let rules = Rules {

@@ -371,7 +371,7 @@ fn a_tag_pushed_onto_an_expired_image_during_apply_survives() {
         repository: repo.to_string(),
         path: repo.path.clone(),
         image: "disk".into(),
-        templates: Vec::new(),
+        templates: vec![crate::cleanup::disk_matcher()],
         tags: imagepipe::cleanup::list(&client, &repo),
     }];
     let rules = Rules {
@@ -452,6 +452,64 @@ fn globs_that_match_nothing_and_stray_release_branches() {
         "{stderr}"
     );
     assert_eq!(out["applied"], serde_json::json!([]));
+    for (tag, _) in &v {
+        assert!(exists(&reg.addr, tag));
+    }
+}
+
+/// Branches the catalog names must be in the clone, the clone must not be
+/// shallow, and on GitHub Actions the branch HEAD names is never taken for
+/// the default one: each fails closed with the fix in the message.
+#[test]
+fn clones_that_may_hide_references_fail_closed() {
+    let reg = Registry::start();
+    let rules = "  keep_last: 1\n  max_delete: 20\n  git:\n    repo: k8s-ci\n    branches: [\"main\", \"release-2.27\"]\n    paths: [\"tests/**/*.yml\"]\n";
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, rules));
+    let v: Vec<(String, String)> = (1..=2)
+        .map(|n| publish_version(&ws, n, OLD + i64::from(n)))
+        .collect();
+    git_repo(&ws, &[("main", &format!("vm: ci/disk:{}\n", v[0].0))]);
+    // `release-2.27` was not fetched.
+    let (code, out, stderr) = cleanup_env(&ws, &["--apply"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("`release-2.27` matches no"), "{stderr}");
+    assert_eq!(out["applied"], serde_json::json!([]));
+    // A shallow clone.
+    let k8s = ws.path().join("k8s-ci");
+    git(&k8s, &["checkout", "-q", "-b", "release-2.27"]);
+    git(&k8s, &["checkout", "-q", "main"]);
+    let url = format!("file://{}", k8s.display());
+    git(
+        ws.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            "--no-single-branch",
+            &url,
+            "shallow",
+        ],
+    );
+    ws.write(
+        "images.yml",
+        catalog(&reg.addr, &rules.replace("repo: k8s-ci", "repo: shallow")),
+    );
+    let (code, _, stderr) = cleanup_env(&ws, &["--apply"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("shallow"), "{stderr}");
+    // On GitHub Actions, HEAD names the branch being built, not the default.
+    ws.write("images.yml", catalog(&reg.addr, rules));
+    git(&k8s, &["checkout", "-q", "release-2.27"]);
+    let (code, _, stderr) = cleanup_env(&ws, &[], &[("GITHUB_ACTIONS", "true")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("default branch"), "{stderr}");
+    let (code, _, stderr) = cleanup_env(
+        &ws,
+        &[],
+        &[("GITHUB_ACTIONS", "true"), ("CI_DEFAULT_BRANCH", "main")],
+    );
+    assert_eq!(code, 0, "{stderr}");
     for (tag, _) in &v {
         assert!(exists(&reg.addr, tag));
     }

@@ -45,6 +45,8 @@ impl Workspace {
             "CI_COMMIT_TAG",
             "GITHUB_REF_NAME",
             "GITHUB_REF_TYPE",
+            "GITHUB_ACTIONS",
+            "CI_DEFAULT_BRANCH",
             "CI_COMMIT_SHA",
             "GITHUB_SHA",
             "CI_PIPELINE_ID",

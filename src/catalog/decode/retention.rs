@@ -42,10 +42,10 @@ pub(super) fn retention(node: &Node, d: &mut Diagnostics) -> Option<Retention> {
                 .and_then(|n| string(n, d))
                 .map(|s| s.value),
             release_pattern: match g.get("release_pattern").and_then(|n| string(n, d)) {
-                Some(p) if !p.value.contains("{major}") => {
+                Some(p) if !release_pattern_ok(&p.value) => {
                     d.error(
                         p.span,
-                        format!("release pattern `{}` has no `{{major}}`", p.value),
+                        format!("release pattern `{}` needs `{{major}}` and takes only `{{major}}`, `{{minor}}`, `{{patch}}` as placeholders", p.value),
                         "write it with the numbers as placeholders, e.g. `release-{major}.{minor}`",
                     );
                     DEFAULT_RELEASE_PATTERN.to_owned()
@@ -63,4 +63,19 @@ pub(super) fn retention(node: &Node, d: &mut Diagnostics) -> Option<Retention> {
         git,
         span: node.span,
     })
+}
+
+/// `{major}` present; no placeholder but `{major}`, `{minor}`, `{patch}`.
+fn release_pattern_ok(p: &str) -> bool {
+    let mut rest = p;
+    while let Some(i) = rest.find('{') {
+        let Some(j) = rest[i..].find('}') else {
+            return false;
+        };
+        if !["{major}", "{minor}", "{patch}"].contains(&&rest[i..=i + j]) {
+            return false;
+        }
+        rest = &rest[i + j + 1..];
+    }
+    p.contains("{major}")
 }
