@@ -188,9 +188,20 @@ struct TarEntry {
 }
 
 /// Appends the entries of an uncompressed tarball, re-sorted and normalised.
+///
+/// What any valid tarball becomes is a layer every unpacker accepts: a hard
+/// link always follows the file it links to (the first path of a linked
+/// group in sorted order carries the data, the others link to it); a path
+/// through a symlink of the archive, a member cut short by a truncated file,
+/// and sparse members are refused with an error naming the member. Linear
+/// in the number of entries, but for the sort.
 pub fn append_tarball(tar: &mut LayerTar, tarball: &Path, mtime: u64) -> io::Result<()> {
+    let file_len = fs::metadata(tarball)?.len();
     let mut archive = tar::Archive::new(File::open(tarball)?);
-    let mut entries: Vec<TarEntry> = Vec::new();
+    // Entries by path; a later entry for a path replaces the earlier one, as
+    // extraction does (the slot of the earlier one is emptied).
+    let mut entries: Vec<Option<TarEntry>> = Vec::new();
+    let mut by_path: HashMap<PathBuf, usize> = HashMap::new();
     for e in archive.entries_with_seek()? {
         let mut e = e?;
         let path = clean_path(&e.path()?)?;
@@ -199,6 +210,12 @@ pub fn append_tarball(tar: &mut LayerTar, tarball: &Path, mtime: u64) -> io::Res
         }
         let h = e.header();
         let kind = h.entry_type();
+        if kind == tar::EntryType::GNUSparse {
+            return Err(bad(format!(
+                "rootfs entry `{}` is a GNU sparse member: repack the tarball without `--sparse` (sparse members are not carried into layers)",
+                path.display()
+            )));
+        }
         let link = e.link_name()?.map(|l| l.into_owned());
         match (kind, &link) {
             (tar::EntryType::Symlink, Some(t)) => check_symlink(&path, t)?,
@@ -209,7 +226,7 @@ pub fn append_tarball(tar: &mut LayerTar, tarball: &Path, mtime: u64) -> io::Res
                         path.display()
                     ))
                 })?;
-                if !entries.iter().any(|x| x.path == t) {
+                if !by_path.contains_key(&t) {
                     return Err(bad(format!(
                         "hard link `{}` points at `{}`, which is not in the archive before it",
                         path.display(),
@@ -223,7 +240,14 @@ pub fn append_tarball(tar: &mut LayerTar, tarball: &Path, mtime: u64) -> io::Res
         if let Some(pax) = e.pax_extensions()? {
             for ext in pax {
                 let ext = ext?;
-                if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
+                let key = ext.key().unwrap_or_default();
+                if key.starts_with("GNU.sparse.") {
+                    return Err(bad(format!(
+                        "rootfs entry `{}` is a PAX sparse member: repack the tarball without `--sparse` (sparse members are not carried into layers)",
+                        path.display()
+                    )));
+                }
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.")
                     && xattr_matters(name)
                 {
                     xattrs.push((name.to_owned(), ext.value_bytes().to_vec()));
@@ -240,13 +264,23 @@ pub fn append_tarball(tar: &mut LayerTar, tarball: &Path, mtime: u64) -> io::Res
         } else {
             (0, 0)
         };
+        let size = e.size();
+        let data_at = e.raw_file_position();
+        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+            && data_at.saturating_add(size) > file_len
+        {
+            return Err(bad(format!(
+                "rootfs entry `{}` claims {size} bytes but the tarball ends before them: it is truncated",
+                path.display()
+            )));
+        }
         let entry = TarEntry {
             kind: h.entry_type(),
             mode: h.mode()?,
             uid: h.uid()?,
             gid: h.gid()?,
-            size: e.size(),
-            data_at: e.raw_file_position(),
+            size,
+            data_at,
             link: link.map(|l| {
                 if kind == tar::EntryType::Link {
                     clean_path(&l).unwrap_or(l)
@@ -258,29 +292,107 @@ pub fn append_tarball(tar: &mut LayerTar, tarball: &Path, mtime: u64) -> io::Res
             xattrs,
             path,
         };
-        // A later entry for the same path replaces the earlier one, as tar extraction does.
-        entries.retain(|x| x.path != entry.path);
-        entries.push(entry);
+        if let Some(old) = by_path.insert(entry.path.clone(), entries.len()) {
+            entries[old] = None;
+        }
+        entries.push(Some(entry));
     }
+    let mut entries: Vec<TarEntry> = entries.into_iter().flatten().collect();
+    // A path through a symlink of the archive would be written outside the
+    // root by whoever unpacks the layer.
+    let symlinks: std::collections::HashSet<&Path> = entries
+        .iter()
+        .filter(|e| e.kind == tar::EntryType::Symlink)
+        .map(|e| e.path.as_path())
+        .collect();
+    for e in &entries {
+        if let Some(s) = e.path.ancestors().skip(1).find(|a| symlinks.contains(a)) {
+            return Err(bad(format!(
+                "rootfs entry `{}` lies under `{}`, a symlink: unpacking it would write through the link",
+                e.path.display(),
+                s.display()
+            )));
+        }
+    }
+    // Hard-linked groups: the first path in sorted order carries the data.
+    let root_of = |p: &PathBuf, entries: &HashMap<PathBuf, (tar::EntryType, Option<PathBuf>)>| {
+        let mut cur = p.clone();
+        for _ in 0..64 {
+            match entries.get(&cur) {
+                Some((tar::EntryType::Link, Some(t))) => cur = t.clone(),
+                _ => break,
+            }
+        }
+        cur
+    };
+    let kinds: HashMap<PathBuf, (tar::EntryType, Option<PathBuf>)> = entries
+        .iter()
+        .map(|e| (e.path.clone(), (e.kind, e.link.clone())))
+        .collect();
+    let roots: std::collections::HashSet<PathBuf> = entries
+        .iter()
+        .filter(|e| e.kind == tar::EntryType::Link)
+        .map(|e| root_of(&e.path, &kinds))
+        .collect();
     entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut first_of_group: HashMap<PathBuf, PathBuf> = HashMap::new();
+    for e in &entries {
+        if e.kind == tar::EntryType::Link || roots.contains(&e.path) {
+            let root = root_of(&e.path, &kinds);
+            first_of_group.entry(root).or_insert_with(|| e.path.clone());
+        }
+    }
+    let index: HashMap<PathBuf, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.clone(), i))
+        .collect();
     let mut file = File::open(tarball)?;
-    for e in entries {
-        append_xattrs(tar, &e.xattrs)?;
-        let mut h = base_header(e.kind, e.mode, e.uid, e.gid, mtime, 0);
-        match e.kind {
+    for i in 0..entries.len() {
+        let e = &entries[i];
+        let group_root = if e.kind == tar::EntryType::Link {
+            Some(root_of(&e.path, &kinds))
+        } else if roots.contains(&e.path) {
+            Some(e.path.clone())
+        } else {
+            None
+        };
+        // The member carrying the data and metadata of a linked group.
+        let (data, carrier) = match &group_root {
+            Some(root) => {
+                let first = &first_of_group[root];
+                let r = &entries[index[root]];
+                (r, (first != &e.path).then(|| first.clone()))
+            }
+            None => (e, None),
+        };
+        append_xattrs(tar, &data.xattrs)?;
+        let mut h = base_header(data.kind, data.mode, data.uid, data.gid, mtime, 0);
+        if let Some(first) = carrier {
+            h.set_entry_type(tar::EntryType::Link);
+            tar.append_link(&mut h, &e.path, &first)?;
+            continue;
+        }
+        match data.kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(e.size);
-                file.seek(SeekFrom::Start(e.data_at))?;
-                tar.append_data(&mut h, &e.path, (&mut file).take(e.size))?;
+                h.set_size(data.size);
+                file.seek(SeekFrom::Start(data.data_at))?;
+                tar.append_data(&mut h, &e.path, (&mut file).take(data.size))?;
             }
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = e.link.unwrap_or_default();
+            tar::EntryType::Symlink => {
+                let target = data.link.clone().unwrap_or_default();
+                tar.append_link(&mut h, &e.path, &target)?;
+            }
+            tar::EntryType::Link => {
+                // A link to something that is not a regular file (a link
+                // chain ending in a symlink or device): keep it as written.
+                let target = e.link.clone().unwrap_or_default();
                 tar.append_link(&mut h, &e.path, &target)?;
             }
             tar::EntryType::Char | tar::EntryType::Block => {
-                h.set_device_major(e.device.0)?;
-                h.set_device_minor(e.device.1)?;
+                h.set_device_major(data.device.0)?;
+                h.set_device_minor(data.device.1)?;
                 tar.append_data(&mut h, &e.path, io::empty())?;
             }
             tar::EntryType::Directory | tar::EntryType::Fifo => {

@@ -1026,3 +1026,153 @@ fn two_clones_at_different_commits_build_identical_images() {
     assert_ne!(tag_c, tag_a, "SOURCE_DATE_EPOCH enters the recipe hash");
     assert_eq!((tag_c, digest_c), (tag_d, digest_d));
 }
+
+/// Valid tarballs made by GNU tar become layers GNU tar and umoci unpack:
+/// a hard link that sorts before its target is written after it; sparse
+/// members, truncated tarballs and paths through a symlink are refused with
+/// the member named; 100,000 entries build.
+#[test]
+fn every_valid_tarball_makes_a_layer_unpackers_accept() {
+    let ws = Workspace::with_catalog(&catalog("{ file: root.tar }", "rootfs"));
+    let r = ws.path().join("r");
+    std::fs::create_dir_all(r.join("bin")).unwrap();
+    std::fs::write(r.join("bin/hi2"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::hard_link(r.join("bin/hi2"), r.join("bin/hi")).unwrap();
+    // GNU tar stores bin/hi2 first and bin/hi as a link to it; sorted,
+    // bin/hi comes first.
+    sh(
+        "tar",
+        &["-cf", "root.tar", "-C", "r", "bin/hi2", "bin/hi"],
+        ws.path(),
+    );
+    let lines = built(&ws);
+    let layout = store(&ws, "disk");
+    let manifest = skopeo_raw(&layout, &lines[0].1);
+    let blob = layout.join("blobs/sha256").join(
+        manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let listing = sh("tar", &["-tvzf", blob.to_str().unwrap()], ws.path());
+    let hi = listing.lines().position(|l| l.ends_with("bin/hi")).unwrap();
+    let hi2 = listing.lines().position(|l| l.contains("bin/hi2")).unwrap();
+    assert!(hi < hi2, "{listing}");
+    assert!(
+        listing.lines().nth(hi2).unwrap().contains("link to bin/hi"),
+        "{listing}"
+    );
+    let out = ws.path().join("gnu");
+    std::fs::create_dir_all(&out).unwrap();
+    sh(
+        "tar",
+        &["-xzf", blob.to_str().unwrap(), "-C", out.to_str().unwrap()],
+        ws.path(),
+    );
+    assert_eq!(
+        std::fs::read(out.join("bin/hi")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    assert_eq!(std::fs::metadata(out.join("bin/hi2")).unwrap().nlink(), 2);
+    sh(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:{}", layout.display(), lines[0].1),
+            "bundle",
+        ],
+        ws.path(),
+    );
+    assert_eq!(
+        std::fs::read(ws.path().join("bundle/rootfs/bin/hi2")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+
+    let refused = |what: &str, expected: &str| {
+        ws.write("images.yml", catalog("{ file: root.tar }", "rootfs"));
+        let out = build(&ws, &[]);
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{what}: {}", out.stderr);
+    };
+    // Sparse members, GNU and PAX.
+    std::fs::remove_dir_all(&r).unwrap();
+    std::fs::create_dir_all(&r).unwrap();
+    let f = std::fs::File::create(r.join("sparse.img")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    sh(
+        "tar",
+        &[
+            "--format=gnu",
+            "-S",
+            "-cf",
+            "root.tar",
+            "-C",
+            "r",
+            "sparse.img",
+        ],
+        ws.path(),
+    );
+    refused("GNU sparse", "sparse member");
+    sh(
+        "tar",
+        &[
+            "--format=posix",
+            "-S",
+            "-cf",
+            "root.tar",
+            "-C",
+            "r",
+            "sparse.img",
+        ],
+        ws.path(),
+    );
+    refused("PAX sparse", "sparse member");
+    // A truncated tarball.
+    std::fs::write(r.join("big"), vec![7u8; 1 << 20]).unwrap();
+    sh("tar", &["-cf", "root.tar", "-C", "r", "big"], ws.path());
+    let t = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ws.path().join("root.tar"))
+        .unwrap();
+    t.set_len(300 * 1024).unwrap();
+    refused("truncated", "truncated");
+    // A path through a symlink of the archive.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(0);
+    b.append_link(&mut h, "etcl", "/etc").unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o600);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(1);
+    h.set_cksum();
+    b.append_data(&mut h, "etcl/shadow", &b"x"[..]).unwrap();
+    ws.write("root.tar", b.into_inner().unwrap());
+    refused("through a symlink", "lies under `etcl`, a symlink");
+    // 100,000 entries.
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..100_000u32 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, format!("d{}/f{i}", i % 100), &i.to_le_bytes()[..])
+            .unwrap();
+    }
+    ws.write("root.tar", b.into_inner().unwrap());
+    ws.write("images.yml", catalog("{ file: root.tar }", "rootfs"));
+    let out = build(&ws, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
