@@ -18,15 +18,58 @@ use crate::oci::media;
 /// A compressing writer over `W`.
 pub enum Encoder<W: Write + Send + 'static> {
     None(W),
-    Gzip(ParCompress<'static, Gzip, W>),
+    /// gzp panics when its output fails (a full disk): its output goes
+    /// through [`Guarded`], which keeps the first error for us to return.
+    Gzip(ParCompress<'static, Gzip, Guarded<W>>, FirstError),
     Zstd(zstd::Encoder<'static, W>),
+}
+
+/// The first write error of a [`Guarded`] writer.
+pub type FirstError = std::sync::Arc<std::sync::Mutex<Option<io::Error>>>;
+
+/// A writer that never fails: the first error is kept (and later writes
+/// dropped), so a compressor running in its own threads is never handed an
+/// error it would panic on; [`Encoder`] reports it instead.
+#[derive(Debug)]
+pub struct Guarded<W> {
+    inner: W,
+    error: FirstError,
+}
+
+impl<W: Write> Write for Guarded<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut slot = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none()
+            && let Err(e) = self.inner.write_all(buf)
+        {
+            *slot = Some(e);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut slot = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none()
+            && let Err(e) = self.inner.flush()
+        {
+            *slot = Some(e);
+        }
+        Ok(())
+    }
+}
+
+fn take_error(error: &FirstError) -> Option<io::Error> {
+    error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
 }
 
 impl<W: Write + Send + 'static> std::fmt::Debug for Encoder<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::None(_) => "Encoder::None",
-            Self::Gzip(_) => "Encoder::Gzip",
+            Self::Gzip(..) => "Encoder::Gzip",
             Self::Zstd(_) => "Encoder::Zstd",
         })
     }
@@ -42,13 +85,21 @@ impl<W: Write + Send + 'static> Encoder<W> {
         let threads = threads.max(1);
         Ok(match c {
             Compression::None => Self::None(inner),
-            Compression::Gzip { level } => Self::Gzip(
-                ParCompressBuilder::<Gzip>::new()
-                    .compression_level(gzp::Compression::new(level))
-                    .num_threads(threads)
-                    .map_err(io::Error::other)?
-                    .from_writer(inner),
-            ),
+            Compression::Gzip { level } => {
+                let error = FirstError::default();
+                let guarded = Guarded {
+                    inner,
+                    error: error.clone(),
+                };
+                Self::Gzip(
+                    ParCompressBuilder::<Gzip>::new()
+                        .compression_level(gzp::Compression::new(level))
+                        .num_threads(threads)
+                        .map_err(io::Error::other)?
+                        .from_writer(guarded),
+                    error,
+                )
+            }
             Compression::Zstd { level } => {
                 let mut e = zstd::Encoder::new(inner, level)?;
                 e.multithread(u32::try_from(threads).unwrap_or(1))?;
@@ -65,7 +116,13 @@ impl<W: Write + Send + 'static> Encoder<W> {
                 w.flush()?;
                 Ok(w)
             }
-            Self::Gzip(mut g) => g.finish().map_err(io::Error::other),
+            Self::Gzip(mut g, error) => {
+                let guarded = g.finish().map_err(io::Error::other)?;
+                match take_error(&error) {
+                    Some(e) => Err(e),
+                    None => Ok(guarded.inner),
+                }
+            }
             Self::Zstd(z) => z.finish(),
         }
     }
@@ -75,7 +132,13 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::None(w) => w.write(buf),
-            Self::Gzip(g) => g.write(buf),
+            Self::Gzip(g, error) => {
+                // Stop at the first failed write of the output, early.
+                if let Some(e) = take_error(error) {
+                    return Err(e);
+                }
+                g.write(buf)
+            }
             Self::Zstd(z) => z.write(buf),
         }
     }
@@ -85,7 +148,7 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
             Self::None(w) => w.flush(),
             // gzp's flush ends a block early, which would make the bytes depend
             // on when callers flush; buffered data is written by `finish`.
-            Self::Gzip(_) => Ok(()),
+            Self::Gzip(..) => Ok(()),
             Self::Zstd(z) => z.flush(),
         }
     }
@@ -120,6 +183,43 @@ mod tests {
             e.flush().unwrap();
         }
         e.finish().unwrap()
+    }
+
+    /// A writer that fails like a full disk after `room` bytes.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if buf.len() > self.room {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            self.room -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_an_error_never_a_panic() {
+        let data: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+        for c in [
+            Compression::None,
+            Compression::Gzip { level: 1 },
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+        ] {
+            let result = std::panic::catch_unwind(|| {
+                let mut e = Encoder::new(c, Full { room: 100_000 }, 2).unwrap();
+                let written = data.chunks(65_536).try_for_each(|chunk| e.write_all(chunk));
+                written.and_then(|()| e.finish().map(|_| ()))
+            });
+            let err = result.unwrap_or_else(|_| panic!("{c:?} panicked"));
+            assert_eq!(err.unwrap_err().raw_os_error(), Some(28), "{c:?}");
+        }
     }
 
     #[test]
