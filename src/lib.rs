@@ -13,6 +13,7 @@ pub mod error;
 pub mod gitinfo;
 pub mod gitrefs;
 pub mod http;
+pub mod interrupt;
 pub mod io_reason;
 pub mod oci;
 pub mod plan;

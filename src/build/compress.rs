@@ -38,7 +38,10 @@ pub struct Guarded<W> {
 
 impl<W: Write> Write for Guarded<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut slot = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.is_none()
             && let Err(e) = self.inner.write_all(buf)
         {
@@ -48,7 +51,10 @@ impl<W: Write> Write for Guarded<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let mut slot = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.is_none()
             && let Err(e) = self.inner.flush()
         {
@@ -205,7 +211,9 @@ mod tests {
 
     #[test]
     fn a_full_disk_is_an_error_never_a_panic() {
-        let data: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+        let data: Vec<u8> = (0..4_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
         for c in [
             Compression::None,
             Compression::Gzip { level: 1 },

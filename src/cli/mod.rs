@@ -189,6 +189,7 @@ pub fn run() -> ExitCode {
         }
     };
     init_logging();
+    crate::interrupt::install();
     let env = crate::env::Environment::from_process();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
@@ -199,6 +200,7 @@ pub fn run() -> ExitCode {
         Command::Cleanup(args) => cleanup::run(&args, &env),
         Command::Schema => output::json(&crate::catalog::schema::schema()),
     };
+    crate::interrupt::wait_if_stopping();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

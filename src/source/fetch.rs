@@ -53,10 +53,12 @@ impl Dirs {
 
     fn scratch(&self) -> Result<tempfile::TempDir, SourceError> {
         fs::create_dir_all(&self.work).map_err(|e| SourceError::io(&self.work, e))?;
-        tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&self.work)
-            .map_err(|e| SourceError::io(&self.work, e))
+            .map_err(|e| SourceError::io(&self.work, e))?;
+        crate::interrupt::register_dir(dir.path());
+        Ok(dir)
     }
 }
 
@@ -226,15 +228,23 @@ fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, 
 
 fn run(mut cmd: Process, what: &str) -> Result<(), SourceError> {
     tracing::info!("running {what}");
-    let status = cmd.status().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => SourceError::NotInstalled {
-            what: what.to_owned(),
-        },
-        _ => SourceError::Spawn {
-            what: what.to_owned(),
-            source: e,
-        },
-    })?;
+    let status = cmd
+        .spawn()
+        .and_then(|mut child| {
+            crate::interrupt::register_child(child.id());
+            let status = child.wait();
+            crate::interrupt::unregister_child(child.id());
+            status
+        })
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => SourceError::NotInstalled {
+                what: what.to_owned(),
+            },
+            _ => SourceError::Spawn {
+                what: what.to_owned(),
+                source: e,
+            },
+        })?;
     if status.success() {
         Ok(())
     } else {

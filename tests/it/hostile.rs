@@ -236,7 +236,7 @@ fn stalling_server(trickle: bool) -> String {
                 let mut s = stream;
                 if first.contains("/tags/list") {
                     let body = "{\"name\":\"ci/disk\",\"tags\":[\"t\"]}";
-                    let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+                    let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
                     return;
                 }
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 100000\r\n\r\n{");
@@ -281,4 +281,73 @@ fn a_body_that_stops_or_trickles_ends_the_run() {
     let out = run(c);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("stalled"), "{}", out.stderr);
+}
+
+/// SIGTERM (and SIGINT) stop a build cleanly: the builder is stopped, the
+/// scratch directory with its disk copy is removed, and the exit code is
+/// 143 (130).
+#[test]
+fn signals_stop_a_build_cleanly() {
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let ws = Workspace::with_catalog(
+            "version: 1\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { command: { run: [./slow.sh] } }\n    format: containerdisk\n",
+        );
+        let script = ws.write(
+            "slow.sh",
+            "#!/bin/sh\necho $$ > \"$IMAGEPIPE_OUTPUT_DIR/../builder.pid\"\nhead -c 1048576 /dev/zero > \"$IMAGEPIPE_OUTPUT_DIR/disk.raw\"\nsleep 60\n",
+        );
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
+            .arg("build")
+            .current_dir(ws.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let work = ws.path().join(".imagepipe/work");
+        let pid_file = || {
+            std::fs::read_dir(&work)
+                .ok()?
+                .flatten()
+                .map(|e| e.path().join("builder.pid"))
+                .find(|p| p.is_file())
+        };
+        let started = std::time::Instant::now();
+        let pid_path = loop {
+            if let Some(p) = pid_file().filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+            {
+                break p;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the builder never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let builder: u32 = std::fs::read_to_string(&pid_path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        crate::common::sh(
+            "kill",
+            &[&format!("-{signal}"), &child.id().to_string()],
+            ws.path(),
+        );
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "SIG{signal}");
+        let left: Vec<_> = std::fs::read_dir(&work)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "scratch left behind: {left:?}");
+        // The builder was stopped too (give the kernel a moment to reap it).
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::fs::read_to_string(format!("/proc/{builder}/stat"))
+                .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
+        });
+        assert!(gone, "the builder {builder} still runs");
+    }
 }
