@@ -182,6 +182,20 @@ fn next_link(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a server puts in `Link`: no panic, and a link is only
+        /// ever what sits between `<` and `>`.
+        #[test]
+        fn any_link_header_is_parsed_or_refused(h in "\\PC{0,200}") {
+            if let Some(l) = next_link(&h) {
+                let wrapped = format!("<{l}>");
+                prop_assert!(h.contains(&wrapped));
+            }
+            let _ = next_link(&format!("<{h}>; rel=\"next\""));
+        }
+    }
 
     #[test]
     fn links() {

@@ -435,6 +435,17 @@ fn parse_challenge(header: &str) -> Option<Challenge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a server puts in `WWW-Authenticate`: no panic.
+        #[test]
+        fn any_challenge_header_is_parsed_or_refused(h in "\\PC{0,200}", realm in "[ -~]{0,80}") {
+            let _ = parse_challenge(&h);
+            let _ = parse_challenge(&format!("Bearer realm=\"{realm}\",service={h}"));
+            let _ = parse_challenge(&format!("Basic {h}"));
+        }
+    }
 
     #[test]
     fn challenges() {

@@ -184,3 +184,33 @@ fn ensure_blob(
         ..Copied::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::oci::Digest;
+
+    fn desc(media: &str) -> Descriptor {
+        Descriptor::new(media, Digest::of(b"x"), 1)
+    }
+
+    proptest! {
+        /// Whatever bytes a registry sends as a manifest or index (random, or
+        /// JSON of the wrong shape): a named error or a value, never a panic.
+        #[test]
+        fn any_manifest_bytes_are_read_or_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            json in r#"\{"(manifests|layers|config|mediaType)": ?(\[\]|\{\}|null|1|"x"|\[\{"digest":"[a-z0-9:]{0,80}","size":-?[0-9]{1,20}\}\])\}"#,
+        ) {
+            let store = crate::store::layout::Layout::at(std::path::Path::new("/nonexistent"));
+            for media in [media::MANIFEST, media::INDEX] {
+                let _ = children(&store, &desc(media), &bytes);
+                let _ = children(&store, &desc(media), json.as_bytes());
+                let _ = crate::store::referrers::parse_index(&store, json.as_bytes());
+                let _ = crate::provenance::built_at(&[]);
+            }
+        }
+    }
+}

@@ -351,3 +351,91 @@ fn signals_stop_a_build_cleanly() {
         assert!(gone, "the builder {builder} still runs");
     }
 }
+
+/// A registry whose every answer is `response` (headers and body as sent).
+fn canned_registry(response: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let response = response.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut s = stream;
+                let _ = s.write_all(&response);
+            });
+        }
+    });
+    addr
+}
+
+/// What hostile or broken registries send — bad manifests and indexes,
+/// token responses, `WWW-Authenticate` and `Link` headers, random bytes —
+/// ends a run with a named error (exit 1), never a panic or a hang.
+#[test]
+fn whatever_a_registry_sends_is_an_error_never_a_panic() {
+    let close = "Connection: close\r\n";
+    let mut corpus: Vec<Vec<u8>> = [
+        format!("HTTP/1.1 200 OK\r\n{close}Content-Length: 15\r\n\r\n{{\"tags\": [1,2]}}"),
+        format!("HTTP/1.1 200 OK\r\n{close}Content-Length: 12\r\n\r\n{{\"tags\":{{}}}}"),
+        format!("HTTP/1.1 200 OK\r\n{close}Link: <<<>>>; rel=next\r\nContent-Length: 20\r\n\r\n{{\"tags\":[\"a\",\"b\"]}}"),
+        format!("HTTP/1.1 401 No\r\n{close}WWW-Authenticate: Bearer realm=\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 401 No\r\n{close}WWW-Authenticate: Bearer realm=\"http://127.0.0.1:1/t\",service=\"\u{1}\"\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 401 No\r\n{close}WWW-Authenticate: Negotiate\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{close}Docker-Content-Digest: sha256:zz\r\nContent-Length: 2\r\n\r\n{{}}"),
+        format!("HTTP/1.1 200 OK\r\n{close}Content-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: 45\r\n\r\n{{\"manifests\":[{{\"digest\":\"x\",\"size\":-1}}]}}"),
+        format!("HTTP/1.1 200 OK\r\n{close}Content-Length: 999999999999\r\n\r\n{{"),
+        format!("HTTP/1.1 999 ???\r\n{close}\r\n"),
+        "not http at all\r\n\r\n".to_owned(),
+        String::new(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect();
+    // And a few kilobytes of noise after a valid status line.
+    let mut seed: u32 = 0x9e37_79b9;
+    for _ in 0..4 {
+        let mut noise = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..4096 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            noise.push((seed & 0xff) as u8);
+        }
+        corpus.push(noise);
+    }
+    for (i, response) in corpus.into_iter().enumerate() {
+        let addr = canned_registry(response);
+        let ws = Workspace::with_catalog(&format!(
+            "version: 1\ntargets:\n  - {{ name: r, registry: \"{addr}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\nretention:\n  keep_last: 1\n"
+        ));
+        qcow2(&ws, "disk.qcow2", "1M");
+        docker_config(&ws, &addr, "alice", "s3cret-pass");
+        for args in [&["cleanup", "--apply"][..], &["publish"][..]] {
+            let mut c = ws.cmd();
+            c.args(args)
+                .env("DOCKER_CONFIG", ws.path().join(".docker"))
+                .env("IMAGEPIPE_RETRIES", "1")
+                .env("IMAGEPIPE_READ_TIMEOUT", "2");
+            let out = run(c);
+            assert!(
+                out.code == 1 || out.code == 0,
+                "case {i} {args:?}: exit {}: {}",
+                out.code,
+                out.stderr
+            );
+            assert!(!out.stderr.contains("panicked"), "case {i}: {}", out.stderr);
+            assert!(
+                !out.stderr.contains("s3cret-pass"),
+                "case {i}: {}",
+                out.stderr
+            );
+        }
+    }
+}
