@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests run for real.
-packages=(git qemu-utils skopeo umoci packer mmdebstrap docker-registry apache2-utils openssl)
+packages=(git qemu-utils skopeo umoci packer mmdebstrap docker-registry apache2-utils openssl containerd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

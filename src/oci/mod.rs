@@ -22,6 +22,8 @@ pub mod media {
 
 pub mod annotation {
     pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    /// On an untagged `index.json` entry of a layout: the image it refers to.
+    pub const SUBJECT: &str = "io.imagepipe.subject";
     /// The name `ctr images import` gives an image of an OCI layout.
     pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
     pub const CREATED: &str = "org.opencontainers.image.created";

@@ -40,6 +40,14 @@ struct Index {
     manifests: Vec<Descriptor>,
 }
 
+/// Entries in a stable order: by tag (untagged referrers first), then digest.
+fn sort_index(index: &mut Index) {
+    index.manifests.sort_by(|a, b| {
+        (a.annotations.get(annotation::REF_NAME), &a.digest)
+            .cmp(&(b.annotations.get(annotation::REF_NAME), &b.digest))
+    });
+}
+
 impl Layout {
     /// The layout at `root`, whether it exists yet or not: reads of a missing
     /// layout find nothing, and the first write creates it.
@@ -217,12 +225,43 @@ impl Layout {
             .manifests
             .retain(|m| m.annotations.get(annotation::REF_NAME).map(String::as_str) != Some(tag));
         index.manifests.push(desc);
-        index.manifests.sort_by(|a, b| {
-            a.annotations
-                .get(annotation::REF_NAME)
-                .cmp(&b.annotations.get(annotation::REF_NAME))
-        });
+        sort_index(&mut index);
         self.write_atomic(&self.root.join("index.json"), &canonical_json(&index))
+    }
+
+    /// Lists `desc` (a manifest whose `subject` is `subject`) in `index.json`
+    /// without a tag: where OCI layout readers look for referrers, and what
+    /// tools importing tagged images (`ctr images import`, skopeo) pass over.
+    pub fn add_referrer(&self, subject: &Digest, mut desc: Descriptor) -> io::Result<()> {
+        desc.annotations
+            .insert(annotation::SUBJECT.into(), subject.to_string());
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        if index.manifests.iter().any(|m| m.digest == desc.digest) {
+            return Ok(());
+        }
+        index.manifests.push(desc);
+        sort_index(&mut index);
+        self.write_atomic(&self.root.join("index.json"), &canonical_json(&index))
+    }
+
+    /// The untagged referrers of `subject` in `index.json`.
+    pub fn referrers_of(&self, subject: &Digest) -> io::Result<Vec<Descriptor>> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let want = subject.to_string();
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .filter(|m| !m.annotations.contains_key(annotation::REF_NAME))
+            .filter(|m| m.annotations.get(annotation::SUBJECT) == Some(&want))
+            .map(|mut m| {
+                m.annotations.remove(annotation::SUBJECT);
+                m
+            })
+            .collect())
     }
 
     /// `<image>` as containerd should name it: the layout directory's name.
@@ -464,5 +503,21 @@ impl super::Store for Layout {
     fn delete_tag(&self, tag: &str) -> Result<(), StoreError> {
         self.remove_tag(tag)
             .map_err(|e| StoreError::io(self, format!("removing {tag}"), e))
+    }
+
+    fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, StoreError> {
+        self.referrers_of(subject)
+            .map_err(|e| StoreError::io(self, format!("reading referrers of {subject}"), e))
+    }
+
+    fn put_referrer(
+        &self,
+        subject: &Digest,
+        desc: &Descriptor,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put_manifest(&desc.digest.to_string(), desc, bytes)?;
+        self.add_referrer(subject, desc.clone())
+            .map_err(|e| StoreError::io(self, format!("listing referrer {}", desc.digest), e))
     }
 }

@@ -1,7 +1,8 @@
 //! Referrers (OCI 1.1): manifests whose `subject` is another manifest, such
-//! as provenance attestations. Where a registry offers no referrers API, and
-//! in layouts, they are listed by the referrers tag schema: an index under
-//! the tag `sha256-<hex of the subject>`.
+//! as provenance attestations. Where a registry offers no referrers API they
+//! are listed by the referrers tag schema: an index under the tag
+//! `sha256-<hex of the subject>`. (Layouts list them untagged in
+//! `index.json` instead; see [`super::layout::Layout::add_referrer`].)
 
 use serde_json::json;
 

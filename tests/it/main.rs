@@ -12,6 +12,7 @@ mod cleanup;
 mod cleanup_safety;
 mod cloud;
 mod common;
+mod containerd;
 mod executes_plan;
 mod fault_proxy;
 mod fuzz;
