@@ -31,9 +31,57 @@ pub fn agent() -> ureq::Agent {
         .timeout_per_read(Some(read_timeout()))
         .timeout_per_write(Some(read_timeout()))
         .http_status_as_error(false)
+        // Redirects are followed by [`get`], which names where they lead.
+        .max_redirects(0)
         .user_agent(concat!("imagepipe/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent()
+}
+
+/// Redirects [`get`] follows before giving up.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// `GET url`, following up to [`MAX_REDIRECTS`] redirects to `http`/`https`
+/// URLs; a redirect anywhere else (`file://`, `ftp://`) is an error naming it.
+pub fn get(url: &str) -> Result<ureq::http::Response<ureq::Body>, String> {
+    let agent = agent();
+    let mut current = url.to_owned();
+    for _ in 0..=MAX_REDIRECTS {
+        let resp = agent.get(&current).call().map_err(|e| e.to_string())?;
+        if !resp.status().is_redirection() {
+            return Ok(resp);
+        }
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| format!("HTTP {} without a Location", resp.status()))?
+            .to_owned();
+        current = resolve(&current, &location);
+        if !(current.starts_with("http://") || current.starts_with("https://")) {
+            return Err(format!(
+                "redirected to `{current}`: only http and https redirects are followed"
+            ));
+        }
+    }
+    Err(format!(
+        "more than {MAX_REDIRECTS} redirects (last: {current})"
+    ))
+}
+
+/// A `Location` resolved against the URL that sent it.
+fn resolve(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    let host = rest.split('/').next().unwrap_or(rest);
+    if location.starts_with('/') {
+        format!("{scheme}://{host}{location}")
+    } else {
+        let dir = base.rsplit_once('/').map_or(base, |(d, _)| d);
+        format!("{dir}/{location}")
+    }
 }
 
 /// A reader that fails when less than [`MIN_BYTES_PER_WINDOW`] arrive in a
@@ -79,7 +127,7 @@ impl<R: Read> Read for Stalled<R> {
 
 /// GETs a small text document (at most `limit` bytes).
 pub fn get_text(url: &str, limit: u64) -> Result<String, String> {
-    let resp = agent().get(url).call().map_err(|e| e.to_string())?;
+    let resp = get(url)?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("HTTP {status}"));

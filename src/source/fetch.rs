@@ -105,13 +105,10 @@ fn download(url: &str, sha256: &str, dirs: &Dirs) -> Result<Material, SourceErro
     let cached = blobs.join(sha256);
     if !cached.is_file() {
         tracing::info!("downloading {url}");
-        let resp = crate::http::agent()
-            .get(url)
-            .call()
-            .map_err(|e| SourceError::Download {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let resp = crate::http::get(url).map_err(|reason| SourceError::Download {
+            url: url.to_owned(),
+            reason,
+        })?;
         if !resp.status().is_success() {
             return Err(SourceError::Download {
                 url: url.to_owned(),

@@ -439,3 +439,36 @@ fn whatever_a_registry_sends_is_an_error_never_a_panic() {
         }
     }
 }
+
+/// A download redirected to `file://` is refused, and the error says so.
+#[test]
+fn a_redirect_to_a_file_url_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = stream;
+            let _ = s.write_all(b"HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"http://{addr}/disk.qcow2\", sha256: \"{}\" }}\n    format: containerdisk\n",
+        "a".repeat(64)
+    ));
+    let mut c = ws.cmd();
+    c.arg("build");
+    let out = run(c);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("redirected to `file:///etc/passwd`"),
+        "{}",
+        out.stderr
+    );
+}
