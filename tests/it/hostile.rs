@@ -472,3 +472,74 @@ fn a_redirect_to_a_file_url_is_named() {
         out.stderr
     );
 }
+
+/// A store on a full disk: every compression ends with an error naming the
+/// full disk, never a panic, and leaves no partial blob behind.
+#[test]
+fn a_full_disk_is_an_error_with_every_compression() {
+    let ws = Workspace::new();
+    let mnt = ws.path().join("full");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect();
+    ws.write("disk.raw", &noise);
+    for compression in ["gzip", "gzip:1", "zstd", "none"] {
+        ws.write(
+            "images.yml",
+            format!("version: 1\ntargets:\n  - {{ name: local, layout: ./full }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.raw }}\n    format: containerdisk\n    compression: {compression}\n"),
+        );
+        let mut c = ws.cmd();
+        c.arg("build");
+        let out = run(c);
+        assert_eq!(out.code, 1, "{compression}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("No space left"),
+            "{compression}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("panicked"),
+            "{compression}: {}",
+            out.stderr
+        );
+        let blobs = mnt.join("disk/blobs/sha256");
+        for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let bytes = std::fs::read(e.path()).unwrap();
+            assert_eq!(
+                crate::common::sha256_hex(&bytes),
+                name,
+                "{compression}: a partial blob is left"
+            );
+        }
+        let tmp = mnt.join("disk/.imagepipe-tmp");
+        assert_eq!(
+            std::fs::read_dir(&tmp).map_or(0, |d| d.count()),
+            0,
+            "{compression}: temp files left"
+        );
+    }
+}
