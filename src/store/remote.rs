@@ -66,6 +66,22 @@ pub fn can_delete_manifests(client: &Client, repo: &Repository) -> Result<bool, 
     Ok(client.delete_manifest(repo, &d).is_ok())
 }
 
+/// A throwaway manifest (the empty config and layer, a unique annotation):
+/// its bytes and digest.
+pub fn throwaway_manifest(note: &str) -> (Vec<u8>, Digest) {
+    let empty = Descriptor::new(media::EMPTY, Digest::of(b"{}"), 2);
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": media::MANIFEST,
+        "config": empty,
+        "layers": [empty],
+        "annotations": { "io.imagepipe.untag": note },
+    });
+    let bytes = canonical_json(&m);
+    let digest = Digest::of(&bytes);
+    (bytes, digest)
+}
+
 /// The fallback for registries without a tag `DELETE` (CNCF Distribution
 /// answers 400): point the tag at a unique throwaway manifest and delete
 /// that by digest. `have_empty`: the empty blob is known to be there.
