@@ -234,7 +234,9 @@ pub fn apply(
         };
         if let Err(e) = client.delete_manifest(repo, digest) {
             for a in out.iter_mut().filter(|a| {
-                a.repository == *name && a.result == Outcome::Untagged && a.detail.contains("deleted with it")
+                a.repository == *name
+                    && a.result == Outcome::Untagged
+                    && a.detail.contains("deleted with it")
             }) {
                 a.result = Outcome::Failed;
                 a.detail = format!(
@@ -340,5 +342,7 @@ fn untag(
     });
     client.put_manifest(repo, tag, crate::oci::media::MANIFEST, bytes)?;
     state.batched.store(true, Ordering::Relaxed);
-    Ok(format!("tag moved to throwaway manifest {digest}, deleted with it"))
+    Ok(format!(
+        "tag moved to throwaway manifest {digest}, deleted with it"
+    ))
 }

@@ -7,9 +7,9 @@ use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Result};
 
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
-    let c = &args.common;
-    let (catalog, ctx) = settings::load(&c.config, args.release.as_deref(), env)?;
-    let identities = settings::identities(&catalog, &c.only, &ctx)?;
+    let s = settings::Settings::resolve(&args.common, args.release.as_deref(), env, None)?;
+    let (catalog, ctx) = (&s.catalog, &s.ctx);
+    let identities = s.identities()?;
     let store_dir = catalog.build_store_dir();
     let mut built: Vec<Built> = Vec::new();
     let mut failures = Vec::new();
@@ -22,10 +22,10 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
             continue;
         }
         match build::build_image(
-            &catalog,
+            catalog,
             image,
             id,
-            &ctx,
+            ctx,
             &store_dir,
             build::Options { force: args.force },
         ) {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{CleanupArgs, Format, output, settings};
-use crate::catalog::{self, TargetKind};
+use crate::catalog::TargetKind;
 use crate::cleanup::{self, Applied};
 use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Error, Result};
@@ -13,14 +13,16 @@ use crate::retention::{self, Decision, References, Repo, Rules};
 
 pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
-    let catalog = catalog::load(&c.config)?;
+    // Cleanup judges every release's tags: no release is needed or read.
+    let s = settings::Settings::resolve_without_release(c, env)?;
+    let (catalog, client) = (&s.catalog, &s.client);
     let Some(ret) = &catalog.retention else {
         return Err(Error::Usage(format!(
             "{}: no `retention:` section, so nothing can be cleaned up — see docs/cleanup.md",
             c.config.display()
         )));
     };
-    let targets = settings::select_targets(&catalog, &c.target)?;
+    let targets = s.targets();
     let names: Vec<String> = c.only.clone();
     for n in &names {
         if catalog.image(n).is_none() {
@@ -30,7 +32,6 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         }
     }
     let base = catalog.base_dir();
-    let client = settings::registry_client(env, None);
 
     // Git references (fail closed: an unreadable branch deletes nothing).
     let (refs, git_error, unsupported) = match &ret.git {
@@ -85,7 +86,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
             if !matches!(t.kind, TargetKind::Registry { .. }) {
                 continue;
             }
-            let Some(r) = crate::store::open(t, &image.name, &base, &client)
+            let Some(r) = crate::store::open(t, &image.name, &base, client)
                 .and_then(|s| s.registry_repository().cloned())
             else {
                 continue;
@@ -104,7 +105,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 path: r.path.clone(),
                 image: image.name.value.clone(),
                 templates,
-                tags: cleanup::list(&client, &r),
+                tags: cleanup::list(client, &r),
             });
             clients.insert(r.to_string(), r);
         }
@@ -145,7 +146,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
             failed = true;
         } else if plan.errors.is_empty() {
             let json = args.format == Format::Json;
-            applied = cleanup::apply(&client, &clients, &plan, &|a: &Applied| {
+            applied = cleanup::apply(client, &clients, &plan, &|a: &Applied| {
                 if json {
                     tracing::info!(target: "audit", "{}", serde_json::to_string(a).unwrap_or_default());
                 } else {

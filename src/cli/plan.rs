@@ -30,28 +30,30 @@ pub fn make(
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
-    let (catalog, ctx) = settings::load(&c.config, args.release.as_deref(), env)?;
-    let targets = settings::select_targets(&catalog, &c.target)?;
-    let identities = settings::identities(&catalog, &c.only, &ctx)?;
-    let client = settings::registry_client(
+    let s = settings::Settings::resolve(
+        c,
+        args.release.as_deref(),
         env,
         Some(Policy {
             attempts: 2,
             total: Duration::from_secs(10),
             ..Policy::default()
         }),
-    );
+    )?;
+    let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
+    let targets = s.targets();
+    let identities = s.identities()?;
     let reach = if args.offline {
         Reach::Offline
     } else {
         Reach::Online
     };
-    let mut p = make(&catalog, &identities, &ctx, &client, reach);
+    let mut p = make(catalog, &identities, ctx, client, reach);
     p.items
         .retain(|i| targets.iter().any(|t| t.name.value == i.target));
     crate::ci::write_github_output(env, &p)
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_OUTPUT)))?;
-    print(&p, args.format, &catalog, &c.config, env)?;
+    print(&p, args.format, catalog, &c.config, env)?;
     Ok(0)
 }
 

@@ -10,14 +10,14 @@ use crate::state::Reach;
 
 pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
-    let (catalog, ctx) = settings::load(&c.config, args.release.as_deref(), env)?;
-    let targets = settings::select_targets(&catalog, &c.target)?;
-    let identities = settings::identities(&catalog, &c.only, &ctx)?;
+    let s = settings::Settings::resolve(c, args.release.as_deref(), env, None)?;
+    let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
+    let targets = s.targets();
+    let identities = s.identities()?;
     let base = catalog.base_dir();
     let store_dir = catalog.build_store_dir();
     let build_store = catalog.build_store();
-    let client = settings::registry_client(env, None);
-    let mut plan = super::plan::make(&catalog, &identities, &ctx, &client, Reach::Online);
+    let mut plan = super::plan::make(catalog, &identities, ctx, client, Reach::Online);
     if args.force {
         plan = crate::plan::forced(plan);
     }
@@ -27,7 +27,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         shown
             .items
             .retain(|i| selected.contains(&i.target.as_str()));
-        super::plan::print(&shown, args.format.into(), &catalog, &c.config, env)?;
+        super::plan::print(&shown, args.format.into(), catalog, &c.config, env)?;
         return Ok(0);
     }
     let mut items: Vec<Item> = Vec::new();
@@ -39,7 +39,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
                 .filter(|t| image.goes_to(t))
                 .collect();
             items.extend(
-                crate::cloud::publish(&catalog, image, id, &ctx, &regions, args.jobs)
+                crate::cloud::publish(catalog, image, id, ctx, &regions, args.jobs)
                     .into_iter()
                     .map(cloud_item),
             );
@@ -64,10 +64,10 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     };
     let builder = |image: &catalog::Image, id: &crate::plan::Identity| {
         build::build_image(
-            &catalog,
+            catalog,
             image,
             id,
-            &ctx,
+            ctx,
             &store_dir,
             build::Options { force: args.force },
         )
@@ -79,7 +79,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         targets: &all_targets,
         build_store: &build_store,
         base: &base,
-        client: &client,
+        client,
     };
     items.extend(publish::execute(
         &plan,
@@ -190,23 +190,22 @@ fn report(items: &[Item], format: Format) -> Result<()> {
 }
 
 pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
-    let release = settings::release(args.release.as_deref(), env)?.ok_or_else(|| {
+    let s = settings::Settings::resolve(&args.common, args.release.as_deref(), env, None)?;
+    let release = s.ctx.release.clone().ok_or_else(|| {
         Error::Usage(
             "no release: pass `--release vX.Y.Z`, or run in a tag pipeline (CI_COMMIT_TAG, or GITHUB_REF_NAME with GITHUB_REF_TYPE=tag)".into(),
         )
     })?;
-    let catalog = catalog::load(&args.common.config)?;
-    let ctx = settings::run_context(&catalog, Some(release.clone()), env)?;
-    let targets = settings::select_targets(&catalog, &args.common.target)?;
-    let identities = settings::identities(&catalog, &args.common.only, &ctx)?;
-    let client = settings::registry_client(env, None);
+    let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
+    let targets = s.targets();
+    let identities = s.identities()?;
     let notes = crate::release_notes::gather(
         &release,
-        &ctx,
+        ctx,
         &identities,
         &targets,
         &catalog.base_dir(),
-        &client,
+        client,
     );
     match args.format {
         Format::Json => {

@@ -12,6 +12,64 @@ use crate::recipe::RunContext;
 use crate::release::Release;
 use crate::source::resolve::DefaultResolver;
 
+/// What a catalog command runs with, resolved once by one rule — flags,
+/// then the catalog, then the environment — before anything else happens.
+pub struct Settings {
+    pub catalog: Catalog,
+    pub ctx: RunContext,
+    /// `--only` (empty: every image of the run).
+    pub only: Vec<String>,
+    /// `--target` (empty: every target), checked against the catalog.
+    pub target_names: Vec<String>,
+    pub client: std::sync::Arc<crate::registry::Client>,
+}
+
+impl Settings {
+    /// Checks the release first (a bad tag is exit 2 before anything is
+    /// read), then loads the catalog, the run's facts and the registry client.
+    pub fn resolve(
+        common: &super::Common,
+        release_flag: Option<&str>,
+        env: &Environment,
+        policy: Option<crate::registry::retry::Policy>,
+    ) -> Result<Self> {
+        let (catalog, ctx) = load(&common.config, release_flag, env)?;
+        select_targets(&catalog, &common.target)?;
+        Ok(Self {
+            catalog,
+            ctx,
+            only: common.only.clone(),
+            target_names: common.target.clone(),
+            client: registry_client(env, policy),
+        })
+    }
+
+    /// For commands that span every release (cleanup): no release is read,
+    /// not even from the CI's tag variables.
+    pub fn resolve_without_release(common: &super::Common, env: &Environment) -> Result<Self> {
+        let catalog = catalog::load(&common.config)?;
+        let ctx = run_context(&catalog, None, env)?;
+        select_targets(&catalog, &common.target)?;
+        Ok(Self {
+            catalog,
+            ctx,
+            only: common.only.clone(),
+            target_names: common.target.clone(),
+            client: registry_client(env, None),
+        })
+    }
+
+    /// The targets this run works on.
+    pub fn targets(&self) -> Vec<&Target> {
+        select_targets(&self.catalog, &self.target_names).unwrap_or_default()
+    }
+
+    /// The images this run works on, with their recipes and tags.
+    pub fn identities(&self) -> Result<Vec<(&Image, Identity)>> {
+        identities(&self.catalog, &self.only, &self.ctx)
+    }
+}
+
 /// The release of this run: `--release`, else the CI tag, else none.
 pub fn release(flag: Option<&str>, env: &Environment) -> Result<Option<Release>> {
     flag.or_else(|| env.release_tag())
