@@ -38,7 +38,7 @@ pub const CONTAINERD_VERSION: &str = "CONTAINERD_VERSION";
 /// Registry credentials: Docker's config directory and the podman/skopeo auth file.
 pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
-/// Colon-separated directories of `<host>/*.crt` CA certificates for private
+/// Colon-separated directories of `<host[:port]>/*.crt` CA certificates for private
 /// registries; default `/etc/containers/certs.d:/etc/docker/certs.d`.
 pub const IMAGEPIPE_CERTS_DIR: &str = "IMAGEPIPE_CERTS_DIR";
 /// GitHub Actions: file that step outputs are appended to (`plan` writes `matrix`, `images`, `has-work`, `release`).

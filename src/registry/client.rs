@@ -135,7 +135,7 @@ impl Client {
         }
     }
 
-    /// Directories holding `<host>/*.crt` CA certificates for private registries
+    /// Directories holding `<host[:port]>/*.crt` CA certificates for private registries
     /// (replacing the defaults `/etc/containers/certs.d` and `/etc/docker/certs.d`).
     #[must_use]
     pub fn with_cert_dirs(mut self, dirs: Vec<std::path::PathBuf>) -> Self {

@@ -39,7 +39,7 @@ enum Challenge {
 
 impl Client {
     /// The agent for a host: TLS verified against Mozilla's roots, or against
-    /// the host's own CA certificates when `certs.d/<host>/*.crt` exist.
+    /// the host's own CA certificates when `certs.d/<host[:port]>/*.crt` exist.
     pub(super) fn agent(&self, host: &str) -> Result<ureq::Agent, String> {
         if let Some(a) = self.agents.lock().expect("lock").get(host) {
             return Ok(a.clone());
