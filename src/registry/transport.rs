@@ -182,8 +182,13 @@ impl Client {
                         None => return Err(Self::status_err(repo, op, resp)),
                     }
                 }
+                Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
+                    return Err(self.denied(repo, op, resp.status().as_u16()));
+                }
                 Ok(resp) => return Ok(resp),
-                Err(e) if !transient(&e) => return Err(Self::err(repo, op, e.to_string())),
+                Err(e) if !transient(&e) => {
+                    return Err(Self::err(repo, op, with_tls_hint(repo, &e.to_string())));
+                }
                 Err(e) => {
                     if policy.wait(retries + 1, started, None).is_none() {
                         return Err(Self::err(
@@ -200,6 +205,30 @@ impl Client {
             if let Some(wait) = policy.wait(retries, started, retry_after) {
                 std::thread::sleep(wait);
             }
+        }
+    }
+
+    /// A 401/403 that logging in again did not cure, saying what to do.
+    fn denied(&self, repo: &Repository, op: &str, status: u16) -> RegistryError {
+        let host = &repo.host;
+        let had = self
+            .creds
+            .lock()
+            .expect("lock")
+            .get(host)
+            .is_some_and(|c| !matches!(c, Credential::Anonymous));
+        let what = if had {
+            format!("the registry refused the credentials found for `{host}`")
+        } else {
+            format!("access denied, and no credentials were found for `{host}`")
+        };
+        RegistryError::Status {
+            repo: repo.to_string(),
+            op: op.to_owned(),
+            status,
+            body: format!(
+                "{what} — log in with `docker login {host}` (or `skopeo login {host}`), or point DOCKER_CONFIG, REGISTRY_AUTH_FILE or DOCKER_AUTH_CONFIG at a file with an entry for `{host}` (entries are matched on host[:port])"
+            ),
         }
     }
 
@@ -359,6 +388,19 @@ pub(super) fn read_json(resp: Response<Body>, limit: u64) -> Result<serde_json::
         return Err(format!("response larger than {limit} bytes"));
     }
     serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// A TLS failure, with where the registry's CA certificate goes.
+fn with_tls_hint(repo: &Repository, message: &str) -> String {
+    let tls = ["UnknownIssuer", "certificate", "Certificate", "tls", "TLS"];
+    if tls.iter().any(|t| message.contains(t)) {
+        format!(
+            "{message} — the registry's certificate is not trusted: put its CA certificate in /etc/containers/certs.d/{host}/ca.crt (the directory is named `{host}` exactly, port included), or in `<dir>/{host}/` of a directory listed in IMAGEPIPE_CERTS_DIR",
+            host = repo.host
+        )
+    } else {
+        message.to_owned()
+    }
 }
 
 /// Whether a token realm may receive the user's password: over HTTPS, or on

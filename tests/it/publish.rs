@@ -254,6 +254,12 @@ fn basic_auth_from_docker_config_and_no_secret_in_any_output() {
     let bad = run_with(&["publish", "--force"]);
     assert_eq!(bad.code, 1);
     assert!(!bad.stderr.contains(password) && !bad.stdout.contains(password));
+    assert!(
+        bad.stderr.contains("refused the credentials found for")
+            && bad.stderr.contains(&format!("docker login {}", reg.addr)),
+        "the error says what to do: {}",
+        bad.stderr
+    );
 }
 
 fn base64_encode(s: &str) -> String {
@@ -595,6 +601,11 @@ fn tls_is_verified_against_the_hosts_ca() {
     assert!(
         out.stderr.to_lowercase().contains("certificate"),
         "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("certs.d/{}/ca.crt", reg.addr)),
+        "the error says where the CA goes: {}",
         out.stderr
     );
     // With the CA in certs.d/<host>/: published, and skopeo agrees.
