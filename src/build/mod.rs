@@ -284,8 +284,15 @@ fn provenance(
     a
 }
 
+static NO_PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--no-progress`: no progress bars, even on a terminal.
+pub fn disable_progress() {
+    NO_PROGRESS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn progress_bar(label: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
+    if !std::io::stderr().is_terminal() || NO_PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(0);

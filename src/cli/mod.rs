@@ -24,6 +24,15 @@ use crate::error::EXIT_INVALID;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log detail on stderr (-v: debug, -vv: trace); IMAGEPIPE_LOG, when set, wins.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short = 'q', long = "quiet", global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// No progress bars, even on a terminal.
+    #[arg(long = "no-progress", global = true)]
+    no_progress: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,7 +197,15 @@ pub fn run() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_INVALID } else { 0 });
         }
     };
-    init_logging();
+    init_logging(match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    });
+    if cli.no_progress {
+        crate::build::disable_progress();
+    }
     crate::interrupt::install();
     let env = crate::env::Environment::from_process();
     let result = match cli.command {
@@ -210,10 +227,10 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env(crate::env::IMAGEPIPE_LOG)
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

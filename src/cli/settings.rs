@@ -35,6 +35,13 @@ impl Settings {
     ) -> Result<Self> {
         let (catalog, ctx) = load(&common.config, release_flag, env)?;
         select_targets(&catalog, &common.target)?;
+        tracing::debug!(
+            "{}: {} image(s), {} target(s); release {}",
+            common.config.display(),
+            catalog.images.len(),
+            catalog.targets.len(),
+            ctx.release.as_ref().map_or_else(|| "none".to_owned(), |r| r.tag.clone())
+        );
         Ok(Self {
             catalog,
             ctx,

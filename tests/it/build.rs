@@ -1176,3 +1176,27 @@ fn every_valid_tarball_makes_a_layer_unpackers_accept() {
     let out = build(&ws, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// `-q` keeps stderr to warnings and errors; `-v` adds debug lines;
+/// `--no-progress` is accepted everywhere; `-q -v` is a usage error.
+#[test]
+fn verbosity_flags() {
+    let ws = Workspace::with_catalog(&catalog("{ file: disk.qcow2 }", "containerdisk"));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let with = |args: &[&str]| {
+        let mut c = ws.cmd();
+        c.args(args).env_remove("IMAGEPIPE_LOG");
+        run(c)
+    };
+    let quiet = with(&["build", "-q", "--no-progress"]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert!(!quiet.stderr.contains("INFO"), "{}", quiet.stderr);
+    let normal = with(&["build", "--force"]);
+    assert!(normal.stderr.contains("INFO"), "{}", normal.stderr);
+    assert!(!normal.stderr.contains("DEBUG"), "{}", normal.stderr);
+    let verbose = with(&["-v", "plan", "--offline"]);
+    assert_eq!(verbose.code, 0, "{}", verbose.stderr);
+    assert!(verbose.stderr.contains("DEBUG"), "{}", verbose.stderr);
+    let both = with(&["build", "-q", "-v"]);
+    assert_eq!(both.code, 2, "{}", both.stderr);
+}
