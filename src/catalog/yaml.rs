@@ -117,7 +117,7 @@ pub fn parse(source: &str, diags: &mut Diagnostics) -> Option<Node> {
                 }
             }
             Err(e) => {
-                report_scan_error(&e, diags);
+                report_scan_error(&e, source, diags);
                 return None;
             }
         }
@@ -125,19 +125,29 @@ pub fn parse(source: &str, diags: &mut Diagnostics) -> Option<Node> {
     builder.root
 }
 
-fn report_scan_error(e: &ScanError, diags: &mut Diagnostics) {
+fn report_scan_error(e: &ScanError, source: &str, diags: &mut Diagnostics) {
     let m = e.marker();
     let info = e.info();
+    let mut at = Span::new(m.line(), m.col() + 1);
     let help = if info.contains("tab") {
+        // The scanner stops where the token before the tab ended, often the
+        // end of the previous line: point at the tab itself.
+        if let Some(tab) = source
+            .char_indices()
+            .skip(m.index())
+            .find(|(_, c)| *c == '\t')
+            .map(|(i, _)| i)
+        {
+            let before = &source[..tab];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+            at = Span::new(line, col);
+        }
         "YAML indentation must use spaces, not tabs"
     } else {
         "fix the YAML syntax at this point (quote values that contain `: ` or start with special characters)"
     };
-    diags.error(
-        Span::new(m.line(), m.col() + 1),
-        format!("invalid YAML: {info}"),
-        help,
-    );
+    diags.error(at, format!("invalid YAML: {info}"), help);
 }
 
 enum Frame {

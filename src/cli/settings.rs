@@ -40,7 +40,9 @@ impl Settings {
             common.config.display(),
             catalog.images.len(),
             catalog.targets.len(),
-            ctx.release.as_ref().map_or_else(|| "none".to_owned(), |r| r.tag.clone())
+            ctx.release
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |r| r.tag.clone())
         );
         Ok(Self {
             catalog,

@@ -211,6 +211,11 @@ fn bad_input_gets_a_clear_error_and_exit_2() {
             "must use spaces, not tabs",
         ),
         (
+            "a tab after a line",
+            b"version: 1\nimages:\n  - name: a\n\tos: { distro: x, version: \"1\" }\n".to_vec(),
+            "images.yml:4:1: error: invalid YAML: while scanning a plain scalar, found a tab",
+        ),
+        (
             "not utf-8",
             b"version: 1\n# caf\xe9\n".to_vec(),
             "images.yml:2:6: error: the catalog is not valid UTF-8",
