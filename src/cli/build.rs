@@ -7,7 +7,7 @@ use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Result};
 
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
-    let s = settings::Settings::resolve(&args.common, args.release.as_deref(), env, None)?;
+    let s = settings::Settings::resolve(&args.common, args.release.as_deref(), env, None, None)?;
     let (catalog, ctx) = (&s.catalog, &s.ctx);
     let identities = s.identities()?;
     let store_dir = catalog.build_store_dir();

@@ -14,7 +14,7 @@ use crate::retention::{self, Decision, References, Repo, Rules};
 pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
     // Cleanup judges every release's tags: no release is needed or read.
-    let s = settings::Settings::resolve_without_release(c, env)?;
+    let s = settings::Settings::resolve_without_release(c, env, &args.registry)?;
     let (catalog, client) = (&s.catalog, &s.client);
     let Some(ret) = &catalog.retention else {
         return Err(Error::Usage(format!(

@@ -72,6 +72,23 @@ pub struct Common {
     pub target: Vec<String>,
 }
 
+/// How to reach registries, as skopeo, crane and regctl users type it.
+#[derive(Debug, Args, Default)]
+pub struct RegistryArgs {
+    /// A containers-auth.json / Docker config.json to read credentials from first.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Credentials for every registry of the run, `USER:PASSWORD` (prefer `--creds-stdin`).
+    #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "creds_stdin")]
+    pub creds: Option<String>,
+    /// Read `USER:PASSWORD` from the first line of standard input.
+    #[arg(long)]
+    pub creds_stdin: bool,
+    /// A directory of `<host[:port]>/*.crt` CA certificates (repeatable; replaces the defaults).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Vec<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     #[command(flatten)]
@@ -85,6 +102,8 @@ pub struct ValidateArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Output format: a table, JSON, or CI fan-out.
     #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
     pub format: PlanFormat,
@@ -115,6 +134,8 @@ pub struct BuildArgs {
 pub struct PublishArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -139,6 +160,8 @@ pub struct PublishArgs {
 pub struct ReleaseNotesArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// `table` prints Markdown; `json` the same facts as data.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -151,6 +174,8 @@ pub struct ReleaseNotesArgs {
 pub struct CleanupArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

@@ -34,6 +34,7 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
         c,
         args.release.as_deref(),
         env,
+        Some(&args.registry),
         Some(Policy {
             attempts: 2,
             total: Duration::from_secs(10),

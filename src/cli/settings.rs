@@ -31,6 +31,7 @@ impl Settings {
         common: &super::Common,
         release_flag: Option<&str>,
         env: &Environment,
+        registry: Option<&super::RegistryArgs>,
         policy: Option<crate::registry::retry::Policy>,
     ) -> Result<Self> {
         let (catalog, ctx) = load(&common.config, release_flag, env)?;
@@ -49,13 +50,17 @@ impl Settings {
             ctx,
             only: common.only.clone(),
             target_names: common.target.clone(),
-            client: registry_client(env, policy),
+            client: registry_client(env, registry, policy)?,
         })
     }
 
     /// For commands that span every release (cleanup): no release is read,
     /// not even from the CI's tag variables.
-    pub fn resolve_without_release(common: &super::Common, env: &Environment) -> Result<Self> {
+    pub fn resolve_without_release(
+        common: &super::Common,
+        env: &Environment,
+        registry: &super::RegistryArgs,
+    ) -> Result<Self> {
         let catalog = catalog::load(&common.config)?;
         let ctx = run_context(&catalog, None, env)?;
         select_targets(&catalog, &common.target)?;
@@ -64,7 +69,7 @@ impl Settings {
             ctx,
             only: common.only.clone(),
             target_names: common.target.clone(),
-            client: registry_client(env, None),
+            client: registry_client(env, Some(registry), None)?,
         })
     }
 
@@ -211,9 +216,41 @@ pub fn identities<'c>(
 /// The registry client: credentials and CA certificates from the environment.
 pub fn registry_client(
     env: &Environment,
+    flags: Option<&super::RegistryArgs>,
     policy: Option<crate::registry::retry::Policy>,
-) -> std::sync::Arc<crate::registry::Client> {
-    let keychain = crate::registry::auth::Keychain::from_env(env);
+) -> Result<std::sync::Arc<crate::registry::Client>> {
+    let mut keychain = crate::registry::auth::Keychain::from_env(env);
+    if let Some(f) = flags {
+        if let Some(file) = &f.authfile {
+            if !file.is_file() {
+                return Err(Error::Usage(format!(
+                    "--authfile {}: no such file",
+                    file.display()
+                )));
+            }
+            keychain = keychain.with_first_file(file.clone());
+        }
+        let creds = match (&f.creds, f.creds_stdin) {
+            (Some(c), _) => Some(c.clone()),
+            (None, true) => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| Error::Usage(format!("--creds-stdin: {e}")))?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            (None, false) => None,
+        };
+        if let Some(c) = creds {
+            let (user, password) = c
+                .split_once(':')
+                .ok_or_else(|| Error::Usage("--creds: write `USER:PASSWORD`".into()))?;
+            keychain = keychain.with_override(crate::registry::auth::Credential::Basic {
+                username: user.to_owned(),
+                password: crate::registry::auth::Secret::new(password),
+            });
+        }
+    }
     let mut policy = policy.unwrap_or_default();
     if let Some(n) = env
         .get(crate::env::IMAGEPIPE_RETRIES)
@@ -223,13 +260,18 @@ pub fn registry_client(
         policy.attempts = n;
     }
     let client = crate::registry::Client::with_policy(keychain, policy);
-    std::sync::Arc::new(match env.get(crate::env::IMAGEPIPE_CERTS_DIR) {
-        Some(dirs) => client.with_cert_dirs(
-            dirs.split(':')
-                .filter(|d| !d.is_empty())
-                .map(std::path::PathBuf::from)
-                .collect(),
-        ),
-        None => client,
-    })
+    let flag_dirs = flags.map(|f| f.cert_dir.clone()).unwrap_or_default();
+    Ok(std::sync::Arc::new(if !flag_dirs.is_empty() {
+        client.with_cert_dirs(flag_dirs)
+    } else {
+        match env.get(crate::env::IMAGEPIPE_CERTS_DIR) {
+            Some(dirs) => client.with_cert_dirs(
+                dirs.split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(std::path::PathBuf::from)
+                    .collect(),
+            ),
+            None => client,
+        }
+    }))
 }

@@ -52,6 +52,8 @@ pub enum Credential {
 /// Resolves credentials per registry host.
 #[derive(Clone, Debug, Default)]
 pub struct Keychain {
+    /// `--creds`: used for every registry, before any file.
+    over: Option<Credential>,
     /// `DOCKER_AUTH_CONFIG`: a config.json given inline (GitLab CI's convention).
     inline: Option<String>,
     files: Vec<PathBuf>,
@@ -77,6 +79,7 @@ impl Keychain {
             files.push(Path::new(run).join("containers/auth.json"));
         }
         Self {
+            over: None,
             inline: env.get(crate::env::DOCKER_AUTH_CONFIG).map(str::to_owned),
             files,
         }
@@ -84,13 +87,31 @@ impl Keychain {
 
     pub fn from_files(files: Vec<PathBuf>) -> Self {
         Self {
+            over: None,
             inline: None,
             files,
         }
     }
 
+    /// `--authfile`: read this file before any other.
+    #[must_use]
+    pub fn with_first_file(mut self, file: PathBuf) -> Self {
+        self.files.insert(0, file);
+        self
+    }
+
+    /// `--creds`: this credential for every registry.
+    #[must_use]
+    pub fn with_override(mut self, c: Credential) -> Self {
+        self.over = Some(c);
+        self
+    }
+
     /// The credential for `host` (`host[:port]`); anonymous when none is configured.
     pub fn resolve(&self, host: &str) -> Result<Credential, String> {
+        if let Some(c) = &self.over {
+            return Ok(c.clone());
+        }
         let inline = self.inline.as_ref().map(|t| {
             (
                 PathBuf::from(crate::env::DOCKER_AUTH_CONFIG),

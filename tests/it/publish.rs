@@ -875,3 +875,84 @@ fn referrers_are_read_where_offered() {
         Some("application/spdx+json")
     );
 }
+
+/// The registry flags skopeo, crane and regctl users type: `--creds`,
+/// `--creds-stdin`, `--authfile`, `--cert-dir`; offered only by the commands
+/// that talk to registries.
+#[test]
+fn registry_flags_as_skopeo_users_type_them() {
+    let password = "flag-Pa55";
+    let reg = Registry::start_with_auth("ci", password);
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let out = publish(
+        &ws,
+        &["--target", "eu", "--creds", &format!("ci:{password}")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains(password));
+    let mut c = ws.cmd();
+    c.args([
+        "publish",
+        "--format",
+        "json",
+        "--target",
+        "us",
+        "--creds-stdin",
+    ])
+    .env("SOURCE_DATE_EPOCH", "1700000000")
+    .write_stdin(format!("ci:{password}\n"));
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let auth = ws.write(
+        "auth.json",
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            reg.addr,
+            base64_encode(&format!("ci:{password}"))
+        ),
+    );
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json", "--authfile"])
+        .arg(&auth)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // With the file's credentials the plan reads the registry: both
+    // targets hold the image (their `latest` is still to move).
+    assert!(!out.stdout.contains("state-unknown"), "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("\"present\": true").count(),
+        3,
+        "{}",
+        out.stdout
+    );
+    let bad = publish(&ws, &["--creds", "no-colon"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    for (cmd, offered) in [
+        ("publish", true),
+        ("cleanup", true),
+        ("validate", false),
+        ("build", false),
+    ] {
+        let mut c = ws.cmd();
+        c.args([cmd, "--help"]);
+        let help = run(c).stdout;
+        assert_eq!(help.contains("--creds"), offered, "{cmd}");
+        assert_eq!(help.contains("--cert-dir"), offered, "{cmd}");
+    }
+    // --cert-dir, against a TLS registry.
+    let (tls, ca) = Registry::start_tls();
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n",
+        tls.addr
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let dir = ws.path().join("my-certs");
+    std::fs::create_dir_all(dir.join(&tls.addr)).unwrap();
+    std::fs::copy(&ca, dir.join(&tls.addr).join("ca.crt")).unwrap();
+    let mut c = ws.cmd();
+    c.arg("publish").arg("--cert-dir").arg(&dir);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
