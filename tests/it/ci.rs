@@ -374,3 +374,30 @@ fn a_release_fans_out_job_by_job_and_latest_waits_for_the_rerun() {
         );
     }
 }
+
+/// The GitLab example publishes only for release tags as imagepipe parses
+/// them: `vnext` or `v1.33` do not start a publish pipeline.
+#[test]
+fn gitlab_rules_take_only_release_tags() {
+    let text =
+        std::fs::read_to_string(root().join("examples/ci/gitlab/ci/build-images.yml")).unwrap();
+    let pattern = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- if: $CI_COMMIT_TAG =~ /"))
+        .and_then(|p| p.strip_suffix('/'))
+        .expect("a CI_COMMIT_TAG rule")
+        .replace("\\/", "/");
+    let re = regex::Regex::new(&pattern).unwrap();
+    for tag in ["v1.33.6", "v1.34.0-rc.1", "v1.33.6/runc-1.2.6"] {
+        assert!(re.is_match(tag), "{tag}");
+        assert!(imagepipe::release::Release::parse(tag).is_ok());
+    }
+    for tag in ["vnext", "v1.33", "v1.33.x", "1.33.6", "v1.33.6/"] {
+        assert!(!re.is_match(tag), "{tag}");
+    }
+    assert!(
+        text.contains("$CI_PIPELINE_SOURCE == \"web\" && $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"),
+        "a manual pipeline publishes only from the default branch"
+    );
+    assert!(!text.contains("release:\n"), "no job needs release-cli");
+}
