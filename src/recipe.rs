@@ -124,13 +124,25 @@ fn source_identity(
                 "components": m.components, "mirror": m.mirror, "pinned": m.is_pinned(),
             })
         }
-        Source::Packer(p) => json!({
-            "kind": "packer",
-            "template": input_file(base, &p.template, resolver)?,
-            "vars": p.vars.iter().cloned().collect::<BTreeMap<_, _>>(),
-            "inputs": inputs(base, &p.inputs, resolver)?,
-            "artifact": p.artifact,
-        }),
+        Source::Packer(p) => {
+            let mut v = json!({
+                "kind": "packer",
+                "template": input_file(base, &p.template, resolver)?,
+                "vars": p.vars.iter().cloned().collect::<BTreeMap<_, _>>(),
+                "inputs": inputs(base, &p.inputs, resolver)?,
+                "artifact": p.artifact,
+            });
+            // Only when used: recipes without var files keep their hash.
+            if !p.var_files.is_empty() {
+                v["var_files"] = Value::Array(
+                    p.var_files
+                        .iter()
+                        .map(|f| input_file(base, f, resolver))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            v
+        }
         Source::Command(c) => {
             let program = Path::new(&c.run[0]);
             let script = if c.run[0].contains('/') && base.join(program).is_file() {

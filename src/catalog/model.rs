@@ -410,6 +410,9 @@ pub struct Packer {
     pub inputs: Vec<String>,
     /// Glob for the artifact when Packer's manifest post-processor is not used.
     pub artifact: Option<String>,
+    /// Packer var files, applied in order before imagepipe's generated one
+    /// (image-builder's layered kubernetes.json, cni.json, …).
+    pub var_files: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -62,6 +62,7 @@ fn source() -> Value {
                 "vars": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Extra Packer variables; values may use placeholders." },
                 "inputs": inputs(),
                 "artifact": string("Glob for the artifact when the manifest post-processor is not used."),
+                "var_files": { "type": "array", "items": { "type": "string" }, "description": "Packer var files (relative to the catalog), applied in order before imagepipe's generated one; their contents are part of the recipe." },
             }),
             &["template"],
         ),

@@ -309,8 +309,20 @@ pub fn packer_build(
     )
     .map_err(|e| SourceError::io(&var_file, e))?;
     let mut cmd = Process::new("packer");
-    cmd.arg("build")
-        .arg(format!("-var-file={}", var_file.display()))
+    cmd.arg("build");
+    // The catalog's var files first, in order; imagepipe's own last, so its
+    // release facts win.
+    for f in &p.var_files {
+        let full = dirs.base.join(f);
+        if !full.is_file() {
+            return Err(SourceError::io(
+                &full,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        cmd.arg(format!("-var-file={}", full.display()));
+    }
+    cmd.arg(format!("-var-file={}", var_file.display()))
         .arg(&template);
     cmd.current_dir(&dirs.base)
         .envs(&env.vars)

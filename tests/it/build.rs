@@ -769,6 +769,62 @@ fn packer_builds_with_the_release_variables() {
 }
 
 #[test]
+fn packer_var_files_apply_in_order_and_are_part_of_the_recipe() {
+    let ws = Workspace::with_catalog(
+        "version: 1\nimages:\n  - name: node\n    kubernetes: true\n    os: { distro: ubuntu, version: \"24.04\" }\n    source:\n      packer: { template: node.json, var_files: [packer/kubernetes.json, packer/site.json], inputs: [base.qcow2] }\n    format: containerdisk\n    tags: [\"{name}-{kubernetes}-{hash}\"]\n",
+    );
+    qcow2(&ws, "base.qcow2", "4M");
+    let template = serde_json::json!({
+        "variables": { "kubernetes_semver": "", "cni": "", "site": "", "output_directory": "out" },
+        "builders": [{ "type": "file", "source": "base.qcow2", "target": "{{user `output_directory`}}/node.qcow2" }],
+        "post-processors": [
+            { "type": "shell-local", "inline": ["echo {{user `kubernetes_semver`}} {{user `cni`}} {{user `site`}} > packer-vars.txt"] },
+            { "type": "manifest", "output": "{{user `output_directory`}}/packer-manifest.json" },
+        ],
+    });
+    ws.write("node.json", serde_json::to_vec_pretty(&template).unwrap());
+    // image-builder style layering: a later file overrides an earlier one,
+    // and imagepipe's release facts override both.
+    ws.write(
+        "packer/kubernetes.json",
+        r#"{ "kubernetes_semver": "v0.0.0", "cni": "1.5.0", "site": "upstream" }"#,
+    );
+    ws.write("packer/site.json", r#"{ "site": "ours" }"#);
+    let build = |ws: &Workspace| {
+        let mut c = ws.cmd();
+        c.args(["build", "--release", "v1.33.6"])
+            .env("SOURCE_DATE_EPOCH", "1");
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    let first = build(&ws);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("packer-vars.txt"))
+            .unwrap()
+            .trim(),
+        "v1.33.6 1.5.0 ours"
+    );
+    // Changing a var file changes what is built, so it changes the hash.
+    ws.write("packer/site.json", r#"{ "site": "theirs" }"#);
+    let second = build(&ws);
+    assert_ne!(first, second);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("packer-vars.txt"))
+            .unwrap()
+            .trim(),
+        "v1.33.6 1.5.0 theirs"
+    );
+    // A var file that does not exist is named in the error.
+    std::fs::remove_file(ws.path().join("packer/site.json")).unwrap();
+    let mut c = ws.cmd();
+    c.args(["build", "--release", "v1.33.6"]);
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("packer/site.json"), "{}", out.stderr);
+}
+
+#[test]
 fn mmdebstrap_builds_a_real_debian_rootfs() {
     if !crate::common::slow_tests_enabled() {
         eprintln!("skipped: set IMAGEPIPE_SLOW_TESTS=1 (needs deb.debian.org, about a minute)");

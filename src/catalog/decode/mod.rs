@@ -76,7 +76,7 @@ pub const SOURCE_KEYS: &[&str] = &[
     "command",
 ];
 pub const MMDEBSTRAP_KEYS: &[&str] = &["suite", "variant", "packages", "components", "mirror"];
-pub const PACKER_KEYS: &[&str] = &["template", "vars", "inputs", "artifact"];
+pub const PACKER_KEYS: &[&str] = &["template", "vars", "inputs", "artifact", "var_files"];
 pub const COMMAND_KEYS: &[&str] = &["run", "inputs", "artifact"];
 pub const RETENTION_KEYS: &[&str] = &["keep_last", "max_age", "protect", "max_delete", "git"];
 pub const GIT_KEYS: &[&str] = &[

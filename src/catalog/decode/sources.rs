@@ -111,6 +111,10 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
                     .get("artifact")
                     .and_then(|n| string(n, d))
                     .map(|s| s.value),
+                var_files: plain_strings(p.get("var_files"), d)
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
             }))
         }
         "command" => {
