@@ -154,6 +154,9 @@ pub struct PublishArgs {
     /// Machine images: cloud regions built at once.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub jobs: usize,
+    /// Also write every reference and digest, as `--format json` prints them, to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,9 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         plan = crate::plan::forced(plan);
     }
     let selected: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    if let Some(file) = &args.metadata_file {
+        metadata_dir(file)?;
+    }
     if args.dry_run {
         let mut shown = plan.clone();
         shown
@@ -92,6 +95,9 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         opts,
     ));
     report(&items, args.format)?;
+    if let Some(file) = &args.metadata_file {
+        write_metadata(file, &items)?;
+    }
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|i| {
@@ -151,6 +157,45 @@ fn cloud_item(r: crate::cloud::Record) -> Item {
         held: Vec::new(),
         error: r.error,
     }
+}
+
+/// The directory `--metadata-file` is written in; checked before any work.
+fn metadata_dir(file: &std::path::Path) -> Result<std::path::PathBuf> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "--metadata-file {}: directory {} does not exist — create it or choose another path",
+            file.display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Writes the publish results as `--format json` prints them, atomically:
+/// a reader sees the previous file or the whole new one, never a part.
+fn write_metadata(file: &std::path::Path, items: &[Item]) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Failed(format!("--metadata-file {}: {e}", file.display()))
+    };
+    let text =
+        serde_json::to_vec_pretty(&serde_json::json!({ "items": items })).map_err(|e| fail(&e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(metadata_dir(file)?).map_err(|e| fail(&e))?;
+    std::io::Write::write_all(&mut tmp, &text).map_err(|e| fail(&e))?;
+    let mut perms = tmp
+        .as_file()
+        .metadata()
+        .map_err(|e| fail(&e))?
+        .permissions();
+    // Readable like any other job artifact, not the temp file's 0600.
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    tmp.as_file().set_permissions(perms).map_err(|e| fail(&e))?;
+    tmp.as_file().sync_all().map_err(|e| fail(&e))?;
+    tmp.persist(file).map_err(|e| fail(&e.error))?;
+    Ok(())
 }
 
 fn report(items: &[Item], format: Format) -> Result<()> {

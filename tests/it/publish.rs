@@ -956,3 +956,52 @@ fn registry_flags_as_skopeo_users_type_them() {
     let out = run(c);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+#[test]
+fn metadata_file_records_every_reference_and_digest() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
+    qcow2(&ws, "disk.qcow2", "8M");
+    // A directory that does not exist is refused before anything is pushed.
+    let mut c = ws.cmd();
+    c.args(["publish", "--metadata-file", "missing/meta.json"]);
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("missing"), "{}", out.stderr);
+    assert!(!ws.path().join(".imagepipe/store").exists());
+    std::fs::create_dir(ws.path().join("out")).unwrap();
+    let mut c = ws.cmd();
+    c.args(["publish", "--metadata-file", "out/meta.json"])
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The table still goes to stdout; the file holds the same facts as JSON.
+    assert!(out.stdout.contains("REFERENCE"), "{}", out.stdout);
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(ws.path().join("out/meta.json")).unwrap()).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    let mut on_registry = 0;
+    for item in items {
+        let tag = item["tag"].as_str().unwrap();
+        let digest = item["digest"].as_str().unwrap();
+        assert!(out.stdout.contains(digest), "{}", out.stdout);
+        let reference = item["reference"].as_str().unwrap();
+        if let Some(rest) = reference.strip_prefix(&format!("{}/", reg.addr)) {
+            let repo = rest.strip_suffix(&format!(":{tag}")).unwrap();
+            assert_eq!(
+                remote_digest(&reg.addr, repo, tag).map(|d| format!("sha256:{d}")),
+                Some(digest.to_owned()),
+                "{reference}"
+            );
+            on_registry += 1;
+        }
+    }
+    assert_eq!(on_registry, 2, "{v}");
+    assert!(
+        std::fs::read_dir(ws.path().join("out"))
+            .unwrap()
+            .all(|e| e.unwrap().file_name() == "meta.json"),
+        "no temp file is left beside it"
+    );
+}
