@@ -51,6 +51,18 @@ enum Command {
     Cleanup(CleanupArgs),
     /// Print the JSON Schema of the catalog.
     Schema,
+    /// Print a shell completion script (`imagepipe completions bash > /etc/bash_completion.d/imagepipe`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or with --dir write one page per command (imagepipe.1, imagepipe-publish.1, …).
+    Man {
+        /// Directory to write every page into (must exist).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Options every catalog command takes.
@@ -244,6 +256,16 @@ pub fn run() -> ExitCode {
         Command::ReleaseNotes(args) => publish::release_notes(&args, &env),
         Command::Cleanup(args) => cleanup::run(&args, &env),
         Command::Schema => output::json(&crate::catalog::schema::schema()),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "imagepipe",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
     };
     crate::interrupt::wait_if_stopping();
     match result {
@@ -253,6 +275,22 @@ pub fn run() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Man pages from the same definition as `--help`, so they cannot drift.
+fn man(dir: Option<&std::path::Path>) -> crate::error::Result<u8> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let written = match dir {
+        Some(dir) => clap_mangen::generate_to(cmd, dir),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+    };
+    written.map_err(|e| {
+        crate::error::Error::Failed(match dir {
+            Some(dir) => format!("man pages into {}: {e}", dir.display()),
+            None => format!("man page: {e}"),
+        })
+    })?;
+    Ok(0)
 }
 
 fn init_logging(level: &str) {

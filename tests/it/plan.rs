@@ -385,3 +385,64 @@ fn only_plan_offers_ci_formats() {
         out.stderr
     );
 }
+
+/// Completions and man pages come from the CLI definition: bash really
+/// completes subcommands and flags added later, and every command has a page.
+#[test]
+fn completions_and_man_pages_follow_the_cli() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let mut c = ws.cmd();
+    c.args(["completions", "bash"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    ws.write("imagepipe.bash", out.stdout.as_bytes());
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let script = format!(
+            "source ./imagepipe.bash; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; _imagepipe imagepipe '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            words.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        crate::common::sh("bash", &["-c", &script], ws.path())
+    };
+    assert_eq!(complete("imagepipe pub").trim(), "publish");
+    assert!(
+        complete("imagepipe publish --meta")
+            .lines()
+            .any(|l| l == "--metadata-file"),
+        "publish completes --metadata-file"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let mut c = ws.cmd();
+        c.args(["completions", shell]);
+        let out = run(c);
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        assert!(out.stdout.contains("release-notes"), "{shell}");
+    }
+    std::fs::create_dir(ws.path().join("man")).unwrap();
+    let mut c = ws.cmd();
+    c.args(["man", "--dir", "man"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for cmd in [
+        "validate",
+        "plan",
+        "build",
+        "publish",
+        "release-notes",
+        "cleanup",
+    ] {
+        let page = std::fs::read_to_string(ws.path().join(format!("man/imagepipe-{cmd}.1")))
+            .unwrap_or_else(|e| panic!("imagepipe-{cmd}.1: {e}"));
+        assert!(page.starts_with(".ie") || page.contains(".TH"), "{cmd}");
+    }
+    let publish = std::fs::read_to_string(ws.path().join("man/imagepipe-publish.1")).unwrap();
+    assert!(publish.contains("metadata\\-file"), "{publish}");
+    let mut c = ws.cmd();
+    c.args(["man", "--dir", "nowhere"]);
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("nowhere"), "{}", out.stderr);
+}
