@@ -55,6 +55,9 @@ pub const IMAGEPIPE_READ_TIMEOUT: &str = "IMAGEPIPE_READ_TIMEOUT";
 /// Attempts per registry request (default 6): transient failures are retried
 /// with capped exponential backoff until then; 1 turns retries off.
 pub const IMAGEPIPE_RETRIES: &str = "IMAGEPIPE_RETRIES";
+/// The first retry's delay (`200ms` by default, e.g. `50ms`, `2s`); each
+/// further retry waits about twice as long, up to 10 s (or this, if longer).
+pub const IMAGEPIPE_RETRY_BACKOFF: &str = "IMAGEPIPE_RETRY_BACKOFF";
 /// Log filter for stderr (`info` by default; `debug`, `imagepipe=trace`, ...).
 pub const IMAGEPIPE_LOG: &str = "IMAGEPIPE_LOG";
 

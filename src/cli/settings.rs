@@ -252,12 +252,27 @@ pub fn registry_client(
         }
     }
     let mut policy = policy.unwrap_or_default();
-    if let Some(n) = env
-        .get(crate::env::IMAGEPIPE_RETRIES)
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|n| *n > 0)
-    {
-        policy.attempts = n;
+    if let Some(v) = env.get(crate::env::IMAGEPIPE_RETRIES) {
+        policy.attempts = v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}={v}: write a number of attempts, 1 or more (1 turns retries off)",
+                    crate::env::IMAGEPIPE_RETRIES
+                ))
+            })?;
+    }
+    if let Some(v) = env.get(crate::env::IMAGEPIPE_RETRY_BACKOFF) {
+        policy.base = parse_delay(v).ok_or_else(|| {
+            Error::Usage(format!(
+                "{}={v}: write the first retry's delay as milliseconds or seconds, e.g. `50ms` or `2s`",
+                crate::env::IMAGEPIPE_RETRY_BACKOFF
+            ))
+        })?;
+        policy.cap = policy.cap.max(policy.base);
     }
     let client = crate::registry::Client::with_policy(keychain, policy);
     let flag_dirs = flags.map(|f| f.cert_dir.clone()).unwrap_or_default();
@@ -274,4 +289,16 @@ pub fn registry_client(
             None => client,
         }
     }))
+}
+
+/// `250ms` or `2s`.
+fn parse_delay(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    if let Some(ms) = v.strip_suffix("ms") {
+        return ms.parse().ok().map(std::time::Duration::from_millis);
+    }
+    v.strip_suffix('s')?
+        .parse()
+        .ok()
+        .map(std::time::Duration::from_secs)
 }

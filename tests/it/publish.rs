@@ -332,6 +332,39 @@ mod faults {
         )
     }
 
+    /// Publish with short retry delays: the policy (attempts, Retry-After,
+    /// which failures are retried) is the same, only the sleeping is shorter.
+    fn publish(ws: &Workspace, args: &[&str]) -> crate::common::Output {
+        let mut c = ws.cmd();
+        c.args(["publish", "--format", "json"])
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("IMAGEPIPE_RETRY_BACKOFF", "10ms");
+        run(c)
+    }
+
+    #[test]
+    fn retry_settings_are_checked() {
+        let reg = Registry::start();
+        let (ws, _proxy) = setup(&reg, Vec::new());
+        for (var, value) in [
+            ("IMAGEPIPE_RETRY_BACKOFF", "fast"),
+            ("IMAGEPIPE_RETRY_BACKOFF", "10"),
+            ("IMAGEPIPE_RETRIES", "0"),
+            ("IMAGEPIPE_RETRIES", "many"),
+        ] {
+            let mut c = ws.cmd();
+            c.args(["publish"]).env(var, value);
+            let out = run(c);
+            assert_eq!(out.code, 2, "{var}={value}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(&format!("{var}={value}")),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+
     fn setup(reg: &Registry, faults: Vec<Fault>) -> (Workspace, FaultProxy) {
         let proxy = FaultProxy::start(&reg.addr, faults);
         let ws = Workspace::with_catalog(&one_target(&proxy.addr));
@@ -508,7 +541,7 @@ mod faults {
     #[test]
     fn persistent_failures_end_with_a_clear_error() {
         let reg = Registry::start();
-        let (ws, _proxy) = setup(
+        let (ws, proxy) = setup(
             &reg,
             vec![Fault::Status {
                 method: "HEAD",
@@ -520,6 +553,9 @@ mod faults {
         );
         let out = publish(&ws, &[]);
         assert_eq!(out.code, 1);
+        // Every one of the default 6 attempts was made before giving up.
+        let injected = proxy.injected.load(Ordering::SeqCst);
+        assert!(injected >= 6, "{injected} attempts");
         assert!(
             out.stderr.contains("blob HEAD") && out.stderr.contains("HTTP 503"),
             "{}",
