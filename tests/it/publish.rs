@@ -578,25 +578,39 @@ fn a_registry_killed_mid_upload_then_restarted_completes_on_rerun() {
     let mut c = ws.cmd();
     c.arg("build");
     assert_eq!(run(c).code, 0);
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
+    // No retries in the first run, so the kill cannot be papered over.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
         .args(["publish", "--format", "json"])
+        .env("IMAGEPIPE_RETRIES", "1")
         .current_dir(ws.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill the registry while the 256 MiB blob is on its way, then bring it back.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Kill the registry once part of the 256 MiB blob has arrived, then bring it back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reg.upload_in_progress("ci/disk") < 1 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "publish ended before the registry was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     reg.restart();
     let first = child.wait_with_output().unwrap();
-    let out = publish(&ws, &[]);
+    let first_err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "first run: {first_err}");
     assert_eq!(
-        out.code,
-        0,
-        "first run: {}\nrerun: {}",
-        String::from_utf8_lossy(&first.stderr),
-        out.stderr
+        remote_digest(&reg.addr, "ci/disk", "latest"),
+        None,
+        "an interrupted run leaves no tag"
     );
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 0, "first run: {first_err}\nrerun: {}", out.stderr);
     let tag = first_item(&out.stdout, "tag");
     for t in [tag.as_str(), "latest"] {
         skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{t}"));

@@ -202,6 +202,23 @@ impl Registry {
         std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// Bytes of the largest upload in progress in `repo` (0 when none).
+    pub fn upload_in_progress(&self, repo: &str) -> u64 {
+        let uploads = self
+            ._dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_uploads");
+        std::fs::read_dir(uploads)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.ok()?.path().join("data")).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Kills the registry and starts it again on the same port and storage.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
