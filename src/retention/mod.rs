@@ -111,7 +111,12 @@ pub fn plan(
         ..Plan::default()
     };
     if let Some(e) = git_error {
-        out.errors.push(format!("{e}: nothing is deleted"));
+        // Most git errors already end by saying so.
+        out.errors.push(if e.ends_with("nothing is deleted") {
+            e.to_owned()
+        } else {
+            format!("{e}: nothing is deleted")
+        });
     }
     for repo in repos {
         let tags = match &repo.tags {
