@@ -282,7 +282,17 @@ fn man(dir: Option<&std::path::Path>) -> crate::error::Result<u8> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let written = match dir {
         Some(dir) => clap_mangen::generate_to(cmd, dir),
-        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &page))
+                // `imagepipe man | head` is not a failure.
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::BrokenPipe => Ok(()),
+                    _ => Err(e),
+                })
+        }
     };
     written.map_err(|e| {
         crate::error::Error::Failed(match dir {
