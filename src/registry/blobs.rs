@@ -8,7 +8,7 @@ use ureq::Body;
 use ureq::http::Response;
 
 use super::client::{Client, Opener, RegistryError, Repository};
-use super::retry::{Policy, retryable_status};
+use super::retry::retryable_status;
 use super::transport::with_auth;
 use crate::oci::Digest;
 
@@ -143,10 +143,7 @@ impl Client {
         // starts a new session (the caller retries).
         let (location, _) = self.start_upload(repo, op)?;
         let put = with_digest(&location, digest);
-        let once = Policy {
-            attempts: 1,
-            ..self.policy
-        };
+        let once = self.policy.single_attempt();
         let resp = self.send_with(once, repo, op, &Self::push(repo), &|a, auth| {
             let mut reader = open(0).map_err(ureq::Error::Io)?.take(size);
             with_auth(a.put(&put), auth)
@@ -172,10 +169,7 @@ impl Client {
         let (mut location, min_chunk) = self.start_upload(repo, op)?;
         let chunk = chunk.max(min_chunk.unwrap_or(0));
         let started = Instant::now();
-        let once = Policy {
-            attempts: 1,
-            ..self.policy
-        };
+        let once = self.policy.single_attempt();
         let mut offset = 0u64;
         let mut failures = 0;
         while offset < size {

@@ -28,6 +28,14 @@ pub fn retryable_status(status: u16) -> bool {
 }
 
 impl Policy {
+    /// The same limits, without retries: for a caller that retries itself.
+    pub fn single_attempt(self) -> Self {
+        Self {
+            attempts: 1,
+            ..self
+        }
+    }
+
     /// The wait before attempt `n` (1-based retry count), honouring a
     /// server's `Retry-After` seconds when given; `None` when out of budget.
     pub fn wait(

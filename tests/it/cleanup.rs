@@ -48,6 +48,60 @@ pub fn git_repo(ws: &Workspace, branches: &[(&str, &str)]) {
     git(&repo, &["checkout", "-q", "main"]);
 }
 
+/// A `keep_last: 1` plan for `ci/disk`, made through the library, for tests
+/// that change the registry between planning and applying.
+pub struct LibraryPlan {
+    client: imagepipe::registry::Client,
+    repo: imagepipe::registry::Repository,
+    plan: imagepipe::retention::Plan,
+}
+
+impl LibraryPlan {
+    pub fn deletions(&self) -> impl Iterator<Item = &imagepipe::retention::Item> {
+        self.plan.deletions()
+    }
+
+    pub fn apply(&self) -> Vec<imagepipe::cleanup::Applied> {
+        let map = [(self.repo.to_string(), self.repo.clone())]
+            .into_iter()
+            .collect();
+        imagepipe::cleanup::apply(&self.client, &map, &self.plan, &|_| {})
+    }
+}
+
+pub fn keep_last_one_plan(addr: &str) -> LibraryPlan {
+    use imagepipe::registry::{Client, Repository, auth::Keychain};
+    let client = Client::new(Keychain::from_files(Vec::new()));
+    let repo = Repository {
+        host: addr.to_owned(),
+        path: "ci/disk".into(),
+        insecure: true,
+        chunk_size: None,
+    };
+    let repos = vec![imagepipe::retention::Repo {
+        target: "r".into(),
+        repository: repo.to_string(),
+        path: repo.path.clone(),
+        image: "disk".into(),
+        templates: vec![disk_matcher()],
+        tags: imagepipe::cleanup::list(&client, &repo),
+    }];
+    let rules = imagepipe::retention::Rules {
+        keep_last: Some(1),
+        max_age_secs: None,
+        protect: globset::GlobSet::empty(),
+    };
+    let plan = imagepipe::retention::plan(
+        &repos,
+        &imagepipe::retention::References::default(),
+        &rules,
+        OLD + 1000,
+        None,
+        &[],
+    );
+    LibraryPlan { client, repo, plan }
+}
+
 /// What cleanup judges as ours in the test catalog: `disk-<hash>`.
 pub fn disk_matcher() -> regex::Regex {
     imagepipe::template::Template::parse("{name}-{hash}", &[])
@@ -329,41 +383,11 @@ fn failures_to_read_delete_nothing() {
 
 #[test]
 fn a_tag_moved_between_plan_and_apply_survives() {
-    use imagepipe::cleanup::apply;
-    use imagepipe::registry::{Client, Repository, auth::Keychain};
-    use imagepipe::retention::{References, Rules, plan};
     let reg = Registry::start();
     let ws = Workspace::with_catalog(&catalog(&reg.addr, "  keep_last: 1\n"));
     let (old, _) = publish_version(&ws, 1, OLD);
     let (_, newest) = publish_version(&ws, 2, OLD + 10);
-    let client = Client::new(Keychain::from_files(Vec::new()));
-    let repo = Repository {
-        host: reg.addr.clone(),
-        path: "ci/disk".into(),
-        insecure: true,
-        chunk_size: None,
-    };
-    let repos = vec![imagepipe::retention::Repo {
-        target: "r".into(),
-        repository: repo.to_string(),
-        path: repo.path.clone(),
-        image: "disk".into(),
-        templates: vec![crate::cleanup::disk_matcher()],
-        tags: imagepipe::cleanup::list(&client, &repo),
-    }];
-    let rules = Rules {
-        keep_last: Some(1),
-        max_age_secs: None,
-        protect: globset::GlobSet::empty(),
-    };
-    let p = plan(
-        &repos,
-        &References::default(),
-        &rules,
-        OLD + 1000,
-        None,
-        &[],
-    );
+    let p = keep_last_one_plan(&reg.addr);
     // The old image's tag only (its attestation stays while the image does).
     let planned: Vec<&str> = p.deletions().map(|i| i.tag.as_str()).collect();
     assert_eq!(planned, [old.as_str()]);
@@ -379,8 +403,7 @@ fn a_tag_moved_between_plan_and_apply_survives() {
         ],
         ws.path(),
     );
-    let map = [(repo.to_string(), repo.clone())].into_iter().collect();
-    let done = apply(&client, &map, &p, &|_| {});
+    let done = p.apply();
     let image = done.iter().find(|a| a.tag == old).unwrap();
     assert_eq!(
         image.result,

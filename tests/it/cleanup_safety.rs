@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 
-use crate::cleanup::{OLD, catalog, cleanup, decision, exists, git_repo, publish_version};
+use crate::cleanup::{
+    OLD, catalog, cleanup, decision, exists, git_repo, keep_last_one_plan, publish_version,
+};
 use crate::common::{Workspace, git, run, sh, skopeo_pull};
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::registry_fixture::Registry;
@@ -352,41 +354,11 @@ fn listings_that_repeat_a_page_or_hide_a_tag_cannot_lose_an_image() {
 
 #[test]
 fn a_tag_pushed_onto_an_expired_image_during_apply_survives() {
-    use imagepipe::cleanup::apply;
-    use imagepipe::registry::{Client, Repository, auth::Keychain};
-    use imagepipe::retention::{References, Rules, plan};
     let reg = Registry::start();
     let ws = Workspace::with_catalog(&catalog(&reg.addr, "  keep_last: 1\n"));
     let (old, old_digest) = publish_version(&ws, 1, OLD);
     publish_version(&ws, 2, OLD + 10);
-    let client = Client::new(Keychain::from_files(Vec::new()));
-    let repo = Repository {
-        host: reg.addr.clone(),
-        path: "ci/disk".into(),
-        insecure: true,
-        chunk_size: None,
-    };
-    let repos = vec![imagepipe::retention::Repo {
-        target: "r".into(),
-        repository: repo.to_string(),
-        path: repo.path.clone(),
-        image: "disk".into(),
-        templates: vec![crate::cleanup::disk_matcher()],
-        tags: imagepipe::cleanup::list(&client, &repo),
-    }];
-    let rules = Rules {
-        keep_last: Some(1),
-        max_age_secs: None,
-        protect: globset::GlobSet::empty(),
-    };
-    let p = plan(
-        &repos,
-        &References::default(),
-        &rules,
-        OLD + 1000,
-        None,
-        &[],
-    );
+    let p = keep_last_one_plan(&reg.addr);
     // Between planning and deleting, a job pins the expired image.
     sh(
         "skopeo",
@@ -399,8 +371,7 @@ fn a_tag_pushed_onto_an_expired_image_during_apply_survives() {
         ],
         ws.path(),
     );
-    let map = [(repo.to_string(), repo.clone())].into_iter().collect();
-    let done = apply(&client, &map, &p, &|_| {});
+    let done = p.apply();
     assert!(
         done.iter()
             .any(|a| a.tag == old && a.result == imagepipe::cleanup::Outcome::Untagged),

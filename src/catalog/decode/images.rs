@@ -94,14 +94,12 @@ fn tag_list(node: &Node, d: &mut Diagnostics) -> Vec<Spanned<String>> {
 
 pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
     let f = Fields::of(node, "an image", IMAGE_KEYS, d)?;
-    let name = f
-        .required(
-            "name",
-            "an image",
-            d,
-            "give the image a `name:` (its repository name)",
-        )
-        .and_then(|n| string(n, d))?;
+    let name = f.required_string(
+        "name",
+        "an image",
+        d,
+        "give the image a `name:` (its repository name)",
+    )?;
     let what = format!("image `{}`", name.value);
     let os = f
         .required(
@@ -112,17 +110,13 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
         )
         .and_then(|n| Fields::of(n, "`os`", OS_KEYS, d))
         .and_then(|o| {
-            let distro = o
-                .required(
-                    "distro",
-                    "`os`",
-                    d,
-                    "add `distro: ubuntu` (or debian, flatcar, ...)",
-                )
-                .and_then(|n| string(n, d));
-            let version = o
-                .required("version", "`os`", d, "add `version: \"24.04\"`")
-                .and_then(|n| string(n, d));
+            let distro = o.required_string(
+                "distro",
+                "`os`",
+                d,
+                "add `distro: ubuntu` (or debian, flatcar, ...)",
+            );
+            let version = o.required_string("version", "`os`", d, "add `version: \"24.04\"`");
             Some(Os {
                 distro: distro?.value,
                 version: version?.value,

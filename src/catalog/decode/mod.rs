@@ -210,6 +210,17 @@ impl<'n> Fields<'n> {
         }
         found
     }
+
+    /// A required key whose value must be a string.
+    fn required_string(
+        &self,
+        key: &str,
+        what: &str,
+        d: &mut Diagnostics,
+        help: &str,
+    ) -> Option<Spanned<String>> {
+        self.required(key, what, d, help).and_then(|n| string(n, d))
+    }
 }
 
 fn string(node: &Node, d: &mut Diagnostics) -> Option<Spanned<String>> {

@@ -77,9 +77,7 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
         "mmdebstrap" => {
             let n = sub("mmdebstrap");
             let m = Fields::of(n, "`mmdebstrap`", MMDEBSTRAP_KEYS, d)?;
-            let suite = m
-                .required("suite", "`mmdebstrap`", d, "add `suite: bookworm`")
-                .and_then(|n| string(n, d))?;
+            let suite = m.required_string("suite", "`mmdebstrap`", d, "add `suite: bookworm`")?;
             Some(Source::Mmdebstrap(Mmdebstrap {
                 suite: suite.value,
                 variant: m
@@ -94,14 +92,12 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
         "packer" => {
             let n = sub("packer");
             let p = Fields::of(n, "`packer`", PACKER_KEYS, d)?;
-            let template = p
-                .required(
-                    "template",
-                    "`packer`",
-                    d,
-                    "add `template: packer/ubuntu-2404.pkr.hcl`",
-                )
-                .and_then(|n| string(n, d))?;
+            let template = p.required_string(
+                "template",
+                "`packer`",
+                d,
+                "add `template: packer/ubuntu-2404.pkr.hcl`",
+            )?;
             let vars = p.get("vars").map(|n| string_map(n, d)).unwrap_or_default();
             Some(Source::Packer(Packer {
                 template: PathBuf::from(template.value),

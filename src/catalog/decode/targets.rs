@@ -4,9 +4,7 @@ use super::*;
 
 pub(super) fn target(node: &Node, d: &mut Diagnostics) -> Option<Target> {
     let f = Fields::of(node, "a target", TARGET_KEYS, d)?;
-    let name = f
-        .required("name", "a target", d, "give the target a `name:`")
-        .and_then(|n| string(n, d))?;
+    let name = f.required_string("name", "a target", d, "give the target a `name:`")?;
     let layout = f.get("layout").and_then(|n| string(n, d));
     let registry = f.get("registry").and_then(|n| string(n, d));
     let namespace = f.get("namespace").and_then(|n| string(n, d));
@@ -61,13 +59,12 @@ pub(super) fn target(node: &Node, d: &mut Diagnostics) -> Option<Target> {
                 }
             }
             let region = f
-                .required(
+                .required_string(
                     "region",
                     &what,
                     d,
                     "add the cloud region, e.g. `region: eu-west-2`",
                 )
-                .and_then(|n| string(n, d))
                 .map(|s| s.value)
                 .unwrap_or_default();
             let exists = f.get("exists").map(|n| match n.kind {

@@ -28,14 +28,12 @@ pub(super) fn variables(node: &Node, d: &mut Diagnostics) -> Vec<Variable> {
         let Some(f) = Fields::of(v, &format!("variable `{}`", name.value), VARIABLE_KEYS, d) else {
             continue;
         };
-        let default = f
-            .required(
-                "default",
-                &format!("variable `{}`", name.value),
-                d,
-                "give the pinned value, e.g. `default: \"1.2.6\"`",
-            )
-            .and_then(|n| string(n, d));
+        let default = f.required_string(
+            "default",
+            &format!("variable `{}`", name.value),
+            d,
+            "give the pinned value, e.g. `default: \"1.2.6\"`",
+        );
         let env = f.get("env").and_then(|n| string(n, d)).map(|s| s.value);
         if let Some(default) = default {
             out.push(Variable {
