@@ -15,9 +15,9 @@ use crate::registry_fixture::Registry;
 
 const RULES: &str = "  keep_last: 1\n  max_age: 30d\n  protect: [latest]\n  max_delete: 20\n  git:\n    repo: runner\n    branches: [\"release-*\"]\n    supported_releases: 2\n    paths: [\"tests/**/*.yml\"]\n";
 
-/// `runner/`: a clone of `k8s-ci` made the way a GitLab runner makes it
-/// (`git init`, fetch every branch as remote-tracking refs, detached HEAD).
-fn gitlab_checkout(ws: &Workspace) {
+/// `runner/`: an empty clone of `k8s-ci` with every branch fetched as
+/// `refs/remotes/origin/*`, as CI runners fetch.
+fn runner_fetch(ws: &Workspace) -> std::path::PathBuf {
     let runner = ws.path().join("runner");
     std::fs::create_dir_all(&runner).unwrap();
     git(&runner, &["init", "-q"]);
@@ -31,6 +31,13 @@ fn gitlab_checkout(ws: &Workspace) {
             "+refs/heads/*:refs/remotes/origin/*",
         ],
     );
+    runner
+}
+
+/// `runner/`: a clone of `k8s-ci` made the way a GitLab runner makes it
+/// (`git init`, fetch every branch as remote-tracking refs, detached HEAD).
+fn gitlab_checkout(ws: &Workspace) {
+    let runner = runner_fetch(ws);
     let sha = git(&runner, &["rev-parse", "refs/remotes/origin/release-2.27"]);
     git(&runner, &["checkout", "-q", "--detach", sha.trim()]);
 }
@@ -38,19 +45,7 @@ fn gitlab_checkout(ws: &Workspace) {
 /// `runner/`: as `actions/checkout` with `fetch-depth: 0` makes it: every
 /// branch as `refs/remotes/origin/*`, HEAD on a local branch of the one built.
 fn github_checkout(ws: &Workspace) {
-    let runner = ws.path().join("runner");
-    std::fs::create_dir_all(&runner).unwrap();
-    git(&runner, &["init", "-q"]);
-    git(&runner, &["remote", "add", "origin", "../k8s-ci"]);
-    git(
-        &runner,
-        &[
-            "fetch",
-            "-q",
-            "origin",
-            "+refs/heads/*:refs/remotes/origin/*",
-        ],
-    );
+    let runner = runner_fetch(ws);
     git(
         &runner,
         &[

@@ -124,28 +124,14 @@ fn credentials_never_follow_a_location_or_link_to_another_host() {
 fn a_password_never_goes_to_a_plain_http_token_realm_on_another_host() {
     let witness = Witness::start(401);
     // A "registry" that challenges with a Bearer realm on another host, over HTTP.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let realm = format!(
         "http://localhost:{}/token",
         witness.addr.rsplit(':').next().unwrap()
     );
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let mut s = stream;
-            let _ = s.write_all(
-                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
-        }
-    });
+    let addr = canned_registry(
+        format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .into_bytes(),
+    );
     let ws = Workspace::with_catalog(&format!(
         "version: 1\ntargets:\n  - {{ name: r, registry: \"{addr}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n"
     ));
@@ -443,21 +429,9 @@ fn whatever_a_registry_sends_is_an_error_never_a_panic() {
 /// A download redirected to `file://` is refused, and the error says so.
 #[test]
 fn a_redirect_to_a_file_url_is_named() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let mut s = stream;
-            let _ = s.write_all(b"HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
+    let addr = canned_registry(
+        b"HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+    );
     let ws = Workspace::with_catalog(&format!(
         "version: 1\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"http://{addr}/disk.qcow2\", sha256: \"{}\" }}\n    format: containerdisk\n",
         "a".repeat(64)
