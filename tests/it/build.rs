@@ -1157,34 +1157,17 @@ fn every_valid_tarball_makes_a_layer_unpackers_accept() {
     std::fs::create_dir_all(&r).unwrap();
     let f = std::fs::File::create(r.join("sparse.img")).unwrap();
     f.set_len(8 << 20).unwrap();
-    sh(
-        "tar",
-        &[
-            "--format=gnu",
-            "-S",
-            "-cf",
-            "root.tar",
-            "-C",
-            "r",
-            "sparse.img",
-        ],
-        ws.path(),
-    );
-    refused("GNU sparse", "sparse member");
-    sh(
-        "tar",
-        &[
-            "--format=posix",
-            "-S",
-            "-cf",
-            "root.tar",
-            "-C",
-            "r",
-            "sparse.img",
-        ],
-        ws.path(),
-    );
-    refused("PAX sparse", "sparse member");
+    for (format, case) in [
+        ("--format=gnu", "GNU sparse"),
+        ("--format=posix", "PAX sparse"),
+    ] {
+        sh(
+            "tar",
+            &[format, "-S", "-cf", "root.tar", "-C", "r", "sparse.img"],
+            ws.path(),
+        );
+        refused(case, "sparse member");
+    }
     // A truncated tarball.
     std::fs::write(r.join("big"), vec![7u8; 1 << 20]).unwrap();
     sh("tar", &["-cf", "root.tar", "-C", "r", "big"], ws.path());
