@@ -87,6 +87,11 @@ pub fn recipe(
     });
     // serde_json's default map is sorted by key, and `to_string` is compact:
     // that is the canonical form.
+    let mut doc = doc;
+    // Only present when set, so that images without it keep their hash.
+    if let Some(c) = &image.config {
+        doc["config"] = c.to_json();
+    }
     let canonical = doc.to_string();
     let hash = sha256_hex(canonical.as_bytes());
     Ok(Recipe {

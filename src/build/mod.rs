@@ -335,7 +335,7 @@ fn package(
                 layer::containerdisk_layer(layout, compression, &m.path, &m.name, mtime, &pb)
                     .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
-                image_config(layout, platform, ctx, &[&layer])?,
+                image_config(layout, platform, ctx, &[&layer], None)?,
                 vec![layer.descriptor],
                 None,
             )
@@ -350,8 +350,9 @@ fn package(
                 }
             })
             .map_err(|e| BuildErrorKind::io(&m.path, e))?;
+            let runtime = image.config.as_ref().map(|c| c.to_json());
             (
-                image_config(layout, platform, ctx, &[&layer])?,
+                image_config(layout, platform, ctx, &[&layer], runtime)?,
                 vec![layer.descriptor],
                 None,
             )
@@ -407,13 +408,14 @@ fn image_config(
     platform: &Platform,
     ctx: &RunContext,
     layers: &[&layer::Layer],
+    runtime: Option<serde_json::Value>,
 ) -> Result<Descriptor, BuildErrorKind> {
     let created = oci::rfc3339(ctx.image_epoch());
     let mut config = json!({
         "architecture": platform.arch,
         "os": platform.os,
         "created": created,
-        "config": {},
+        "config": runtime.unwrap_or_else(|| json!({})),
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
         "history": [{ "created": created, "created_by": "imagepipe" }],
     });

@@ -295,7 +295,45 @@ pub struct Image {
     pub compression: Option<Compression>,
     /// Targets this image goes to; `None`: every target.
     pub targets: Option<Vec<Spanned<String>>>,
+    /// The container runtime configuration of a `rootfs` image.
+    pub config: Option<RuntimeConfig>,
     pub span: Span,
+}
+
+/// `config:` of a `rootfs` image: what a container runtime starts it with
+/// (the `config` object of the OCI image configuration).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// `NAME=value` pairs, in catalog order.
+    pub env: Vec<(String, String)>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+impl RuntimeConfig {
+    /// The OCI image configuration's `config` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut c = serde_json::Map::new();
+        if !self.env.is_empty() {
+            let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            c.insert("Env".into(), env.into());
+        }
+        if let Some(e) = &self.entrypoint {
+            c.insert("Entrypoint".into(), e.clone().into());
+        }
+        if let Some(e) = &self.cmd {
+            c.insert("Cmd".into(), e.clone().into());
+        }
+        if let Some(w) = &self.working_dir {
+            c.insert("WorkingDir".into(), w.clone().into());
+        }
+        if let Some(u) = &self.user {
+            c.insert("User".into(), u.clone().into());
+        }
+        serde_json::Value::Object(c)
+    }
 }
 
 impl Image {

@@ -139,6 +139,17 @@ pub fn schema() -> Value {
             "prerelease_tags": prerelease_tags(),
             "compression": compression(),
             "targets": strings("Restrict the image to these targets (default: all)."),
+            "config": object(
+                "Container runtime configuration of a `format: rootfs` image.",
+                json!({
+                    "env": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Environment variables, e.g. PATH." },
+                    "entrypoint": strings("The entrypoint, as a list (no shell)."),
+                    "cmd": strings("Default arguments, as a list."),
+                    "working_dir": string("The working directory."),
+                    "user": string("The user (name or uid[:gid])."),
+                }),
+                &[],
+            ),
         }),
         &["name", "os", "format"],
     );
@@ -239,6 +250,10 @@ mod tests {
         let image = &p["images"]["items"];
         assert_eq!(keys(image), sorted(decode::IMAGE_KEYS));
         assert_eq!(keys(&image["properties"]["os"]), sorted(decode::OS_KEYS));
+        assert_eq!(
+            keys(&image["properties"]["config"]),
+            sorted(decode::CONFIG_KEYS)
+        );
         assert_eq!(
             keys(&image["properties"]["platforms"]["items"]),
             sorted(decode::PLATFORM_KEYS)

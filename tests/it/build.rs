@@ -86,17 +86,7 @@ fn containerdisk_is_readable_by_skopeo_and_umoci() {
     );
     assert_eq!(inspect["Architecture"], "amd64");
     // umoci unpacks it; the disk is owned by qemu (107) and read-only.
-    let bundle = ws.path().join("bundle");
-    sh(
-        "umoci",
-        &[
-            "unpack",
-            "--image",
-            &format!("{}:{tag}", layout.display()),
-            bundle.to_str().unwrap(),
-        ],
-        ws.path(),
-    );
+    let bundle = crate::common::umoci_unpack(&layout, tag, ws.path());
     let disk = bundle.join("rootfs/disk/noble.qcow2");
     let meta = std::fs::metadata(&disk).unwrap();
     assert_eq!(
@@ -449,17 +439,7 @@ fn rootfs_keeps_modes_links_and_owners() {
     std::os::unix::fs::symlink("../bin/su", root.join("usr/su")).unwrap();
     std::os::unix::fs::symlink("/bin/su", root.join("usr/lib/su")).unwrap();
     let lines = built(&ws);
-    let bundle = ws.path().join("bundle");
-    sh(
-        "umoci",
-        &[
-            "unpack",
-            "--image",
-            &format!("{}:{}", store(&ws, "disk").display(), lines[0].1),
-            bundle.to_str().unwrap(),
-        ],
-        ws.path(),
-    );
+    let bundle = crate::common::umoci_unpack(&store(&ws, "disk"), &lines[0].1, ws.path());
     let r = bundle.join("rootfs");
     let mode = |p: &str| {
         std::fs::symlink_metadata(r.join(p))
@@ -848,20 +828,110 @@ fn mmdebstrap_builds_a_real_debian_rootfs() {
         plan.stdout
     );
     let lines = built(&ws);
-    let bundle = ws.path().join("bundle");
-    sh(
-        "umoci",
-        &[
-            "unpack",
-            "--image",
-            &format!("{}:{}", store(&ws, "disk").display(), lines[0].1),
-            bundle.to_str().unwrap(),
-        ],
-        ws.path(),
-    );
+    let bundle = crate::common::umoci_unpack(&store(&ws, "disk"), &lines[0].1, ws.path());
     let os_release = std::fs::read_to_string(bundle.join("rootfs/etc/os-release")).unwrap();
     assert!(os_release.contains("bookworm"), "{os_release}");
     assert!(bundle.join("rootfs/usr/bin/apt").is_file());
+}
+
+#[test]
+fn the_job_image_builds_from_its_catalog_and_runs_its_tools() {
+    if !crate::common::slow_tests_enabled() {
+        eprintln!("skipped: set IMAGEPIPE_SLOW_TESTS=1 (needs deb.debian.org, about a minute)");
+        return;
+    }
+    if sh("id", &["-u"], Path::new("/")).trim() != "0" {
+        eprintln!("skipped: mmdebstrap --mode=root and chroot need root");
+        return;
+    }
+    // packaging/ as the release workflow uses it, with the binary under test.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    let ws = Workspace::new();
+    for f in ["images.yml", "build-rootfs.sh"] {
+        std::fs::copy(repo.join(f), ws.path().join(f)).unwrap();
+    }
+    ws.write(
+        "bin/imagepipe",
+        std::fs::read(assert_cmd::cargo::cargo_bin("imagepipe")).unwrap(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        ws.path().join("bin/imagepipe"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let mut c = ws.cmd();
+    c.args(["build"])
+        .env("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+        .env("IMAGEPIPE_VERSION", "v9.8.7");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tag = out.stdout.split(' ').nth(1).unwrap().to_owned();
+    assert!(tag.starts_with("v9.8.7-"), "{}", out.stdout);
+
+    // What a runtime reads: PATH set, a shell as the command, no entrypoint.
+    let layout = store(&ws, "imagepipe");
+    let config: serde_json::Value = serde_json::from_str(&sh(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci:{}:{tag}", layout.display()),
+        ],
+        ws.path(),
+    ))
+    .unwrap();
+    let env = config["config"]["Env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("PATH=/usr/local/sbin:/usr/local/bin:")),
+        "{config}"
+    );
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/bash"]));
+    assert!(config["config"].get("Entrypoint").is_none(), "{config}");
+
+    // Every tool the jobs need runs inside it, imagepipe included.
+    let bundle = crate::common::umoci_unpack(&layout, &tag, ws.path());
+    let rootfs = bundle.join("rootfs");
+    let version = sh(
+        "chroot",
+        &[rootfs.to_str().unwrap(), "imagepipe", "--version"],
+        ws.path(),
+    );
+    assert_eq!(
+        version.trim(),
+        format!("imagepipe {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(
+        sh(
+            "chroot",
+            &[rootfs.to_str().unwrap(), "qemu-img", "--version"],
+            ws.path()
+        )
+        .contains("qemu-img version")
+    );
+    assert!(
+        sh(
+            "chroot",
+            &[rootfs.to_str().unwrap(), "git", "--version"],
+            ws.path()
+        )
+        .starts_with("git version")
+    );
+    assert!(rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file());
+
+    // The binary is an input: another binary is another image.
+    let mut bytes = std::fs::read(ws.path().join("bin/imagepipe")).unwrap();
+    bytes.extend_from_slice(b"\0");
+    std::fs::write(ws.path().join("bin/imagepipe"), bytes).unwrap();
+    let mut c = ws.cmd();
+    c.args(["plan", "--offline"])
+        .env("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+        .env("IMAGEPIPE_VERSION", "v9.8.7");
+    let plan = run(c);
+    assert!(!plan.stdout.contains(&tag), "{}", plan.stdout);
 }
 
 /// A size-limited tmpfs, unmounted when dropped.

