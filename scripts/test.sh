@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests run for real.
-packages=(git qemu-utils skopeo umoci packer mmdebstrap docker-registry apache2-utils openssl containerd rsync)
+# `verify` boots disks with qemu-system-x86 and writes its seed with
+# genisoimage; the bootable test disk needs syslinux, mtools, dosfstools, fdisk.
+packages=(git qemu-utils skopeo umoci packer mmdebstrap docker-registry apache2-utils openssl containerd rsync
+  qemu-system-x86 genisoimage syslinux syslinux-common mtools dosfstools fdisk ovmf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,7 +18,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing: ${missing[*]}" >&2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  # Debian 12's qemu-system-x86 (7.2) needs qemu-utils of the same version:
+  # a newer backported qemu-utils is replaced by it.
+  if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
+    v="$(apt-cache madison qemu-system-x86 | awk 'NR==1 { print $3 }')"
+    missing=("${missing[@]/#qemu-utils/}")
+    missing+=("qemu-utils=$v")
+  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades ${missing[*]}
 fi
 
 # Linters for the example CI pipelines: GitLab's CI schema via check-jsonschema

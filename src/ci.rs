@@ -17,9 +17,12 @@ fn work(p: &Plan) -> impl Iterator<Item = &crate::plan::PlanItem> {
         .filter(|i| matches!(i.action, Action::Build | Action::Copy))
 }
 
-/// Whether any mutable tag must move (the final tags job has work).
+/// Whether any mutable tag must move (the final tags job has work); tags
+/// that wait for verification do not.
 fn has_tags(p: &Plan) -> bool {
-    p.items.iter().any(|i| i.action != Action::Skip)
+    p.items
+        .iter()
+        .any(|i| !matches!(i.action, Action::Skip | Action::Verify))
 }
 
 /// The images no store holds yet: one build job each.
@@ -123,15 +126,28 @@ pub fn gitlab_pipeline(p: &Plan, config: &Path, store_dir: &Path, image: Option<
         return out;
     }
     for image in &images {
-        let script = format!(
+        let mut script = q(&format!(
             "imagepipe build -c {cfg} --only {}{release}",
             shell_quote(image)
-        );
+        ));
+        // Booted right after the build: the result is recorded in the store
+        // that is the artifact, and travels with the image to every target.
+        if p.items
+            .iter()
+            .any(|i| &i.image == image && i.requires_verification)
+        {
+            script.push_str(&format!(
+                "\n    - {}",
+                q(&format!(
+                    "imagepipe verify -c {cfg} --only {}{release}",
+                    shell_quote(image)
+                ))
+            ));
+        }
         let artifact = store_dir.join(image).display().to_string();
         out.push_str(&format!(
-            "{}:\n  stage: build\n  script:\n    - {}\n  artifacts:\n    paths: [{}]\n    expire_in: 1 day\n",
+            "{}:\n  stage: build\n  script:\n    - {script}\n  artifacts:\n    paths: [{}]\n    expire_in: 1 day\n",
             q(&format!("build {image}")),
-            q(&script),
             q(&artifact)
         ));
     }

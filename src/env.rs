@@ -49,6 +49,8 @@ pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 pub const DOCKER_AUTH_CONFIG: &str = "DOCKER_AUTH_CONFIG";
 /// The container image the generated GitLab child pipeline's jobs run in.
 pub const IMAGEPIPE_CI_IMAGE: &str = "IMAGEPIPE_CI_IMAGE";
+/// The QEMU binary `verify` runs (default `qemu-system-x86_64`).
+pub const IMAGEPIPE_QEMU: &str = "IMAGEPIPE_QEMU";
 /// Seconds a transfer may go without receiving (or sending) a byte, and the
 /// window over which at least 16 KiB must arrive; default 60.
 pub const IMAGEPIPE_READ_TIMEOUT: &str = "IMAGEPIPE_READ_TIMEOUT";

@@ -54,6 +54,11 @@ pub fn wait_if_stopping() {
     }
 }
 
+/// Whether a signal asked the run to stop (long waits check it).
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
 /// Installs the handlers (once, at start).
 pub fn install() {
     let stopping = Arc::new(AtomicBool::new(false));

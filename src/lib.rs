@@ -29,5 +29,6 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub mod template;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -27,6 +27,9 @@ pub enum Action {
     Tag,
     /// The immutable tag is here and every mutable tag is as it should be.
     Skip,
+    /// The immutable tag is here; its mutable tags wait for `imagepipe verify`
+    /// to pass for this digest (the image requires verification).
+    Verify,
 }
 
 impl Action {
@@ -36,6 +39,7 @@ impl Action {
             Self::Copy => "copy",
             Self::Tag => "tag",
             Self::Skip => "skip",
+            Self::Verify => "verify",
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum ReasonCode {
     /// The local store lacks the image another target holds: it is a cache
     /// of this runner's builds, not a place the image must be copied to.
     LocalCache,
+    /// The image requires verification and this digest has not passed it.
+    NotVerified,
 }
 
 /// What happens to one mutable tag on a target.
@@ -114,6 +120,8 @@ pub struct PlanItem {
     pub platforms: Vec<String>,
     pub format: &'static str,
     pub kubernetes: Option<String>,
+    /// The image requires verification: its mutable tags wait for `imagepipe verify`.
+    pub requires_verification: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -153,6 +161,9 @@ pub struct StoreState {
     pub immutable: Presence,
     /// Mutable tag → what it points at (tags not looked up are absent from the map).
     pub mutable: BTreeMap<String, Current>,
+    /// For images that require verification: what the attestations of the
+    /// immutable tag's digest here say (`None`: none, or not read).
+    pub verified: Option<bool>,
 }
 
 /// What every store holds, read once before planning.
@@ -183,6 +194,8 @@ pub struct Identity {
     pub mutable_tags: Vec<String>,
     /// The mutable tags that pre-releases move too (`prerelease_tags`).
     pub prerelease_tags: Vec<String>,
+    /// `verify.required`: mutable tags move only for verified digests.
+    pub requires_verification: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +251,9 @@ pub fn identity(
         tag,
         mutable_tags,
         prerelease_tags,
+        requires_verification: image
+            .verification(&catalog.defaults)
+            .is_some_and(|v| v.required),
     })
 }
 
@@ -375,7 +391,37 @@ pub fn plan(
                     })
                     .collect::<Vec<_>>()
             };
+            let mut tags = tags;
+            let gate = id
+                .requires_verification
+                .then(|| verification(state, &image.name.value, digest.as_ref()));
+            let mut waiting = false;
+            if let Some(verdict) = gate
+                && verdict != Some(true)
+            {
+                for t in tags.iter_mut().filter(|t| t.action == TagAction::Move) {
+                    t.action = TagAction::Hold;
+                    t.reason = match (verdict, &digest) {
+                        (Some(false), _) => "this digest failed `imagepipe verify`: mutable tags move only for verified images".into(),
+                        (_, Some(_)) => "waiting for `imagepipe verify` to pass for this digest (the image requires verification)".into(),
+                        (_, None) => "after the build, once `imagepipe verify` passes (the image requires verification)".into(),
+                    };
+                    waiting = true;
+                }
+            }
             let (action, code, reason) = match action {
+                Action::Skip if waiting => (
+                    Action::Verify,
+                    ReasonCode::NotVerified,
+                    format!(
+                        "{reason}; mutable tags wait for `imagepipe verify`{}",
+                        if gate == Some(Some(false)) {
+                            " (it failed for this digest)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
                 Action::Skip if tags.iter().any(|t| t.action == TagAction::Move) => {
                     let behind: Vec<&str> = tags
                         .iter()
@@ -411,6 +457,7 @@ pub fn plan(
                     .collect(),
                 format: image.format.as_str(),
                 kubernetes: release.map(ToString::to_string),
+                requires_verification: id.requires_verification,
             });
         }
     }
@@ -418,6 +465,25 @@ pub fn plan(
         release: ctx.release.as_ref().map(|r| r.tag.clone()),
         build_store: build_store.name.value.clone(),
         items,
+    }
+}
+
+/// What the stores holding `digest` say of its verification: passed when
+/// one of them holds a passing attestation.
+fn verification(state: &State, image: &str, digest: Option<&Digest>) -> Option<bool> {
+    let digest = digest?;
+    let verdicts: Vec<Option<bool>> = state
+        .stores
+        .iter()
+        .filter(|((i, _), s)| i == image && s.immutable == Presence::Present(Some(digest.clone())))
+        .map(|(_, s)| s.verified)
+        .collect();
+    if verdicts.contains(&Some(true)) {
+        Some(true)
+    } else if verdicts.contains(&Some(false)) {
+        Some(false)
+    } else {
+        None
     }
 }
 

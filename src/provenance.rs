@@ -94,13 +94,28 @@ pub fn statement(subject: &Descriptor, facts: &Facts<'_>, ctx: &RunContext) -> V
     })
 }
 
-/// Writes the attestation of `subject` into `store` and lists it as a
-/// referrer of `subject`; returns its descriptor.
+/// Writes the provenance attestation of `subject` into `store` and lists it
+/// as a referrer of `subject`; returns its descriptor.
 pub fn attach(
     store: &dyn Store,
     subject: &Descriptor,
     statement: &Value,
     built_at: i64,
+) -> Result<Descriptor, StoreError> {
+    attach_statement(store, subject, statement, SLSA_PROVENANCE, built_at, &[])
+}
+
+/// Writes an in-toto statement with predicate type `predicate_type` as an
+/// OCI artifact referring to `subject`. `annotations` are added to the
+/// manifest and to its entry in the referrers list, so that a reader can
+/// tell what it says without fetching it.
+pub fn attach_statement(
+    store: &dyn Store,
+    subject: &Descriptor,
+    statement: &Value,
+    predicate_type: &str,
+    created_at: i64,
+    extra: &[(&str, String)],
 ) -> Result<Descriptor, StoreError> {
     let body = canonical_json(statement);
     let body_desc = Descriptor::new(IN_TOTO, Digest::of(&body), body.len() as u64);
@@ -108,19 +123,22 @@ pub fn attach(
     let empty_desc = Descriptor::new(media::EMPTY, Digest::of(empty), 2);
     store.put_blob(&body_desc, &bytes_opener(&body))?;
     store.put_blob(&empty_desc, &bytes_opener(empty))?;
-    let created = rfc3339(built_at);
+    let created = rfc3339(created_at);
     let mut layer = body_desc.clone();
     layer
         .annotations
-        .insert(PREDICATE_TYPE_ANNOTATION.into(), SLSA_PROVENANCE.into());
-    let annotations: BTreeMap<String, String> = [
+        .insert(PREDICATE_TYPE_ANNOTATION.into(), predicate_type.into());
+    let mut annotations: BTreeMap<String, String> = [
         (annotation::CREATED.to_owned(), created),
         (
             PREDICATE_TYPE_ANNOTATION.to_owned(),
-            SLSA_PROVENANCE.to_owned(),
+            predicate_type.to_owned(),
         ),
     ]
     .into();
+    for (k, v) in extra {
+        annotations.insert((*k).to_owned(), v.clone());
+    }
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": media::MANIFEST,
@@ -140,11 +158,15 @@ pub fn attach(
     Ok(desc)
 }
 
-/// The provenance attestations among a subject's referrers.
+/// The provenance attestations among a subject's referrers (in-toto
+/// statements with the SLSA provenance predicate, or with none named).
 pub fn attestations(referrers: &[Descriptor]) -> impl Iterator<Item = &Descriptor> {
-    referrers
-        .iter()
-        .filter(|d| d.artifact_type.as_deref() == Some(IN_TOTO))
+    referrers.iter().filter(|d| {
+        d.artifact_type.as_deref() == Some(IN_TOTO)
+            && d.annotations
+                .get(PREDICATE_TYPE_ANNOTATION)
+                .is_none_or(|p| p == SLSA_PROVENANCE)
+    })
 }
 
 /// The earliest build time a subject's attestations record.

@@ -46,6 +46,9 @@ pub struct Entry {
     pub digest: Option<Digest>,
     /// Provenance attestations: digest and build time.
     pub provenance: Vec<Attestation>,
+    /// What `imagepipe verify` recorded for this digest here: `passed`,
+    /// `failed`, or `None` when it was never verified.
+    pub verification: Option<&'static str>,
     /// Why there is no reference (not published, failed, unreadable).
     pub problem: Option<String>,
 }
@@ -119,6 +122,7 @@ fn entry(
         artifact_id: None,
         digest: None,
         provenance: Vec::new(),
+        verification: None,
         problem: None,
     };
     if t.kind.is_cloud() {
@@ -164,6 +168,11 @@ fn entry(
                 }
                 Err(err) => tracing::warn!("{}: provenance unreadable: {err}", t.name.value),
             }
+            e.verification = store
+                .referrers(&d.digest)
+                .ok()
+                .and_then(|r| crate::verify::verdict(&r))
+                .map(|passed| if passed { "passed" } else { "failed" });
             e.digest = Some(d.digest);
         }
         Ok(None) => {
@@ -225,7 +234,12 @@ pub fn markdown(n: &Notes) -> String {
                             })
                             .collect()
                     };
-                    format!("`{r}`{attested}")
+                    let verified = match e.verification {
+                        Some("passed") => " — boot verified",
+                        Some(_) => " — **boot verification failed**",
+                        None => "",
+                    };
+                    format!("`{r}`{attested}{verified}")
                 }
                 (None, Some(p)) => p.clone(),
                 (None, None) => String::new(),

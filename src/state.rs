@@ -73,6 +73,7 @@ fn read_one(
     let unknown = |why: &str| StoreState {
         immutable: Presence::Unknown(why.to_owned()),
         mutable: BTreeMap::new(),
+        verified: None,
     };
     let Some(tag) = &id.tag else {
         return unknown("the tag comes from the built content");
@@ -85,6 +86,7 @@ fn read_one(
                 crate::cloud::Exists::Unknown(why) => Presence::Unknown(why),
             },
             mutable: BTreeMap::new(),
+            verified: None,
         };
     }
     if reach == Reach::Offline && !matches!(target.kind, crate::catalog::TargetKind::Layout { .. })
@@ -115,7 +117,26 @@ fn read_one(
             );
         }
     }
-    StoreState { immutable, mutable }
+    // Verification is read only where it decides something: images that
+    // require it, on stores holding the immutable tag.
+    let verified = match &immutable {
+        Presence::Present(Some(d)) if id.requires_verification => match store.referrers(d) {
+            Ok(r) => crate::verify::verdict(&r),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot read the attestations of {tag}: {e}",
+                    target.name.value
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    StoreState {
+        immutable,
+        mutable,
+        verified,
+    }
 }
 
 /// What `tag` points at on `store`. The manifest is read (for the release

@@ -135,6 +135,18 @@ impl Template {
         &self,
         lookup: impl Fn(&str) -> Result<String, String>,
     ) -> Result<String, RenderError> {
+        let out = self.render_text(lookup)?;
+        if !is_valid_tag(&out) {
+            return Err(RenderError::InvalidTag { tag: out });
+        }
+        Ok(out)
+    }
+
+    /// Renders any text (not only a tag): verification checks' `expect`.
+    pub fn render_text(
+        &self,
+        lookup: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<String, RenderError> {
         let mut out = String::new();
         for seg in &self.segments {
             match seg {
@@ -156,9 +168,6 @@ impl Template {
                     }
                 }
             }
-        }
-        if !is_valid_tag(&out) {
-            return Err(RenderError::InvalidTag { tag: out });
         }
         Ok(out)
     }

@@ -192,6 +192,7 @@ pub struct Defaults {
     /// Mutable tag templates that pre-releases (`v1.34.0-rc.1`) move too.
     pub prerelease_tags: Vec<Spanned<String>>,
     pub compression: Compression,
+    pub verify: Option<Verify>,
 }
 
 /// The tag templates used when neither the image nor `defaults` sets any.
@@ -297,7 +298,57 @@ pub struct Image {
     pub targets: Option<Vec<Spanned<String>>>,
     /// The container runtime configuration of a `rootfs` image.
     pub config: Option<RuntimeConfig>,
+    /// Boot verification; `None`: the catalog's defaults.
+    pub verify: Option<Verify>,
     pub span: Span,
+}
+
+/// `verify:` — how `imagepipe verify` boots a disk image, and whether its
+/// mutable tags wait for a passed verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    /// Mutable tags move only for digests that passed `imagepipe verify`.
+    pub required: bool,
+    /// How long the guest may take to finish cloud-init under KVM; under
+    /// TCG (no usable /dev/kvm) it is [`TCG_FACTOR`] times as long.
+    pub timeout: std::time::Duration,
+    pub memory_mib: u64,
+    pub firmware: Firmware,
+    pub checks: Vec<Check>,
+}
+
+impl Default for Verify {
+    /// What `imagepipe verify` does for an image without `verify:`: boot
+    /// it, no checks, not required for promotion.
+    fn default() -> Self {
+        Self {
+            required: false,
+            timeout: DEFAULT_VERIFY_TIMEOUT,
+            memory_mib: DEFAULT_VERIFY_MEMORY_MIB,
+            firmware: Firmware::Bios,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// Emulation without KVM is this many times slower, at least.
+pub const TCG_FACTOR: u32 = 5;
+pub const DEFAULT_VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+pub const DEFAULT_VERIFY_MEMORY_MIB: u64 = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+/// A command run in the guest, and what its output must contain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// A shell command line (run by `/bin/sh -c`).
+    pub run: String,
+    /// A template (`{kubernetes}`, `{runc}`) the output must contain; `None`: exit 0 is enough.
+    pub expect: Option<Spanned<String>>,
 }
 
 /// `config:` of a `rootfs` image: what a container runtime starts it with
@@ -337,6 +388,11 @@ impl RuntimeConfig {
 }
 
 impl Image {
+    /// The image's verification settings, or the defaults'.
+    pub fn verification<'a>(&'a self, defaults: &'a Defaults) -> Option<&'a Verify> {
+        self.verify.as_ref().or(defaults.verify.as_ref())
+    }
+
     pub fn tag_templates<'a>(&'a self, defaults: &'a Defaults) -> &'a [Spanned<String>] {
         self.tags.as_deref().unwrap_or(&defaults.tags)
     }

@@ -111,6 +111,31 @@ fn tags() -> Value {
     })
 }
 
+fn verify() -> Value {
+    object(
+        "Boot verification by `imagepipe verify` (containerdisk and artifact images).",
+        json!({
+            "required": { "type": "boolean", "description": "Mutable tags move only for digests that passed `imagepipe verify`." },
+            "timeout": string("Time for the guest to finish cloud-init under KVM (default 3m); TCG gets five times as long."),
+            "memory": string("Guest memory, e.g. 1GiB (default 1024MiB)."),
+            "firmware": { "enum": ["bios", "uefi"], "description": "bios (SeaBIOS, default) or uefi (OVMF)." },
+            "checks": {
+                "type": "array",
+                "description": "Commands run in the guest after cloud-init; each must exit 0 and print `expect`.",
+                "items": object(
+                    "A check.",
+                    json!({
+                        "run": string("A shell command line run by /bin/sh -c in the guest."),
+                        "expect": string("Text the output must contain; placeholders such as {kubernetes}, {runc}."),
+                    }),
+                    &["run"],
+                ),
+            },
+        }),
+        &[],
+    )
+}
+
 fn prerelease_tags() -> Value {
     json!({
         "type": "array", "items": { "type": "string" },
@@ -139,6 +164,7 @@ pub fn schema() -> Value {
             "prerelease_tags": prerelease_tags(),
             "compression": compression(),
             "targets": strings("Restrict the image to these targets (default: all)."),
+            "verify": verify(),
             "config": object(
                 "Container runtime configuration of a `format: rootfs` image.",
                 json!({
@@ -203,7 +229,7 @@ pub fn schema() -> Value {
             "version": { "const": decode::CATALOG_VERSION, "description": "Catalog format version." },
             "variables": { "type": "object", "additionalProperties": variable, "description": "Pinned component versions." },
             "targets": { "type": "array", "items": target },
-            "defaults": object("Defaults for every image.", json!({ "tags": tags(), "prerelease_tags": prerelease_tags(), "compression": compression() }), &[]),
+            "defaults": object("Defaults for every image.", json!({ "tags": tags(), "prerelease_tags": prerelease_tags(), "compression": compression(), "verify": verify() }), &[]),
             "images": { "type": "array", "items": image },
             "retention": retention,
         }),
@@ -253,6 +279,14 @@ mod tests {
         assert_eq!(
             keys(&image["properties"]["config"]),
             sorted(decode::CONFIG_KEYS)
+        );
+        assert_eq!(
+            keys(&image["properties"]["verify"]),
+            sorted(decode::VERIFY_KEYS)
+        );
+        assert_eq!(
+            keys(&image["properties"]["verify"]["properties"]["checks"]["items"]),
+            sorted(decode::CHECK_KEYS)
         );
         assert_eq!(
             keys(&image["properties"]["platforms"]["items"]),

@@ -36,7 +36,21 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
                 let bytes = layout
                     .read_blob(&b.top.digest)
                     .map_err(|e| crate::error::Error::Failed(format!("{}: {e}", b.image)))?;
-                for t in &b.mutable_tags {
+                // Images that require verification move them only in `publish`,
+                // once `verify` passed.
+                let tags = if id.requires_verification {
+                    if !b.mutable_tags.is_empty() {
+                        tracing::info!(
+                            "{}: {} not moved: the image requires verification (`imagepipe verify`, then `imagepipe publish`)",
+                            b.image,
+                            b.mutable_tags.join(", ")
+                        );
+                    }
+                    &[][..]
+                } else {
+                    &b.mutable_tags[..]
+                };
+                for t in tags {
                     let ok = id.prerelease_tags.contains(t);
                     match crate::publish::move_tag(&layout, &b.top, &bytes, t, release, ok) {
                         Ok(crate::publish::Moved::Held(why)) => {

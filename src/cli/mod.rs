@@ -7,6 +7,7 @@ mod plan;
 mod publish;
 mod settings;
 mod validate;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ enum Command {
     ReleaseNotes(ReleaseNotesArgs),
     /// Retention plan per target and repository; deletes only with --apply.
     Cleanup(CleanupArgs),
+    /// Boot each disk image under QEMU with a cloud-init seed, run its checks, record the result.
+    Verify(VerifyArgs),
     /// Print the JSON Schema of the catalog.
     Schema,
     /// Print a shell completion script (`imagepipe completions bash > /etc/bash_completion.d/imagepipe`).
@@ -202,6 +205,36 @@ pub struct CleanupArgs {
     pub max_delete: Option<u64>,
 }
 
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Verify the images a target holds (a staging registry) instead of the local store; the result is recorded there.
+    #[arg(long, value_name = "TARGET")]
+    pub from: Option<String>,
+    /// Images booted at once (each takes 2 vCPUs and its `memory`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// KVM, TCG (emulation, slower: timeouts x5), or auto (KVM when it works).
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -255,6 +288,7 @@ pub fn run() -> ExitCode {
         Command::Publish(args) => publish::run(&args, &env),
         Command::ReleaseNotes(args) => publish::release_notes(&args, &env),
         Command::Cleanup(args) => cleanup::run(&args, &env),
+        Command::Verify(args) => verify::run(&args, &env),
         Command::Schema => output::json(&crate::catalog::schema::schema()),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -105,11 +105,17 @@ pub fn plan_table(p: &Plan) {
     let rows = plan_rows(p);
     table(&PLAN_HEADER, &rows);
     let count = |a: Action| p.items.iter().filter(|i| i.action == a).count();
+    let waiting = count(Action::Verify);
     eprintln!(
-        "{} item(s): {} build, {} copy, {} skip",
+        "{} item(s): {} build, {} copy, {} skip{}",
         p.items.len(),
         count(Action::Build),
         count(Action::Copy),
-        count(Action::Skip)
+        count(Action::Skip),
+        if waiting > 0 {
+            format!(", {waiting} waiting for verification")
+        } else {
+            String::new()
+        }
     );
 }

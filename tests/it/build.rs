@@ -912,6 +912,13 @@ fn the_job_image_builds_from_its_catalog_and_runs_its_tools() {
         )
         .contains("qemu-img version")
     );
+    for tool in ["qemu-system-x86_64", "genisoimage"] {
+        sh(
+            "chroot",
+            &[rootfs.to_str().unwrap(), tool, "--version"],
+            ws.path(),
+        );
+    }
     assert!(
         sh(
             "chroot",

@@ -27,3 +27,4 @@ mod registry_fixture;
 mod release;
 mod schema;
 mod validate;
+mod verify;

@@ -64,6 +64,7 @@ pub(super) fn defaults(node: Option<&Node>, d: &mut Diagnostics) -> Defaults {
         compression: Compression::Gzip {
             level: Compression::DEFAULT_GZIP_LEVEL,
         },
+        verify: None,
     };
     let Some(f) = node.and_then(|n| Fields::of(n, "`defaults`", DEFAULTS_KEYS, d)) else {
         return out;
@@ -77,7 +78,96 @@ pub(super) fn defaults(node: Option<&Node>, d: &mut Diagnostics) -> Defaults {
     if let Some(c) = f.get("compression").and_then(|n| compression(n, d)) {
         out.compression = c;
     }
+    out.verify = f.get("verify").and_then(|n| verify(n, d));
     out
+}
+
+/// `verify:` of an image or of `defaults`.
+fn verify(node: &Node, d: &mut Diagnostics) -> Option<Verify> {
+    let f = Fields::of(node, "`verify`", VERIFY_KEYS, d)?;
+    let required = f
+        .get("required")
+        .and_then(|n| boolean(n, d))
+        .unwrap_or(false);
+    let timeout = f
+        .get("timeout")
+        .and_then(|n| {
+            let s = string(n, d)?;
+            let parsed = parse_duration(&s.value).filter(|t| !t.is_zero());
+            if parsed.is_none() {
+                d.error(
+                    s.span,
+                    format!("`{}` is not a duration", s.value),
+                    "write e.g. `3m`, `90s` or `1h` (the time under KVM; TCG gets five times as long)",
+                );
+            }
+            parsed
+        })
+        .unwrap_or(DEFAULT_VERIFY_TIMEOUT);
+    let memory_mib = f
+        .get("memory")
+        .and_then(|n| {
+            let s = string(n, d)?;
+            // A bare number is MiB, as QEMU's `-m` reads it.
+            let parsed = if s.value.bytes().all(|b| b.is_ascii_digit()) {
+                s.value.parse::<u64>().ok()
+            } else {
+                parse_size(&s.value).map(|b| b >> 20)
+            }
+            .filter(|m| (256..=65536).contains(m));
+            if parsed.is_none() {
+                d.error(
+                    s.span,
+                    format!("`{}` is not a guest memory size", s.value),
+                    "write a size between 256MiB and 64GiB, e.g. `1GiB` or `2048MiB`",
+                );
+            }
+            parsed
+        })
+        .unwrap_or(DEFAULT_VERIFY_MEMORY_MIB);
+    let firmware = f
+        .get("firmware")
+        .and_then(|n| {
+            let s = string(n, d)?;
+            match s.value.as_str() {
+                "bios" => Some(Firmware::Bios),
+                "uefi" => Some(Firmware::Uefi),
+                other => {
+                    d.error(
+                        s.span,
+                        format!("unknown firmware `{other}`"),
+                        suggestion(other, &["bios", "uefi"]),
+                    );
+                    None
+                }
+            }
+        })
+        .unwrap_or(Firmware::Bios);
+    let checks = f
+        .get("checks")
+        .map(|n| {
+            list(n, d, |c, d| {
+                let cf = Fields::of(c, "a check", CHECK_KEYS, d)?;
+                let run = cf.required_string(
+                    "run",
+                    "a check",
+                    d,
+                    "add the command to run in the guest, e.g. `run: kubeadm version -o short`",
+                )?;
+                Some(Check {
+                    run: run.value,
+                    expect: cf.get("expect").and_then(|n| string(n, d)),
+                })
+            })
+        })
+        .unwrap_or_default();
+    Some(Verify {
+        required,
+        timeout,
+        memory_mib,
+        firmware,
+        checks,
+    })
 }
 
 fn tag_list(node: &Node, d: &mut Diagnostics) -> Vec<Spanned<String>> {
@@ -231,6 +321,7 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
     let compression = f.get("compression").and_then(|n| compression(n, d));
     let targets = f.get("targets").map(|n| strings(n, d));
     let config = f.get("config").and_then(|n| runtime_config(n, d));
+    let verify = f.get("verify").and_then(|n| verify(n, d));
     let os = os.unwrap_or(Os {
         distro: String::new(),
         version: String::new(),
@@ -241,6 +332,13 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
             n.span,
             format!("`config` only applies to a `format: rootfs` {what}"),
             "remove it: containerdisks, artifacts and machine images are not run as containers",
+        );
+    }
+    if let (Some(n), Format::Rootfs | Format::MachineImage) = (f.get("verify"), format) {
+        d.error(
+            n.span,
+            format!("`verify` boots disk images; {what} is not one"),
+            "verification applies to `format: containerdisk` and `format: artifact` images: remove it",
         );
     }
     Some(Image {
@@ -254,6 +352,7 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
         compression,
         targets,
         config,
+        verify,
         span: node.span,
     })
 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use super::diag::{Diagnostics, Span, suggestion};
 use super::model::{
-    Catalog, Checksum, Command, Compression, DEFAULT_LAYOUT, DEFAULT_MAX_DELETE,
-    DEFAULT_RELEASE_PATTERN, DEFAULT_TAGS, DEFAULT_TARGET, Defaults, Format, GitRetention, Image,
-    Mmdebstrap, Os, Packer, Platform, PlatformSource, Retention, RuntimeConfig, Source, Spanned,
-    Target, TargetKind, Variable,
+    Catalog, Check, Checksum, Command, Compression, DEFAULT_LAYOUT, DEFAULT_MAX_DELETE,
+    DEFAULT_RELEASE_PATTERN, DEFAULT_TAGS, DEFAULT_TARGET, DEFAULT_VERIFY_MEMORY_MIB,
+    DEFAULT_VERIFY_TIMEOUT, Defaults, Firmware, Format, GitRetention, Image, Mmdebstrap, Os,
+    Packer, Platform, PlatformSource, Retention, RuntimeConfig, Source, Spanned, Target,
+    TargetKind, Variable, Verify,
 };
 use super::yaml::{Node, NodeKind, plain_bool};
 
@@ -50,7 +51,9 @@ pub const TARGET_KEYS: &[&str] = &[
     "env",
     "exists",
 ];
-pub const DEFAULTS_KEYS: &[&str] = &["tags", "prerelease_tags", "compression"];
+pub const DEFAULTS_KEYS: &[&str] = &["tags", "prerelease_tags", "compression", "verify"];
+pub const VERIFY_KEYS: &[&str] = &["required", "timeout", "memory", "firmware", "checks"];
+pub const CHECK_KEYS: &[&str] = &["run", "expect"];
 pub const IMAGE_KEYS: &[&str] = &[
     "name",
     "os",
@@ -64,6 +67,7 @@ pub const IMAGE_KEYS: &[&str] = &[
     "compression",
     "targets",
     "config",
+    "verify",
 ];
 pub const CONFIG_KEYS: &[&str] = &["env", "entrypoint", "cmd", "working_dir", "user"];
 pub const OS_KEYS: &[&str] = &["distro", "version"];

@@ -1,0 +1,234 @@
+//! One boot under QEMU: a copy-on-write overlay over the disk (the disk is
+//! never written), the NoCloud seed as a CD-ROM, the serial console into a
+//! file that is watched for the guest's reports. QEMU is killed when the
+//! boot ends, whatever ends it (done, panic, timeout, an error, a signal).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::catalog::Firmware;
+
+/// How the guest runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+/// The QEMU binary: `IMAGEPIPE_QEMU`, else `qemu-system-x86_64`.
+pub fn binary() -> String {
+    std::env::var(crate::env::IMAGEPIPE_QEMU)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "qemu-system-x86_64".into())
+}
+
+/// Whether KVM can be tried: /dev/kvm opens for reading and writing. (It
+/// can still fail inside a VM without working nested virtualisation; the
+/// boot then falls back to TCG.)
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// QEMU's own messages that mean KVM does not work here.
+const KVM_BROKEN: &[&str] = &[
+    "KVM internal error",
+    "failed to initialize kvm",
+    "Could not access KVM kernel module",
+    "kvm_init_vcpu",
+];
+
+const OVMF_CODE: &[&str] = &[
+    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    "/usr/share/OVMF/OVMF_CODE.fd",
+    "/usr/share/qemu/OVMF.fd",
+    "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+];
+
+pub struct Boot<'a> {
+    pub disk: &'a Path,
+    pub disk_format: &'a str,
+    pub seed: &'a Path,
+    pub dir: &'a Path,
+    pub serial: &'a Path,
+    pub memory_mib: u64,
+    pub firmware: Firmware,
+    pub accel: Accel,
+    pub timeout: Duration,
+}
+
+/// How a boot ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// `done(console)` said so.
+    Done,
+    Panic,
+    /// QEMU exited on its own (status, and its stderr).
+    Exited(String),
+    Timeout,
+    /// KVM failed at start or while running.
+    KvmBroken(String),
+    Interrupted,
+}
+
+/// Whether QEMU's messages say KVM failed (at start, or inside a VM whose
+/// nested virtualisation does not work): the line that says so.
+fn kvm_failure(accel: Accel, qemu_log: &str) -> Option<String> {
+    if accel != Accel::Kvm {
+        return None;
+    }
+    qemu_log
+        .lines()
+        .find(|l| {
+            KVM_BROKEN.iter().any(|m| l.contains(m)) || l.contains("kvm_") || l.contains("/kvm/")
+        })
+        .map(|l| l.trim().to_owned())
+}
+
+/// Kills QEMU when dropped.
+struct Running {
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        crate::interrupt::unregister_child(self.child.id());
+    }
+}
+
+fn ovmf(dir: &Path) -> Result<Vec<String>, String> {
+    let code = OVMF_CODE
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .ok_or("UEFI firmware (OVMF) not found: install it (Debian/Ubuntu: `apt-get install ovmf`), or use `firmware: bios`")?;
+    let mut args = vec![
+        "-drive".to_owned(),
+        format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+    ];
+    let vars_src = code.to_string_lossy().replace("CODE", "VARS");
+    if vars_src != code.to_string_lossy() && Path::new(&vars_src).is_file() {
+        let vars = dir.join("OVMF_VARS.fd");
+        std::fs::copy(&vars_src, &vars).map_err(|e| format!("{vars_src}: {e}"))?;
+        args.push("-drive".into());
+        args.push(format!("if=pflash,format=raw,file={}", vars.display()));
+    }
+    Ok(args)
+}
+
+/// Creates the overlay; returns its path.
+fn overlay(b: &Boot<'_>) -> Result<PathBuf, String> {
+    let overlay = b.dir.join(format!("overlay-{}.qcow2", b.accel.as_str()));
+    let _ = std::fs::remove_file(&overlay);
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", b.disk_format, "-b"])
+        .arg(b.disk)
+        .arg(&overlay)
+        .output()
+        .map_err(|e| format!("qemu-img (install qemu-utils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "qemu-img create (overlay): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(overlay)
+}
+
+/// Boots and watches the console until `done` says the guest finished.
+pub fn boot(b: &Boot<'_>, done: impl Fn(&str) -> bool) -> Result<Ended, String> {
+    let overlay = overlay(b)?;
+    let qemu = binary();
+    let stderr_path = b.dir.join(format!("qemu-{}.log", b.accel.as_str()));
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(b.serial);
+    let mut cmd = Command::new(&qemu);
+    cmd.args(["-accel", b.accel.as_str()]);
+    if b.accel == Accel::Kvm {
+        cmd.args(["-cpu", "host"]);
+    }
+    cmd.args(["-m", &b.memory_mib.to_string(), "-smp", "2"])
+        .args(["-display", "none", "-no-reboot", "-nic", "none"])
+        .args(["-serial", &format!("file:{}", b.serial.display())])
+        .args([
+            "-drive",
+            &format!("file={},if=virtio,format=qcow2", overlay.display()),
+        ])
+        .args([
+            "-drive",
+            &format!("file={},media=cdrom,readonly=on", b.seed.display()),
+        ]);
+    if b.firmware == Firmware::Uefi {
+        cmd.args(ovmf(b.dir)?);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "{qemu} not found: install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set {} to its path",
+                crate::env::IMAGEPIPE_QEMU
+            ),
+            _ => format!("{qemu}: {e}"),
+        })?;
+    crate::interrupt::register_child(child.id());
+    let mut running = Running { child };
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let console = std::fs::read(b.serial)
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .unwrap_or_default();
+        if done(&console) {
+            return Ok(Ended::Done);
+        }
+        if console.contains("Kernel panic - not syncing") {
+            // Let the panic message reach the log.
+            std::thread::sleep(Duration::from_millis(500));
+            return Ok(Ended::Panic);
+        }
+        let qemu_log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if let Some(why) = kvm_failure(b.accel, &qemu_log) {
+            return Ok(Ended::KvmBroken(why));
+        }
+        if let Ok(Some(status)) = running.child.try_wait() {
+            // The last reports may have been written just before it exited.
+            let console = std::fs::read(b.serial)
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+                .unwrap_or_default();
+            if done(&console) {
+                return Ok(Ended::Done);
+            }
+            let qemu_log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            if let Some(why) = kvm_failure(b.accel, &qemu_log) {
+                return Ok(Ended::KvmBroken(why));
+            }
+            return Ok(Ended::Exited(format!("{status}; {}", qemu_log.trim())));
+        }
+        if crate::interrupt::stopping() {
+            return Ok(Ended::Interrupted);
+        }
+        if started.elapsed() >= b.timeout {
+            return Ok(Ended::Timeout);
+        }
+    }
+}
