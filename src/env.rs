@@ -51,6 +51,8 @@ pub const DOCKER_AUTH_CONFIG: &str = "DOCKER_AUTH_CONFIG";
 pub const IMAGEPIPE_CI_IMAGE: &str = "IMAGEPIPE_CI_IMAGE";
 /// The QEMU binary `verify` runs (default `qemu-system-x86_64`).
 pub const IMAGEPIPE_QEMU: &str = "IMAGEPIPE_QEMU";
+/// The UEFI firmware (`OVMF_CODE*.fd`) `verify` boots `firmware: uefi` images with.
+pub const IMAGEPIPE_OVMF: &str = "IMAGEPIPE_OVMF";
 /// Seconds a transfer may go without receiving (or sending) a byte, and the
 /// window over which at least 16 KiB must arrive; default 60.
 pub const IMAGEPIPE_READ_TIMEOUT: &str = "IMAGEPIPE_READ_TIMEOUT";

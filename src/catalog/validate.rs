@@ -117,6 +117,54 @@ fn unique<'a>(names: impl Iterator<Item = &'a Spanned<String>>, what: &str, d: &
     }
 }
 
+/// A check's `expect` uses placeholders that exist (and, for release-only
+/// ones, an image built per release).
+fn verify_checks(
+    image: &Image,
+    defaults: &crate::catalog::Defaults,
+    vars: &[&str],
+    d: &mut Diagnostics,
+) {
+    let Some(v) = image.verification(defaults) else {
+        return;
+    };
+    for expect in v.checks.iter().filter_map(|c| c.expect.as_ref()) {
+        let span = if expect.span == Span::default() {
+            image.span
+        } else {
+            expect.span
+        };
+        match Template::parse(expect, vars) {
+            Ok(t) => {
+                if !image.kubernetes && (t.uses("kubernetes") || t.uses("kubernetes_series")) {
+                    d.error(
+                        span,
+                        format!(
+                            "check expects `{}`, but image `{}` is not built per release",
+                            expect.value, image.name.value
+                        ),
+                        "set `kubernetes: true` on the image, or remove the placeholder",
+                    );
+                }
+            }
+            Err(e) => {
+                let help = match &e {
+                    template::TemplateError::Unknown { name } => {
+                        let all: Vec<&str> = PLACEHOLDERS
+                            .iter()
+                            .copied()
+                            .chain(vars.iter().copied())
+                            .collect();
+                        suggestion(name, &all)
+                    }
+                    _ => "write placeholders as `{name}`; other text is matched literally".into(),
+                };
+                d.error(span, format!("check expect `{}`: {e}", expect.value), help);
+            }
+        }
+    }
+}
+
 fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagnostics) {
     let name = &image.name;
     if !template::is_valid_repo_path(name) {
@@ -173,6 +221,7 @@ fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagn
         );
     }
     let var_names: Vec<&str> = c.variables.iter().map(|v| v.name.as_str()).collect();
+    verify_checks(image, &c.defaults, &var_names, d);
     let templates = image.tag_templates(&c.defaults);
     for p in image.prerelease_templates(&c.defaults) {
         if !templates.iter().skip(1).any(|t| t.value == p.value) {

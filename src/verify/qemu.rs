@@ -114,11 +114,24 @@ impl Drop for Running {
 }
 
 fn ovmf(dir: &Path) -> Result<Vec<String>, String> {
-    let code = OVMF_CODE
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .ok_or("UEFI firmware (OVMF) not found: install it (Debian/Ubuntu: `apt-get install ovmf`), or use `firmware: bios`")?;
+    let code = match std::env::var_os(crate::env::IMAGEPIPE_OVMF) {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                return Err(format!(
+                    "UEFI firmware {} ({}) does not exist: install OVMF (Debian/Ubuntu: `apt-get install ovmf`) or fix the path",
+                    p.display(),
+                    crate::env::IMAGEPIPE_OVMF
+                ));
+            }
+            p
+        }
+        _ => OVMF_CODE
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or("UEFI firmware (OVMF) not found: install it (Debian/Ubuntu: `apt-get install ovmf`), set IMAGEPIPE_OVMF to its OVMF_CODE file, or use `firmware: bios`")?,
+    };
     let mut args = vec![
         "-drive".to_owned(),
         format!("if=pflash,format=raw,readonly=on,file={}", code.display()),

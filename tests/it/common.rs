@@ -37,11 +37,28 @@ impl Workspace {
         p
     }
 
-    /// `imagepipe` run in this directory with a clean CI environment.
+    /// `imagepipe` run in this directory with a clean environment: nothing
+    /// of the machine's CI, registry credentials, home directory or
+    /// imagepipe settings reaches it (tests set what they need after this).
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("imagepipe").unwrap();
         c.current_dir(self.path());
+        for (var, _) in std::env::vars_os() {
+            let name = var.to_string_lossy();
+            if ["GITHUB_", "CI_", "IMAGEPIPE_", "RUNNER_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
+                c.env_remove(&var);
+            }
+        }
+        c.env("HOME", self.path().join(".home"));
         for var in [
+            "CI",
+            "DOCKER_CONFIG",
+            "DOCKER_AUTH_CONFIG",
+            "REGISTRY_AUTH_FILE",
+            "XDG_RUNTIME_DIR",
             "CI_COMMIT_TAG",
             "GITHUB_REF_NAME",
             "GITHUB_REF_TYPE",

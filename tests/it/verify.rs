@@ -258,6 +258,29 @@ fn a_guest_that_never_finishes_panics_or_dies_fails_with_qemu_killed() {
         "{}",
         out.stderr
     );
+    // UEFI without its firmware.
+    ws.write(
+        "images.yml",
+        catalog(
+            "127.0.0.1:9",
+            &CHECKS.replace(
+                "      timeout: 2s\n",
+                "      timeout: 2s\n      firmware: uefi\n",
+            ),
+        ),
+    );
+    let mut c = ws.cmd();
+    c.args(["verify"])
+        .env("IMAGEPIPE_QEMU", fixture("fake-qemu.sh"))
+        .env("IMAGEPIPE_OVMF", "/nonexistent/OVMF_CODE.fd");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("/nonexistent/OVMF_CODE.fd (IMAGEPIPE_OVMF) does not exist: install OVMF"),
+        "{}",
+        out.stderr
+    );
     // Nothing built: say so.
     let empty = Workspace::with_catalog(&catalog("127.0.0.1:9", CHECKS));
     qcow2(&empty, "vm.qcow2", "4M");
