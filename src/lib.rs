@@ -18,6 +18,7 @@ pub mod io_reason;
 pub mod oci;
 pub mod plan;
 pub mod pool;
+pub mod progress;
 pub mod provenance;
 pub mod publish;
 pub mod recipe;

@@ -1,74 +1,24 @@
-//! Layer compression: none, parallel gzip (gzp) or multi-threaded zstd.
+//! Layer compression: none, parallel gzip ([`super::pgzip`]) or
+//! multi-threaded zstd.
 //!
 //! Output bytes depend only on the algorithm, level and library versions
-//! (pinned in Cargo.lock), never on the number of threads: gzp compresses
-//! fixed-size blocks primed with the previous block's tail, and zstd is always
-//! run in its multi-threaded mode (workers ≥ 1), whose output differs from
-//! single-threaded mode but not between worker counts.
+//! (pinned in Cargo.lock), never on the number of threads: gzip compresses
+//! fixed-size blocks primed with the previous block's tail, storing those it
+//! cannot shrink, and zstd is always run in its multi-threaded mode
+//! (workers ≥ 1), whose output differs from single-threaded mode but not
+//! between worker counts.
 
 use std::io::{self, Write};
 
-use gzp::ZWriter;
-use gzp::deflate::Gzip;
-use gzp::par::compress::{ParCompress, ParCompressBuilder};
-
+use super::pgzip::ParGzip;
 use crate::catalog::Compression;
 use crate::oci::media;
 
 /// A compressing writer over `W`.
 pub enum Encoder<W: Write + Send + 'static> {
     None(W),
-    /// gzp panics when its output fails (a full disk): its output goes
-    /// through [`Guarded`], which keeps the first error for us to return.
-    Gzip(ParCompress<'static, Gzip, Guarded<W>>, FirstError),
+    Gzip(ParGzip<W>),
     Zstd(zstd::Encoder<'static, W>),
-}
-
-/// The first write error of a [`Guarded`] writer.
-pub type FirstError = std::sync::Arc<std::sync::Mutex<Option<io::Error>>>;
-
-/// A writer that never fails: the first error is kept (and later writes
-/// dropped), so a compressor running in its own threads is never handed an
-/// error it would panic on; [`Encoder`] reports it instead.
-#[derive(Debug)]
-pub struct Guarded<W> {
-    inner: W,
-    error: FirstError,
-}
-
-impl<W: Write> Write for Guarded<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut slot = self
-            .error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none()
-            && let Err(e) = self.inner.write_all(buf)
-        {
-            *slot = Some(e);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let mut slot = self
-            .error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none()
-            && let Err(e) = self.inner.flush()
-        {
-            *slot = Some(e);
-        }
-        Ok(())
-    }
-}
-
-fn take_error(error: &FirstError) -> Option<io::Error> {
-    error
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
 }
 
 impl<W: Write + Send + 'static> std::fmt::Debug for Encoder<W> {
@@ -91,21 +41,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
         let threads = threads.max(1);
         Ok(match c {
             Compression::None => Self::None(inner),
-            Compression::Gzip { level } => {
-                let error = FirstError::default();
-                let guarded = Guarded {
-                    inner,
-                    error: error.clone(),
-                };
-                Self::Gzip(
-                    ParCompressBuilder::<Gzip>::new()
-                        .compression_level(gzp::Compression::new(level))
-                        .num_threads(threads)
-                        .map_err(io::Error::other)?
-                        .from_writer(guarded),
-                    error,
-                )
-            }
+            Compression::Gzip { level } => Self::Gzip(ParGzip::new(inner, level, threads)),
             Compression::Zstd { level } => {
                 let mut e = zstd::Encoder::new(inner, level)?;
                 e.multithread(u32::try_from(threads).unwrap_or(1))?;
@@ -122,13 +58,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
                 w.flush()?;
                 Ok(w)
             }
-            Self::Gzip(mut g, error) => {
-                let guarded = g.finish().map_err(io::Error::other)?;
-                match take_error(&error) {
-                    Some(e) => Err(e),
-                    None => Ok(guarded.inner),
-                }
-            }
+            Self::Gzip(g) => g.finish(),
             Self::Zstd(z) => z.finish(),
         }
     }
@@ -138,13 +68,7 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::None(w) => w.write(buf),
-            Self::Gzip(g, error) => {
-                // Stop at the first failed write of the output, early.
-                if let Some(e) = take_error(error) {
-                    return Err(e);
-                }
-                g.write(buf)
-            }
+            Self::Gzip(g) => g.write(buf),
             Self::Zstd(z) => z.write(buf),
         }
     }
@@ -152,9 +76,8 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::None(w) => w.flush(),
-            // gzp's flush ends a block early, which would make the bytes depend
-            // on when callers flush; buffered data is written by `finish`.
-            Self::Gzip(..) => Ok(()),
+            // Blocks end at fixed offsets, whatever callers flush.
+            Self::Gzip(g) => g.flush(),
             Self::Zstd(z) => z.flush(),
         }
     }

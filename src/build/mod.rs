@@ -4,13 +4,12 @@ pub mod compress;
 pub mod disk;
 pub mod error;
 pub mod layer;
+pub mod pgzip;
 pub mod rootfs;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 
@@ -284,29 +283,6 @@ fn provenance(
     a
 }
 
-static NO_PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `--no-progress`: no progress bars, even on a terminal.
-pub fn disable_progress() {
-    NO_PROGRESS.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn progress_bar(label: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() || NO_PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(0);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    pb.set_prefix(label.to_owned());
-    pb
-}
-
 /// Packages one platform's material as a manifest in the layout.
 fn package(
     layout: &Layout,
@@ -320,7 +296,7 @@ fn package(
     let compression = image.compression(&catalog.defaults);
     let io = |e| BuildErrorKind::io(layout.root(), e);
     let mtime = u64::try_from(ctx.image_epoch()).unwrap_or(0);
-    let pb = progress_bar(&image.name);
+    let pb = crate::progress::bar(&image.name, 0);
     let started = std::time::Instant::now();
     let (config, layers, artifact_type) = match image.format {
         Format::ContainerDisk => {

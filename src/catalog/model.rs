@@ -173,7 +173,7 @@ pub enum Compression {
 
 impl Compression {
     pub const NAMES: &'static [&'static str] = &["none", "gzip", "zstd"];
-    pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+    pub const DEFAULT_GZIP_LEVEL: u32 = 3;
     pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
     /// The canonical spelling used in the recipe: `none`, `gzip:6`, `zstd:3`.

@@ -277,7 +277,7 @@ pub fn run() -> ExitCode {
         (false, _) => "trace",
     });
     if cli.no_progress {
-        crate::build::disable_progress();
+        crate::progress::disable();
     }
     crate::interrupt::install();
     let env = crate::env::Environment::from_process();

@@ -167,9 +167,15 @@ fn ensure_blob(
         }
     }
     let started = std::time::Instant::now();
+    let short = blob.digest.hex().get(..12).unwrap_or_default().to_owned();
+    let pb = crate::progress::bar(&format!("{} {short}", dst.reference()), blob.size);
     dst.put_blob(blob, &|offset| {
-        src.open_blob(blob, offset).map_err(io::Error::other)
+        // A resumed upload starts the bar where the registry stands.
+        pb.set_position(offset);
+        let r = src.open_blob(blob, offset).map_err(io::Error::other)?;
+        Ok(Box::new(pb.wrap_read(r)) as crate::store::BlobReader<'_>)
     })?;
+    pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         "{}: blob {} ({}) in {secs:.1}s, {}/s",

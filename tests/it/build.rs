@@ -118,7 +118,7 @@ fn the_bytes_are_pinned() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let digest = out.stdout.split_whitespace().nth(2).unwrap();
     assert_eq!(
-        digest, "sha256:763c890518bbbcf1c41c04d7f7cb2c98bc500ab295b6013db59db9abd03f6bf2",
+        digest, "sha256:d3e8f242d3abb87dc74abc87616c945b0443734f38975960678ed7ebb82002b3",
         "the image bytes changed"
     );
 }
