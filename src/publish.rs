@@ -59,8 +59,14 @@ pub struct Options {
     pub move_mutable: bool,
 }
 
-/// Builds an image into the build store and returns its immutable tag.
-pub type Builder<'a> = dyn Fn(&Image, &Identity) -> Result<String, crate::build::BuildError> + 'a;
+/// Builds an image into the build store and returns its immutable tag; the
+/// stores given receive its layers while they are compressed.
+pub type Builder<'a> = dyn Fn(
+        &Image,
+        &Identity,
+        &[Arc<dyn crate::store::StreamTarget>],
+    ) -> Result<String, crate::build::BuildError>
+    + 'a;
 
 /// Where the stores of a run are: the targets, the build store, the catalog's directory.
 pub struct Stores<'a> {
@@ -182,7 +188,15 @@ fn publish_image(
     let mut tag = id.tag.clone();
     let mut built = false;
     if !opts.tags_only && items.iter().any(|i| i.action == Action::Build) {
-        match build(image, id) {
+        // Registry targets that lack the image get its layers as they are
+        // compressed: the upload runs alongside the build.
+        let streams: Vec<Arc<dyn crate::store::StreamTarget>> = items
+            .iter()
+            .filter(|i| !i.present)
+            .filter_map(|i| opened.get(&i.target))
+            .filter_map(|s| s.stream_target())
+            .collect();
+        match build(image, id, &streams) {
             Ok(t) => {
                 tag = Some(t);
                 built = true;

@@ -37,10 +37,13 @@ pub struct Built {
     pub cached: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Overwrite an immutable tag that points at other bytes.
     pub force: bool,
+    /// Registry targets that receive each layer while it is compressed
+    /// (`publish`): the upload overlaps with the build.
+    pub streams: Vec<std::sync::Arc<dyn crate::store::StreamTarget>>,
 }
 
 /// Builds `image` into `<store>/<image-name>` and tags it.
@@ -105,7 +108,9 @@ fn build_inner(
             downloads.push((url.clone(), sha.clone()));
         }
         // The store is created only once there is something to put in it.
-        let layout = Layout::create(&store.join(name)).map_err(io(store))?;
+        let layout = Layout::create(&store.join(name))
+            .map_err(io(store))?
+            .mirrored(opts.streams.clone());
         let desc = package(&layout, catalog, image, id, ctx, &ps.platform, &material)?;
         manifests.push(desc);
     }

@@ -27,7 +27,10 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
             id,
             ctx,
             &store_dir,
-            build::Options { force: args.force },
+            build::Options {
+                force: args.force,
+                ..build::Options::default()
+            },
         ) {
             Ok(b) => {
                 // The local store's mutable tags follow its newest build, forward only.

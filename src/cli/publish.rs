@@ -66,14 +66,19 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         tags_only: args.tags_only,
         move_mutable: covers_all || args.tags_only,
     };
-    let builder = |image: &catalog::Image, id: &crate::plan::Identity| {
+    let builder = |image: &catalog::Image,
+                   id: &crate::plan::Identity,
+                   streams: &[std::sync::Arc<dyn crate::store::StreamTarget>]| {
         build::build_image(
             catalog,
             image,
             id,
             ctx,
             &store_dir,
-            build::Options { force: args.force },
+            build::Options {
+                force: args.force,
+                streams: streams.to_vec(),
+            },
         )
         .map(|b| b.tag)
     };

@@ -297,3 +297,144 @@ fn range_end(resp: &Response<Body>) -> Option<u64> {
         .ok()?;
     (end > 0).then_some(end)
 }
+
+/// A blob upload fed while the blob is still being written (compressed):
+/// one session, `PATCH` requests of [`STREAM_CHUNK`] bytes (with
+/// `Content-Range` and `Content-Length`, as the OCI distribution spec's
+/// chunked upload has them) sent as each chunk fills, then `PUT ?digest=`
+/// once the digest is known. At most two chunks per target are in memory.
+/// It is an optimisation: when a request fails, the stream stops and the
+/// caller uploads the blob from the store afterwards, with the resumable,
+/// retried upload above.
+pub struct StreamedUpload {
+    buf: Vec<u8>,
+    chunk: usize,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    patch: Option<std::thread::JoinHandle<Result<String, RegistryError>>>,
+    client: std::sync::Arc<Client>,
+    repo: Repository,
+}
+
+/// Bytes per `PATCH` of a streamed upload (unless the repository's
+/// `chunk_size`, or the registry's minimum, is larger).
+pub const STREAM_CHUNK: u64 = 8 << 20;
+
+impl Client {
+    /// Opens a session; [`StreamedUpload::write`] feeds it.
+    pub fn start_streamed_upload(
+        self: &std::sync::Arc<Self>,
+        repo: &Repository,
+    ) -> Result<StreamedUpload, RegistryError> {
+        let op = "streamed blob upload";
+        let (location, min_chunk) = self.start_upload(repo, op)?;
+        let chunk = STREAM_CHUNK
+            .max(repo.chunk_size.unwrap_or(0))
+            .max(min_chunk.unwrap_or(0));
+        // One chunk waits while the previous one is sent.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(0);
+        let client = self.clone();
+        let r = repo.clone();
+        let patch = std::thread::spawn(move || {
+            let mut location = location;
+            let mut offset = 0u64;
+            // One attempt each: a failed chunk ends the stream.
+            let once = client.policy.single_attempt();
+            for part in rx {
+                let len = part.len() as u64;
+                let url = location.clone();
+                let resp = client.send_with(once, &r, op, &Self::push(&r), &|a, auth| {
+                    with_auth(a.patch(&url), auth)
+                        .header("Content-Type", "application/octet-stream")
+                        .header("Content-Range", &format!("{offset}-{}", offset + len - 1))
+                        .header("Content-Length", &len.to_string())
+                        .send(&part[..])
+                })?;
+                if resp.status().as_u16() != 202 {
+                    return Err(Self::status_err(&r, op, resp));
+                }
+                if let Some(l) = resp.headers().get("location").and_then(|v| v.to_str().ok()) {
+                    location = r.resolve(l);
+                }
+                offset += len;
+            }
+            Ok(location)
+        });
+        Ok(StreamedUpload {
+            buf: Vec::new(),
+            chunk: usize::try_from(chunk).unwrap_or(usize::MAX),
+            tx: Some(tx),
+            patch: Some(patch),
+            client: self.clone(),
+            repo: repo.clone(),
+        })
+    }
+}
+
+impl std::fmt::Debug for StreamedUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamedUpload({})", self.repo)
+    }
+}
+
+impl StreamedUpload {
+    /// Hands bytes on; `false` once the upload has stopped (the rest is dropped).
+    pub fn write(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            let n = (self.chunk - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.buf.len() == self.chunk && !self.send() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn send(&mut self) -> bool {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk));
+        match &self.tx {
+            Some(tx) if tx.send(part).is_ok() => true,
+            _ => {
+                self.tx = None;
+                false
+            }
+        }
+    }
+
+    /// Sends the last chunk and closes the session as `digest`.
+    pub fn finish(mut self, digest: &Digest) -> Result<(), RegistryError> {
+        let op = format!("streamed blob upload {digest}");
+        if !self.buf.is_empty() {
+            self.send();
+        }
+        self.tx = None;
+        let location = self
+            .patch
+            .take()
+            .map(std::thread::JoinHandle::join)
+            .and_then(Result::ok)
+            .ok_or_else(|| Client::err(&self.repo, &op, "the upload stopped"))??;
+        let put = with_digest(&location, digest);
+        let resp = self
+            .client
+            .send(&self.repo, &op, &Client::push(&self.repo), &|a, auth| {
+                with_auth(a.put(&put), auth)
+                    .header("Content-Length", "0")
+                    .send_empty()
+            })?;
+        match resp.status().as_u16() {
+            201 | 204 => Ok(()),
+            _ => Err(Client::status_err(&self.repo, &op, resp)),
+        }
+    }
+}
+
+impl Drop for StreamedUpload {
+    fn drop(&mut self) {
+        // Not finished: stop sending, and let the request thread return.
+        self.tx = None;
+        if let Some(p) = self.patch.take() {
+            let _ = p.join();
+        }
+    }
+}

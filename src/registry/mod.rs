@@ -9,4 +9,5 @@ pub mod retry;
 mod tags;
 mod transport;
 
+pub use blobs::StreamedUpload;
 pub use client::{Client, Opener, RegistryError, Repository};

@@ -12,13 +12,15 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{StoreError, StreamTarget};
 use crate::oci::hash::HashWriter;
 use crate::oci::{Descriptor, Digest, annotation, canonical_json, media};
+use crate::registry::StreamedUpload;
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 const LOCK_FILE: &str = ".imagepipe.lock";
@@ -28,6 +30,9 @@ const TEMP_DIR: &str = ".imagepipe-tmp";
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// Stores that receive each blob written through [`Layout::blob_writer`]
+    /// while it is written (registry targets of a publish).
+    mirrors: Vec<Arc<dyn StreamTarget>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,7 +59,16 @@ impl Layout {
     pub fn at(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
+            mirrors: Vec::new(),
         }
+    }
+
+    /// The same layout, with every blob written through
+    /// [`Layout::blob_writer`] also streamed to `mirrors` as it is written.
+    #[must_use]
+    pub fn mirrored(mut self, mirrors: Vec<Arc<dyn StreamTarget>>) -> Self {
+        self.mirrors = mirrors;
+        self
     }
 
     /// Whether the directory holds a complete layout.
@@ -64,18 +78,14 @@ impl Layout {
 
     /// An existing layout, or `None` when the directory holds none.
     pub fn open_existing(root: &Path) -> Option<Self> {
-        root.join("oci-layout").is_file().then(|| Self {
-            root: root.to_path_buf(),
-        })
+        root.join("oci-layout").is_file().then(|| Self::at(root))
     }
 
     /// Opens the layout at `root`, creating an empty one if needed.
     pub fn create(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join("blobs").join("sha256"))?;
         fs::create_dir_all(root.join(TEMP_DIR))?;
-        let layout = Self {
-            root: root.to_path_buf(),
-        };
+        let layout = Self::at(root);
         // `oci-layout` is written last: a directory that has it is complete
         // (what `open_existing` relies on while another process creates it).
         if !root.join("index.json").is_file() {
@@ -127,12 +137,30 @@ impl Layout {
 
     /// A writer for a new blob; [`BlobWriter::commit`] names it by its digest.
     pub fn blob_writer(&self) -> io::Result<BlobWriter> {
+        self.writer(&self.mirrors)
+    }
+
+    fn writer(&self, mirrors: &[Arc<dyn StreamTarget>]) -> io::Result<BlobWriter> {
         let tmp = self.temp_path("blob");
         let file = File::create(&tmp)?;
+        let streams = mirrors
+            .iter()
+            .filter_map(|m| match m.start() {
+                Ok(s) => Some((m.reference(), s)),
+                Err(e) => {
+                    tracing::debug!(
+                        "{}: no streamed upload ({e}); uploaded after the build",
+                        m.reference()
+                    );
+                    None
+                }
+            })
+            .collect();
         Ok(BlobWriter {
             inner: Some(HashWriter::new(BufWriter::with_capacity(1 << 20, file))),
             tmp,
             layout: self.clone(),
+            streams,
         })
     }
 
@@ -140,7 +168,8 @@ impl Layout {
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<(Digest, u64)> {
         let digest = Digest::of(bytes);
         if !self.has_blob(&digest) {
-            let mut w = self.blob_writer()?;
+            // Small blobs are not worth a streamed session: copied afterwards.
+            let mut w = self.writer(&[])?;
             w.write_all(bytes)?;
             w.commit(Some(&digest))?;
         }
@@ -353,6 +382,8 @@ pub struct BlobWriter {
     inner: Option<HashWriter<BufWriter<File>>>,
     tmp: PathBuf,
     layout: Layout,
+    /// Streamed uploads fed with the same bytes, by the store they go to.
+    streams: Vec<(String, StreamedUpload)>,
 }
 
 impl BlobWriter {
@@ -370,13 +401,26 @@ impl BlobWriter {
             ));
         }
         fs::rename(&self.tmp, self.layout.blob_path(&digest))?;
+        // Close the uploads that streamed alongside. One that failed is not an
+        // error: the copy after the build finds the blob missing and uploads it.
+        for (to, s) in self.streams.drain(..) {
+            match s.finish(&digest) {
+                Ok(()) => tracing::info!("{to}: blob {digest} uploaded while it was written"),
+                Err(e) => tracing::warn!(
+                    "{to}: streaming blob {digest} failed ({e}); it is uploaded from the store"
+                ),
+            }
+        }
         Ok((digest, size))
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.as_mut().expect("open").write(buf)
+        let n = self.inner.as_mut().expect("open").write(buf)?;
+        // A stream that stopped is dropped: its blob is uploaded afterwards.
+        self.streams.retain_mut(|(_, s)| s.write(&buf[..n]));
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.as_mut().expect("open").flush()

@@ -101,6 +101,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes a tag, and nothing else.
     fn delete_tag(&self, tag: &str) -> Result<(), StoreError>;
 
+    /// Where a blob can be uploaded while it is being written (a registry
+    /// repository); `None` for stores that take blobs only whole.
+    fn stream_target(&self) -> Option<std::sync::Arc<dyn StreamTarget>> {
+        None
+    }
+
     /// Manifests whose `subject` is `subject` (attestations, signatures).
     fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, StoreError> {
         referrers::from_tag(self, subject)
@@ -116,6 +122,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         self.put_manifest(&desc.digest.to_string(), desc, bytes)?;
         referrers::add_to_tag(self, subject, desc)
     }
+}
+
+/// A store that receives a blob while it is being written: the build hands
+/// each layer's bytes to it as they are compressed, so uploading overlaps
+/// with compression. Best effort: a failed stream is uploaded afterwards.
+pub trait StreamTarget: Send + Sync + std::fmt::Debug {
+    fn reference(&self) -> String;
+    fn start(&self) -> Result<crate::registry::StreamedUpload, StoreError>;
 }
 
 /// The store an image of `target` lives in; `None` for cloud regions, which

@@ -15,6 +15,16 @@ pub struct Remote {
     repo: Repository,
 }
 
+impl super::StreamTarget for Remote {
+    fn reference(&self) -> String {
+        self.repo.to_string()
+    }
+
+    fn start(&self) -> Result<crate::registry::StreamedUpload, StoreError> {
+        Ok(self.client.start_streamed_upload(&self.repo)?)
+    }
+}
+
 impl Remote {
     pub fn new(client: Arc<Client>, repo: Repository) -> Self {
         Self { client, repo }
@@ -168,6 +178,10 @@ impl Store for Remote {
         Ok(self
             .client
             .upload_blob(&self.repo, &desc.digest, desc.size, open)?)
+    }
+
+    fn stream_target(&self) -> Option<Arc<dyn super::StreamTarget>> {
+        Some(Arc::new(self.clone()))
     }
 
     fn mount_blob(&self, desc: &Descriptor, from: &dyn Store) -> Result<bool, StoreError> {

@@ -435,6 +435,9 @@ mod faults {
                 times: 2,
             }],
         );
+        // Built first: this is the upload from the store (a fresh build
+        // streams its layers instead, see below).
+        build_first(&ws);
         let out = publish(&ws, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert_eq!(proxy.injected.load(Ordering::SeqCst), 2);
@@ -448,6 +451,12 @@ mod faults {
         skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{tag}"));
     }
 
+    fn build_first(ws: &Workspace) {
+        let mut c = ws.cmd();
+        c.arg("build").env("SOURCE_DATE_EPOCH", "1700000000");
+        assert_eq!(run(c).code, 0);
+    }
+
     fn chunked(reg: &Registry, fault: Fault) -> (Workspace, FaultProxy, crate::common::Output) {
         let proxy = FaultProxy::start(&reg.addr, vec![fault]);
         let ws = Workspace::with_catalog(
@@ -458,6 +467,7 @@ mod faults {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
             .collect();
         ws.write("disk.raw", noise);
+        build_first(&ws);
         let out = publish(&ws, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert_eq!(proxy.injected.load(Ordering::SeqCst), 1);
@@ -490,6 +500,67 @@ mod faults {
             "resumed, not restarted: {}",
             out.stderr
         );
+    }
+
+    /// A fresh build streams each layer to the registry while it is
+    /// compressed: `PATCH` chunks with `Content-Range`, then the digest.
+    #[test]
+    fn a_fresh_build_uploads_its_layer_while_it_compresses() {
+        let reg = Registry::start();
+        let ws = Workspace::with_catalog(&one_target(&reg.addr));
+        let noise: Vec<u8> = (0..(20u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect();
+        ws.write("disk.raw", noise);
+        let out = publish(&ws, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("uploaded while it was written"),
+            "{}",
+            out.stderr
+        );
+        let log = reg.access_log();
+        let patches = log
+            .lines()
+            .filter(|l| l.contains("\"PATCH /v2/ci/disk/blobs/uploads/"))
+            .count();
+        assert!(patches >= 3, "20 MiB in 8 MiB chunks: {log}");
+        // Nothing went up twice: the copy after the build found the layer there.
+        assert!(!out.stderr.contains("MiB) in"), "{}", out.stderr);
+        let tag = first_item(&out.stdout, "tag");
+        skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{tag}"));
+    }
+
+    /// A streamed upload that fails is not an error: the layer is uploaded
+    /// from the store after the build, with retries and resume.
+    #[test]
+    fn a_failed_stream_falls_back_to_the_upload_from_the_store() {
+        let reg = Registry::start();
+        let proxy = FaultProxy::start(
+            &reg.addr,
+            vec![Fault::ResetAfter {
+                method: "PATCH",
+                path: "/blobs/uploads/",
+                skip: 1,
+                bytes: 1 << 20,
+                times: 1,
+            }],
+        );
+        let ws = Workspace::with_catalog(&one_target(&proxy.addr));
+        let noise: Vec<u8> = (0..(20u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect();
+        ws.write("disk.raw", noise);
+        let out = publish(&ws, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(proxy.injected.load(Ordering::SeqCst), 1);
+        assert!(
+            out.stderr.contains("it is uploaded from the store"),
+            "{}",
+            out.stderr
+        );
+        let tag = first_item(&out.stdout, "tag");
+        skopeo_pull(&ws, &reg.addr, &format!("ci/disk:{tag}"));
     }
 
     #[test]
