@@ -38,3 +38,14 @@ pub fn bar(label: &str, len: u64) -> ProgressBar {
     pb.set_prefix(label.to_owned());
     multi().add(pb)
 }
+
+/// A bar for a stream of unknown length (an upload that runs alongside the
+/// build): bytes and rate; the build's bar above it has the ETA.
+pub fn stream_bar(label: &str) -> ProgressBar {
+    let pb = bar(label, 0);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} {bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb
+}

@@ -167,6 +167,11 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<u8> {
             accel,
         };
         let mut outcome = verify::run(&job);
+        if !outcome.booted {
+            // Nothing was learnt about the image: nothing is recorded.
+            report(&outcome);
+            return outcome;
+        }
         match verify::attest(p.store.as_ref(), &p.top, &outcome) {
             Ok(d) => outcome.attestation = Some(d.digest.to_string()),
             Err(e) => {
@@ -254,6 +259,7 @@ fn failed_early(p: &Pending, error: String) -> Outcome {
         console_tail: Vec::new(),
         serial_log: None,
         attestation: None,
+        booted: false,
     }
 }
 

@@ -146,7 +146,11 @@ impl Layout {
         let streams = mirrors
             .iter()
             .filter_map(|m| match m.start() {
-                Ok(s) => Some((m.reference(), s)),
+                Ok(s) => Some((
+                    crate::progress::stream_bar(&format!("{} (streaming)", m.reference())),
+                    m.reference(),
+                    s,
+                )),
                 Err(e) => {
                     tracing::debug!(
                         "{}: no streamed upload ({e}); uploaded after the build",
@@ -383,7 +387,7 @@ pub struct BlobWriter {
     tmp: PathBuf,
     layout: Layout,
     /// Streamed uploads fed with the same bytes, by the store they go to.
-    streams: Vec<(String, StreamedUpload)>,
+    streams: Vec<(indicatif::ProgressBar, String, StreamedUpload)>,
 }
 
 impl BlobWriter {
@@ -403,7 +407,8 @@ impl BlobWriter {
         fs::rename(&self.tmp, self.layout.blob_path(&digest))?;
         // Close the uploads that streamed alongside. One that failed is not an
         // error: the copy after the build finds the blob missing and uploads it.
-        for (to, s) in self.streams.drain(..) {
+        for (pb, to, s) in self.streams.drain(..) {
+            pb.finish_and_clear();
             match s.finish(&digest) {
                 Ok(()) => tracing::info!("{to}: blob {digest} uploaded while it was written"),
                 Err(e) => tracing::warn!(
@@ -419,7 +424,14 @@ impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.as_mut().expect("open").write(buf)?;
         // A stream that stopped is dropped: its blob is uploaded afterwards.
-        self.streams.retain_mut(|(_, s)| s.write(&buf[..n]));
+        self.streams.retain_mut(|(pb, _, s)| {
+            pb.inc(n as u64);
+            let alive = s.write(&buf[..n]);
+            if !alive {
+                pb.finish_and_clear();
+            }
+            alive
+        });
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

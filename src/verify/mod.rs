@@ -67,6 +67,10 @@ pub struct Outcome {
     pub serial_log: Option<PathBuf>,
     /// The attestation recording the result.
     pub attestation: Option<String>,
+    /// Whether the guest was booted: only then is the result about the
+    /// image (a missing QEMU or seed writer is about the machine) and recorded.
+    #[serde(skip)]
+    pub booted: bool,
 }
 
 /// What one verification needs besides the image.
@@ -117,6 +121,7 @@ pub fn run(job: &Job<'_>) -> Outcome {
         console_tail: Vec::new(),
         serial_log: None,
         attestation: None,
+        booted: false,
     };
     if let Err(e) = boot_and_check(job, &mut outcome) {
         outcome.error = Some(e);
@@ -194,6 +199,7 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
         }
     };
     outcome.serial_log = Some(job.serial_log.clone());
+    outcome.booted = !matches!(ended.0, Ended::KvmBroken(_) | Ended::Interrupted);
     let console = std::fs::read(&job.serial_log)
         .map(|c| String::from_utf8_lossy(&c).into_owned())
         .unwrap_or_default();

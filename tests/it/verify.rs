@@ -247,12 +247,25 @@ fn a_guest_that_never_finishes_panics_or_dies_fails_with_qemu_killed() {
         "{}",
         out.stderr
     );
-    // No QEMU at all.
+    // No QEMU at all: an error, and nothing recorded about the image.
+    let index = ws.path().join(".imagepipe/store/vm/index.json");
+    let recorded = || {
+        std::fs::read_to_string(&index)
+            .unwrap()
+            .matches("verification/v1")
+            .count()
+    };
+    let before = recorded();
     let mut c = ws.cmd();
     c.args(["verify"])
         .env("IMAGEPIPE_QEMU", "/nonexistent/qemu-system-x86_64");
     let out = run(c);
     assert_eq!(out.code, 1);
+    assert_eq!(
+        recorded(),
+        before,
+        "a run that booted nothing records nothing"
+    );
     assert!(
         out.stderr.contains("not found: install QEMU"),
         "{}",
