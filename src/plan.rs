@@ -399,7 +399,9 @@ pub fn plan(
             if let Some(verdict) = gate
                 && verdict != Some(true)
             {
-                for t in tags.iter_mut().filter(|t| t.action == TagAction::Move) {
+                // Every tag that is not already here waits: a `blocked` one
+                // too, which the executor would otherwise look at again.
+                for t in tags.iter_mut().filter(|t| t.action != TagAction::Keep) {
                     t.action = TagAction::Hold;
                     t.reason = match (verdict, &digest) {
                         (Some(false), _) => "this digest failed `imagepipe verify`: mutable tags move only for verified images".into(),
@@ -501,7 +503,11 @@ pub fn forced(mut plan: Plan) -> Plan {
         i.reason = "--force: built again, replacing what the tag holds".into();
         i.source = None;
         for t in &mut i.tags {
-            if t.action == TagAction::Keep {
+            if i.requires_verification {
+                // The new build's digest has not been verified.
+                t.action = TagAction::Hold;
+                t.reason = "rebuilt by --force: mutable tags wait for `imagepipe verify` of the new digest".into();
+            } else if t.action == TagAction::Keep {
                 t.action = TagAction::Move;
             }
         }

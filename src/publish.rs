@@ -320,6 +320,14 @@ fn publish_image(
             if matches!(t.action, TagAction::Keep | TagAction::Hold) {
                 continue;
             }
+            // The plan let it move for the digest it checked: only to that one.
+            if i.requires_verification && i.digest.as_ref() != Some(&top.digest) {
+                r.held.push(format!(
+                    "{}: {} is not the digest whose verification the plan saw",
+                    t.tag, top.digest
+                ));
+                continue;
+            }
             let prerelease_ok = id.prerelease_tags.contains(&t.tag);
             match move_tag(dst.as_ref(), &top, &bytes, &t.tag, release, prerelease_ok) {
                 Ok(Moved::Moved) => r.moved.push(t.tag.clone()),

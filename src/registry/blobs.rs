@@ -433,8 +433,10 @@ impl Drop for StreamedUpload {
     fn drop(&mut self) {
         // Not finished: stop sending, and let the request thread return.
         self.tx = None;
-        if let Some(p) = self.patch.take() {
-            let _ = p.join();
+        if let Some(p) = self.patch.take()
+            && let Ok(Err(e)) = p.join()
+        {
+            tracing::warn!("{e}; the blob is uploaded from the store");
         }
     }
 }

@@ -76,7 +76,13 @@ pub fn extract(
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let path = entry.path().map_err(io_err)?.into_owned();
-        if entry.header().entry_type().is_file() && path.starts_with("disk") {
+        // `disk/x` or `./disk/x`.
+        let first = path
+            .components()
+            .find(|c| matches!(c, std::path::Component::Normal(_)));
+        if entry.header().entry_type().is_file()
+            && first == Some(std::path::Component::Normal("disk".as_ref()))
+        {
             let mut f = std::fs::File::create(&out).map_err(io_err)?;
             io::copy(&mut entry, &mut f).map_err(io_err)?;
             return Ok(out);

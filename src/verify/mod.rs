@@ -199,10 +199,16 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
         }
     };
     outcome.serial_log = Some(job.serial_log.clone());
-    outcome.booted = !matches!(ended.0, Ended::KvmBroken(_) | Ended::Interrupted);
     let console = std::fs::read(&job.serial_log)
         .map(|c| String::from_utf8_lossy(&c).into_owned())
         .unwrap_or_default();
+    // A QEMU that exited before the guest wrote anything failed to start
+    // (a machine problem, not the image's).
+    outcome.booted = match &ended.0 {
+        Ended::KvmBroken(_) | Ended::Interrupted => false,
+        Ended::Exited(_) => !console.trim().is_empty(),
+        _ => true,
+    };
     let (reports, _) = seed::parse(&console, &nonce);
     let failure = match ended {
         (Ended::Done, _) => None,

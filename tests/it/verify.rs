@@ -167,6 +167,23 @@ fn mutable_tags_move_only_after_verify_passes() {
         index.contains("https://imagepipe.dev/verification/v1") && index.contains("\"passed\""),
         "{index}"
     );
+    // A forced rebuild is a digest nobody verified: its tags wait.
+    let out = cmd(
+        &ws,
+        "pass",
+        &["publish", "--force", "--dry-run", "--format", "json"],
+    );
+    assert!(
+        out.stdout
+            .contains("rebuilt by --force: mutable tags wait for `imagepipe verify`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("\"action\": \"move\""),
+        "{}",
+        out.stdout
+    );
     // release-notes-style readers see it too: a second verify is not needed.
     let out = cmd(&ws, "pass", &["plan"]);
     assert!(
