@@ -117,6 +117,69 @@ fn unique<'a>(names: impl Iterator<Item = &'a Spanned<String>>, what: &str, d: &
     }
 }
 
+/// Where a templated value is reported: its own place, or, for a value from
+/// `defaults` (which has none of its own), the image that uses it.
+fn located(image: &Image, s: &Spanned<String>) -> Span {
+    if s.span == Span::default() {
+        image.span
+    } else {
+        s.span
+    }
+}
+
+/// Parses a template (`what` names it in the error); an unknown placeholder
+/// is reported with the nearest known one, other errors with `usage`.
+fn parse_template(
+    raw: &Spanned<String>,
+    vars: &[&str],
+    span: Span,
+    (what, usage): (&str, &str),
+    d: &mut Diagnostics,
+) -> Option<Template> {
+    Template::parse(raw, vars)
+        .map_err(|e| {
+            let help = match &e {
+                template::TemplateError::Unknown { name } => {
+                    let all: Vec<&str> = PLACEHOLDERS
+                        .iter()
+                        .copied()
+                        .chain(vars.iter().copied())
+                        .collect();
+                    suggestion(name, &all)
+                }
+                _ => usage.into(),
+            };
+            d.error(span, format!("{what} `{}`: {e}", raw.value), help);
+        })
+        .ok()
+}
+
+/// Release-only placeholders in a template of an image not built per release.
+fn release_only(
+    image: &Image,
+    t: &Template,
+    what: &str,
+    raw: &str,
+    span: Span,
+    d: &mut Diagnostics,
+) {
+    if image.kubernetes {
+        return;
+    }
+    for p in ["kubernetes", "kubernetes_series"] {
+        if t.uses(p) {
+            d.error(
+                span,
+                format!(
+                    "{what} `{raw}` uses `{{{p}}}` but image `{}` is not built per release",
+                    image.name.value
+                ),
+                "set `kubernetes: true` on the image, or remove the placeholder",
+            );
+        }
+    }
+}
+
 /// A check's `expect` uses placeholders that exist (and, for release-only
 /// ones, an image built per release).
 fn verify_checks(
@@ -129,38 +192,10 @@ fn verify_checks(
         return;
     };
     for expect in v.checks.iter().filter_map(|c| c.expect.as_ref()) {
-        let span = if expect.span == Span::default() {
-            image.span
-        } else {
-            expect.span
-        };
-        match Template::parse(expect, vars) {
-            Ok(t) => {
-                if !image.kubernetes && (t.uses("kubernetes") || t.uses("kubernetes_series")) {
-                    d.error(
-                        span,
-                        format!(
-                            "check expects `{}`, but image `{}` is not built per release",
-                            expect.value, image.name.value
-                        ),
-                        "set `kubernetes: true` on the image, or remove the placeholder",
-                    );
-                }
-            }
-            Err(e) => {
-                let help = match &e {
-                    template::TemplateError::Unknown { name } => {
-                        let all: Vec<&str> = PLACEHOLDERS
-                            .iter()
-                            .copied()
-                            .chain(vars.iter().copied())
-                            .collect();
-                        suggestion(name, &all)
-                    }
-                    _ => "write placeholders as `{name}`; other text is matched literally".into(),
-                };
-                d.error(span, format!("check expect `{}`: {e}", expect.value), help);
-            }
+        let span = located(image, expect);
+        let usage = "write placeholders as `{name}`; other text is matched literally";
+        if let Some(t) = parse_template(expect, vars, span, ("check expect", usage), d) {
+            release_only(image, &t, "check expect", &expect.value, span, d);
         }
     }
 }
@@ -225,13 +260,8 @@ fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagn
     let templates = image.tag_templates(&c.defaults);
     for p in image.prerelease_templates(&c.defaults) {
         if !templates.iter().skip(1).any(|t| t.value == p.value) {
-            let span = if p.span == Span::default() {
-                image.span
-            } else {
-                p.span
-            };
             d.error(
-                span,
+                located(image, p),
                 format!(
                     "`prerelease_tags` lists `{}`, which is not one of image `{}`'s mutable tags",
                     p.value, name.value
@@ -247,29 +277,10 @@ fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagn
         .collect();
     let values = TagValues::sample(defaults, &image.facts());
     for (i, raw) in templates.iter().enumerate() {
-        // Defaults have no location of their own: point at the image that uses them.
-        let span = if raw.span == Span::default() {
-            image.span
-        } else {
-            raw.span
-        };
-        let t = match Template::parse(raw, &var_names) {
-            Ok(t) => t,
-            Err(e) => {
-                let help = match &e {
-                    template::TemplateError::Unknown { name } => {
-                        let all: Vec<&str> = PLACEHOLDERS
-                            .iter()
-                            .copied()
-                            .chain(var_names.iter().copied())
-                            .collect();
-                        suggestion(name, &all)
-                    }
-                    _ => "write placeholders as `{name}`, `{hash:12}`".into(),
-                };
-                d.error(span, format!("tag template `{}`: {e}", raw.value), help);
-                continue;
-            }
+        let span = located(image, raw);
+        let usage = "write placeholders as `{name}`, `{hash:12}`";
+        let Some(t) = parse_template(raw, &var_names, span, ("tag template", usage), d) else {
+            continue;
         };
         if i == 0 && !t.uses("hash") {
             d.error(span, format!("the immutable tag `{}` does not contain `{{hash}}`", raw.value), "the first tag is immutable: add `{hash}` so different contents never share it, e.g. `{name}-{hash}`");
@@ -277,20 +288,7 @@ fn image_checks(c: &Catalog, image: &Image, target_names: &[&str], d: &mut Diagn
         if i == 0 && image.kubernetes && !t.uses("kubernetes") {
             d.error(span, format!("image `{}` is built per Kubernetes release but its immutable tag `{}` does not contain `{{kubernetes}}`", name.value, raw.value), "add `{kubernetes}` so each release gets its own tag, e.g. `{name}-{kubernetes}-{hash}`");
         }
-        if !image.kubernetes {
-            for p in ["kubernetes", "kubernetes_series"] {
-                if t.uses(p) {
-                    d.error(
-                        span,
-                        format!(
-                            "tag `{}` uses `{{{p}}}` but image `{}` is not built per release",
-                            raw.value, name.value
-                        ),
-                        "set `kubernetes: true` on the image, or remove the placeholder",
-                    );
-                }
-            }
-        }
+        release_only(image, &t, "tag", &raw.value, span, d);
         match t.render(|p| values.lookup(p)) {
             Ok(_) => {}
             Err(RenderError::Missing { name: p, why }) => {
