@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::oci::{Descriptor, Digest, annotation, canonical_json, media, rfc3339};
@@ -177,19 +177,19 @@ pub fn built_at(referrers: &[Descriptor]) -> Option<i64> {
         .min()
 }
 
-/// What `release-notes` shows of an attestation.
-#[derive(Clone, Debug, Deserialize)]
+/// What `release-notes` shows of a provenance attestation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub digest: Digest,
     pub built_at: Option<String>,
 }
 
-/// The attestation summaries of an image on a store (empty when it has none).
-pub fn summaries(store: &dyn Store, subject: &Digest) -> Result<Vec<Summary>, StoreError> {
-    Ok(attestations(&store.referrers(subject)?)
+/// The provenance attestations among an image's referrers, summarised.
+pub fn summaries(referrers: &[Descriptor]) -> Vec<Summary> {
+    attestations(referrers)
         .map(|d| Summary {
             digest: d.digest.clone(),
             built_at: d.annotations.get(annotation::CREATED).cloned(),
         })
-        .collect())
+        .collect()
 }

@@ -45,18 +45,12 @@ pub struct Entry {
     pub artifact_id: Option<String>,
     pub digest: Option<Digest>,
     /// Provenance attestations: digest and build time.
-    pub provenance: Vec<Attestation>,
+    pub provenance: Vec<crate::provenance::Summary>,
     /// What `imagepipe verify` recorded for this digest here: `passed`,
     /// `failed`, or `None` when it was never verified.
     pub verification: Option<&'static str>,
     /// Why there is no reference (not published, failed, unreadable).
     pub problem: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Attestation {
-    pub digest: Digest,
-    pub built_at: Option<String>,
 }
 
 impl Notes {
@@ -156,23 +150,15 @@ fn entry(
     match store.resolve(tag) {
         Ok(Some(d)) => {
             e.reference = Some(format!("{}:{tag}@{}", store.reference(), d.digest));
-            match crate::provenance::summaries(store.as_ref(), &d.digest) {
-                Ok(list) => {
-                    e.provenance = list
-                        .into_iter()
-                        .map(|a| Attestation {
-                            digest: a.digest,
-                            built_at: a.built_at,
-                        })
-                        .collect();
+            // One read of the referrers gives both attestations.
+            match store.referrers(&d.digest) {
+                Ok(referrers) => {
+                    e.provenance = crate::provenance::summaries(&referrers);
+                    e.verification = crate::verify::verdict(&referrers)
+                        .map(|passed| if passed { "passed" } else { "failed" });
                 }
-                Err(err) => tracing::warn!("{}: provenance unreadable: {err}", t.name.value),
+                Err(err) => tracing::warn!("{}: attestations unreadable: {err}", t.name.value),
             }
-            e.verification = store
-                .referrers(&d.digest)
-                .ok()
-                .and_then(|r| crate::verify::verdict(&r))
-                .map(|passed| if passed { "passed" } else { "failed" });
             e.digest = Some(d.digest);
         }
         Ok(None) => {

@@ -177,10 +177,7 @@ impl Client {
             let url = location.clone();
             let result = self.send_with(once, repo, op, &Self::push(repo), &|a, auth| {
                 let mut part = open(offset).map_err(ureq::Error::Io)?.take(len);
-                with_auth(a.patch(&url), auth)
-                    .header("Content-Type", "application/octet-stream")
-                    .header("Content-Range", &format!("{offset}-{}", offset + len - 1))
-                    .header("Content-Length", &len.to_string())
+                chunk_request(with_auth(a.patch(&url), auth), offset, len)
                     .send(ureq::SendBody::from_reader(&mut part))
             });
             match result {
@@ -215,7 +212,18 @@ impl Client {
                 }
             }
         }
-        let put = with_digest(&location, digest);
+        self.close_upload(repo, op, &location, digest)
+    }
+
+    /// `PUT <upload>?digest=`: closes a session whose bytes are all sent.
+    fn close_upload(
+        &self,
+        repo: &Repository,
+        op: &str,
+        location: &str,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let put = with_digest(location, digest);
         let resp = self.send(repo, op, &Self::push(repo), &|a, auth| {
             with_auth(a.put(&put), auth)
                 .header("Content-Length", "0")
@@ -277,6 +285,17 @@ impl Client {
             .ok_or_else(|| Self::err(repo, op, "upload session without a Location"))?;
         Ok((location, min_chunk))
     }
+}
+
+/// A `PATCH` of `len` bytes at `offset` of an upload session (the OCI chunked upload).
+fn chunk_request(
+    req: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    offset: u64,
+    len: u64,
+) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+    req.header("Content-Type", "application/octet-stream")
+        .header("Content-Range", &format!("{offset}-{}", offset + len - 1))
+        .header("Content-Length", &len.to_string())
 }
 
 /// `<upload url>` with the `digest` query parameter that closes the upload.
@@ -343,11 +362,7 @@ impl Client {
                 let len = part.len() as u64;
                 let url = location.clone();
                 let resp = client.send_with(once, &r, op, &Self::push(&r), &|a, auth| {
-                    with_auth(a.patch(&url), auth)
-                        .header("Content-Type", "application/octet-stream")
-                        .header("Content-Range", &format!("{offset}-{}", offset + len - 1))
-                        .header("Content-Length", &len.to_string())
-                        .send(&part[..])
+                    chunk_request(with_auth(a.patch(&url), auth), offset, len).send(&part[..])
                 })?;
                 if resp.status().as_u16() != 202 {
                     return Err(Self::status_err(&r, op, resp));
@@ -414,18 +429,7 @@ impl StreamedUpload {
             .map(std::thread::JoinHandle::join)
             .and_then(Result::ok)
             .ok_or_else(|| Client::err(&self.repo, &op, "the upload stopped"))??;
-        let put = with_digest(&location, digest);
-        let resp = self
-            .client
-            .send(&self.repo, &op, &Client::push(&self.repo), &|a, auth| {
-                with_auth(a.put(&put), auth)
-                    .header("Content-Length", "0")
-                    .send_empty()
-            })?;
-        match resp.status().as_u16() {
-            201 | 204 => Ok(()),
-            _ => Err(Client::status_err(&self.repo, &op, resp)),
-        }
+        self.client.close_upload(&self.repo, &op, &location, digest)
     }
 }
 
