@@ -339,21 +339,10 @@ fn alias_bombs_are_refused() {
     assert_eq!(run(c).code, 0);
 }
 
-#[test]
-fn a_runtime_config_belongs_to_rootfs_images_and_is_checked() {
-    let out = validate(
-        "version: 1\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { file: d.qcow2 }\n    format: containerdisk\n    config: { cmd: [/bin/sh] }\n  - name: tools\n    os: { distro: x, version: \"1\" }\n    source: { file: rootfs/ }\n    format: rootfs\n    config:\n      env: { 1PATH: /bin }\n      entrypoint: /bin/sh -c\n      cwd: /\n",
-    );
+/// Each `(line, text)`: an error on that line of images.yml saying that.
+fn errors_at(out: &crate::common::Output, expected: &[(u32, &str)]) {
     assert_eq!(out.code, 2, "{}", out.stderr);
-    for (line, text) in [
-        (
-            7,
-            "`config` only applies to a `format: rootfs` image `disk`",
-        ),
-        (13, "`1PATH` is not an environment variable name"),
-        (14, "expected a list"),
-        (15, "unknown key `cwd`"),
-    ] {
+    for (line, text) in expected {
         assert!(
             out.stderr
                 .lines()
@@ -365,26 +354,39 @@ fn a_runtime_config_belongs_to_rootfs_images_and_is_checked() {
 }
 
 #[test]
+fn a_runtime_config_belongs_to_rootfs_images_and_is_checked() {
+    let out = validate(
+        "version: 1\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { file: d.qcow2 }\n    format: containerdisk\n    config: { cmd: [/bin/sh] }\n  - name: tools\n    os: { distro: x, version: \"1\" }\n    source: { file: rootfs/ }\n    format: rootfs\n    config:\n      env: { 1PATH: /bin }\n      entrypoint: /bin/sh -c\n      cwd: /\n",
+    );
+    errors_at(
+        &out,
+        &[
+            (
+                7,
+                "`config` only applies to a `format: rootfs` image `disk`",
+            ),
+            (13, "`1PATH` is not an environment variable name"),
+            (14, "expected a list"),
+            (15, "unknown key `cwd`"),
+        ],
+    );
+}
+
+#[test]
 fn verification_settings_are_checked() {
     let out = validate(
         "version: 1\nvariables:\n  runc: \"1.2.6\"\nimages:\n  - name: disk\n    os: { distro: x, version: \"1\" }\n    source: { file: d.qcow2 }\n    format: containerdisk\n    verify:\n      timeout: soon\n      memory: 64MiB\n      firmware: efi\n      checks:\n        - run: runc --version\n          expect: \"{rnuc}\"\n        - run: kubeadm version\n          expect: \"{kubernetes}\"\n        - expect: x\n  - name: tools\n    os: { distro: x, version: \"1\" }\n    source: { file: rootfs/ }\n    format: rootfs\n    verify: { required: true }\n",
     );
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    for (line, text) in [
-        (10, "`soon` is not a duration"),
-        (11, "`64MiB` is not a guest memory size"),
-        (12, "unknown firmware `efi`"),
-        (15, "did you mean `runc`?"),
-        (17, "is not built per release"),
-        (18, "missing key `run`"),
-        (23, "`verify` boots disk images"),
-    ] {
-        assert!(
-            out.stderr
-                .lines()
-                .any(|l| l.starts_with(&format!("images.yml:{line}:")) && l.contains(text)),
-            "line {line}: {text}\n{}",
-            out.stderr
-        );
-    }
+    errors_at(
+        &out,
+        &[
+            (10, "`soon` is not a duration"),
+            (11, "`64MiB` is not a guest memory size"),
+            (12, "unknown firmware `efi`"),
+            (15, "did you mean `runc`?"),
+            (17, "is not built per release"),
+            (18, "missing key `run`"),
+            (23, "`verify` boots disk images"),
+        ],
+    );
 }
