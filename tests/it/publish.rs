@@ -20,6 +20,14 @@ fn publish(ws: &Workspace, args: &[&str]) -> crate::common::Output {
     run(c)
 }
 
+/// `disk.raw`: `mib` MiB of bytes that do not compress.
+fn noise_disk(ws: &Workspace, mib: u32) {
+    let noise: Vec<u8> = (0..(mib << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect();
+    ws.write("disk.raw", noise);
+}
+
 fn remote_digest(addr: &str, repo: &str, tag: &str) -> Option<String> {
     let out = std::process::Command::new("skopeo")
         .args([
@@ -368,10 +376,7 @@ mod faults {
     fn setup(reg: &Registry, faults: Vec<Fault>) -> (Workspace, FaultProxy) {
         let proxy = FaultProxy::start(&reg.addr, faults);
         let ws = Workspace::with_catalog(&one_target(&proxy.addr));
-        let noise: Vec<u8> = (0..(4u32 << 20))
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
-            .collect();
-        ws.write("disk.raw", noise);
+        noise_disk(&ws, 4);
         (ws, proxy)
     }
 
@@ -463,10 +468,7 @@ mod faults {
             &one_target(&proxy.addr)
                 .replace("insecure: true }", "insecure: true, chunk_size: 5MiB }"),
         );
-        let noise: Vec<u8> = (0..(12u32 << 20))
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
-            .collect();
-        ws.write("disk.raw", noise);
+        noise_disk(&ws, 12);
         build_first(&ws);
         let out = publish(&ws, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -508,10 +510,7 @@ mod faults {
     fn a_fresh_build_uploads_its_layer_while_it_compresses() {
         let reg = Registry::start();
         let ws = Workspace::with_catalog(&one_target(&reg.addr));
-        let noise: Vec<u8> = (0..(20u32 << 20))
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
-            .collect();
-        ws.write("disk.raw", noise);
+        noise_disk(&ws, 20);
         let out = publish(&ws, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert!(
@@ -547,10 +546,7 @@ mod faults {
             }],
         );
         let ws = Workspace::with_catalog(&one_target(&proxy.addr));
-        let noise: Vec<u8> = (0..(20u32 << 20))
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
-            .collect();
-        ws.write("disk.raw", noise);
+        noise_disk(&ws, 20);
         let out = publish(&ws, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert_eq!(proxy.injected.load(Ordering::SeqCst), 1);
@@ -642,10 +638,7 @@ fn a_registry_killed_mid_upload_then_restarted_completes_on_rerun() {
         "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.raw }}\n    format: containerdisk\n    compression: none\n",
         reg.addr
     ));
-    let noise: Vec<u8> = (0..(256u32 << 20))
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
-        .collect();
-    ws.write("disk.raw", noise);
+    noise_disk(&ws, 256);
     let mut c = ws.cmd();
     c.arg("build");
     assert_eq!(run(c).code, 0);
