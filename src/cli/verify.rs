@@ -246,21 +246,9 @@ fn first_line(s: &str) -> &str {
 }
 
 fn failed_early(p: &Pending, error: String) -> Outcome {
-    Outcome {
-        image: p.image.clone(),
-        tag: p.tag.clone(),
-        digest: p.top.digest.to_string(),
-        store: p.store.reference(),
-        passed: false,
-        accel: None,
-        seconds: 0.0,
-        checks: Vec::new(),
-        error: Some(error),
-        console_tail: Vec::new(),
-        serial_log: None,
-        attestation: None,
-        booted: false,
-    }
+    let mut o = Outcome::new(&p.image, &p.tag, &p.top, p.store.as_ref());
+    o.error = Some(error);
+    o
 }
 
 /// The log lines of one result: a failure names why, the serial log and its last lines.

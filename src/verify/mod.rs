@@ -73,6 +73,27 @@ pub struct Outcome {
     pub booted: bool,
 }
 
+impl Outcome {
+    /// Not run yet: failed, nothing booted, nothing recorded.
+    pub fn new(image: &str, tag: &str, top: &Descriptor, store: &dyn Store) -> Self {
+        Self {
+            image: image.to_owned(),
+            tag: tag.to_owned(),
+            digest: top.digest.to_string(),
+            store: store.reference(),
+            passed: false,
+            accel: None,
+            seconds: 0.0,
+            checks: Vec::new(),
+            error: None,
+            console_tail: Vec::new(),
+            serial_log: None,
+            attestation: None,
+            booted: false,
+        }
+    }
+}
+
 /// What one verification needs besides the image.
 pub struct Job<'a> {
     pub store: &'a dyn Store,
@@ -101,28 +122,10 @@ fn nonce() -> String {
     crate::oci::hash::sha256_hex(seed.as_bytes())[..16].to_owned()
 }
 
-fn disk_format(path: &Path) -> Result<String, String> {
-    crate::build::disk::check(path).map_err(|e| e.to_string())
-}
-
 /// Boots one image and runs its checks; never leaves QEMU running.
 pub fn run(job: &Job<'_>) -> Outcome {
     let started = Instant::now();
-    let mut outcome = Outcome {
-        image: job.image.to_owned(),
-        tag: job.tag.to_owned(),
-        digest: job.top.digest.to_string(),
-        store: job.store.reference(),
-        passed: false,
-        accel: None,
-        seconds: 0.0,
-        checks: Vec::new(),
-        error: None,
-        console_tail: Vec::new(),
-        serial_log: None,
-        attestation: None,
-        booted: false,
-    };
+    let mut outcome = Outcome::new(job.image, job.tag, job.top, job.store);
     if let Err(e) = boot_and_check(job, &mut outcome) {
         outcome.error = Some(e);
     }
@@ -143,7 +146,7 @@ pub fn run(job: &Job<'_>) -> Outcome {
 fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
     let manifest = disk::amd64_manifest(job.store, job.top)?;
     let disk = disk::extract(job.store, &manifest, job.work)?;
-    let format = disk_format(&disk)?;
+    let format = crate::build::disk::check(&disk).map_err(|e| e.to_string())?;
     let nonce = nonce();
     let runs: Vec<String> = job.settings.checks.iter().map(|c| c.run.clone()).collect();
     let seed_dir = job.work.join("seed");
