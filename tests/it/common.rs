@@ -327,6 +327,27 @@ pub fn first_item(stdout: &str, key: &str) -> String {
         .to_owned()
 }
 
+/// The image tags of `<registry>/<repo>` as skopeo lists them, sorted, without
+/// the `sha256-…` referrers tags of attestations; none when the repository
+/// does not exist.
+pub fn image_tags(registry: &str, repo: &str) -> Vec<String> {
+    let out = std::process::Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{registry}/{repo}"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut t: Vec<String> = v["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .filter(|t| !t.starts_with("sha256-"))
+        .collect();
+    t.sort();
+    t
+}
+
 /// Pulls `docker://<registry>/<reference>` in full with skopeo (an independent client).
 pub fn skopeo_pull(ws: &Workspace, registry: &str, reference: &str) {
     let dir = ws

@@ -5,7 +5,6 @@
 //! every pipeline.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -119,26 +118,7 @@ impl Project {
 
     /// The image tags of `ci/<repo>` (not the `sha256-…` referrers tags of attestations).
     fn tags(&self, repo: &str) -> Vec<String> {
-        let out = Command::new("skopeo")
-            .args(["list-tags", "--tls-verify=false"])
-            .arg(format!("docker://{}/ci/{repo}", self.registry))
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return Vec::new();
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut t: Vec<String> = v["Tags"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|t| t.as_str().unwrap().to_owned())
-                    .filter(|t| !t.starts_with("sha256-"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        t.sort();
-        t
+        crate::common::image_tags(&self.registry, &format!("ci/{repo}"))
     }
 
     fn commit(&self, message: &str) {

@@ -50,21 +50,7 @@ fn item<'a>(plan: &'a Value, target: &str) -> &'a Value {
 }
 
 fn registry_tags(reg: &Registry) -> Vec<String> {
-    let out = std::process::Command::new("skopeo")
-        .args(["list-tags", "--tls-verify=false"])
-        .arg(format!("docker://{}/ci/vm", reg.addr))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let mut t: Vec<String> = v["Tags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.as_str().map(str::to_owned))
-        .filter(|t| !t.starts_with("sha256-"))
-        .collect();
-    t.sort();
-    t
+    crate::common::image_tags(&reg.addr, "ci/vm")
 }
 
 /// Every stand-in QEMU started is gone, and no scratch directory is left.
