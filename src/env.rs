@@ -62,6 +62,9 @@ pub const IMAGEPIPE_RETRIES: &str = "IMAGEPIPE_RETRIES";
 /// The first retry's delay (`200ms` by default, e.g. `50ms`, `2s`); each
 /// further retry waits about twice as long, up to 10 s (or this, if longer).
 pub const IMAGEPIPE_RETRY_BACKOFF: &str = "IMAGEPIPE_RETRY_BACKOFF";
+/// Compression threads of `build` and `publish` (default: every core the
+/// process may run on). It changes the speed, never the bytes.
+pub const IMAGEPIPE_THREADS: &str = "IMAGEPIPE_THREADS";
 /// Log filter for stderr (`info` by default; `debug`, `imagepipe=trace`, ...).
 pub const IMAGEPIPE_LOG: &str = "IMAGEPIPE_LOG";
 
@@ -132,6 +135,19 @@ impl Environment {
                 self.get(GITHUB_SERVER_URL)?,
                 self.get(GITHUB_REPOSITORY)?
             ))
+        })
+    }
+
+    /// `IMAGEPIPE_THREADS`: a positive number, or 0 (unset) for every core.
+    pub fn threads(&self) -> Result<usize, String> {
+        self.get(IMAGEPIPE_THREADS).map_or(Ok(0), |v| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| {
+                    format!("{IMAGEPIPE_THREADS}=`{v}` is not a number of threads from 1 to 1024 (unset it to use every core)")
+                })
         })
     }
 

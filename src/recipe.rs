@@ -16,7 +16,7 @@ use crate::source::resolve::{Resolved, SourceResolver};
 /// Version of the recipe encoding below.
 pub const RECIPE_VERSION: u64 = 2;
 /// Version of the image layout imagepipe writes (tar conventions, config, annotations).
-pub const LAYOUT_VERSION: &str = "imagepipe-layout/3";
+pub const LAYOUT_VERSION: &str = "imagepipe-layout/4";
 
 /// An image's recipe and its identity.
 #[derive(Clone, Debug)]

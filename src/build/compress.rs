@@ -1,18 +1,48 @@
 //! Layer compression: none, parallel gzip ([`super::pgzip`]) or
 //! multi-threaded zstd.
 //!
-//! Output bytes depend only on the algorithm, level and library versions
-//! (pinned in Cargo.lock), never on the number of threads: gzip compresses
-//! fixed-size blocks primed with the previous block's tail, storing those it
-//! cannot shrink, and zstd is always run in its multi-threaded mode
-//! (workers ≥ 1), whose output differs from single-threaded mode but not
-//! between worker counts.
+//! Output bytes depend only on the input, the algorithm, the level and the
+//! library versions (pinned in Cargo.lock), never on the number of threads,
+//! on which thread takes a block, or on how callers split their writes:
+//! gzip compresses fixed-size blocks primed with the previous block's tail,
+//! each with a compressor of its own, storing those it cannot shrink; zstd
+//! is always run in its multi-threaded mode (workers ≥ 1), whose jobs have a
+//! size fixed by the level, so its output differs from single-threaded mode
+//! but not between worker counts. `flush` never ends a block or a job
+//! early. Tests pin both on real files at 1 to 8 threads.
 
 use std::io::{self, Write};
 
 use super::pgzip::ParGzip;
 use crate::catalog::Compression;
 use crate::oci::media;
+
+/// How a blob is compressed: the recipe's compression, and how many threads
+/// run it (which changes the speed, never the bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codec {
+    pub compression: Compression,
+    pub threads: usize,
+}
+
+impl Codec {
+    /// `threads` 0 means every core ([`default_threads`]).
+    pub fn new(compression: Compression, threads: usize) -> Self {
+        let threads = if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        };
+        Self {
+            compression,
+            threads,
+        }
+    }
+
+    pub fn encoder<W: Write + Send + 'static>(self, inner: W) -> io::Result<Encoder<W>> {
+        Encoder::new(self.compression, inner, self.threads)
+    }
+}
 
 /// A compressing writer over `W`.
 pub enum Encoder<W: Write + Send + 'static> {
@@ -31,8 +61,9 @@ impl<W: Write + Send + 'static> std::fmt::Debug for Encoder<W> {
     }
 }
 
-/// Threads used for compression: every core.
-pub fn threads() -> usize {
+/// Threads used for compression when not set (`IMAGEPIPE_THREADS`): every
+/// core this process may run on.
+pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
@@ -76,9 +107,10 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::None(w) => w.flush(),
-            // Blocks end at fixed offsets, whatever callers flush.
+            // Blocks and jobs end at offsets fixed by the input, whatever
+            // callers flush: a zstd flush would end a job early.
             Self::Gzip(g) => g.flush(),
-            Self::Zstd(z) => z.flush(),
+            Self::Zstd(_) => Ok(()),
         }
     }
 }
@@ -104,15 +136,6 @@ pub fn suffix(c: Compression) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn compress(c: Compression, threads: usize, data: &[u8]) -> Vec<u8> {
-        let mut e = Encoder::new(c, Vec::new(), threads).unwrap();
-        for chunk in data.chunks(7919) {
-            e.write_all(chunk).unwrap();
-            e.flush().unwrap();
-        }
-        e.finish().unwrap()
-    }
 
     /// A writer that fails like a full disk after `room` bytes.
     struct Full {
@@ -153,27 +176,222 @@ mod tests {
         }
     }
 
-    #[test]
-    fn output_does_not_depend_on_thread_count_or_write_pattern() {
-        let data: Vec<u8> = (0..3_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3f)
-            .collect();
-        for c in [
-            Compression::Gzip { level: 1 },
-            Compression::Gzip { level: 6 },
-            Compression::Zstd { level: 3 },
-        ] {
-            let one = compress(c, 1, &data);
-            assert_eq!(one, compress(c, 2, &data), "{c:?}");
-            assert_eq!(one, compress(c, 4, &data), "{c:?}");
-            assert!(one.len() < data.len());
+    /// Files of this machine under `dir` whose first bytes satisfy `keep`,
+    /// concatenated in path order, up to `limit` bytes.
+    fn files(dir: &str, keep: &dyn Fn(&[u8]) -> bool, limit: usize) -> Vec<u8> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for p in entries {
+                let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    walk(&p, out);
+                } else if meta.is_file() {
+                    out.push(p);
+                }
+            }
         }
-        let gz = compress(Compression::Gzip { level: 6 }, 2, &data);
+        let mut paths = Vec::new();
+        walk(std::path::Path::new(dir), &mut paths);
+        let mut data = Vec::new();
+        for p in paths {
+            if data.len() >= limit {
+                break;
+            }
+            if let Ok(bytes) = std::fs::read(&p)
+                && keep(&bytes)
+            {
+                data.extend_from_slice(&bytes);
+            }
+        }
+        data.truncate(limit);
+        assert!(data.len() == limit, "{dir}: only {} bytes", data.len());
+        data
+    }
+
+    /// The committed real ext4 image (tests/fixtures/real-files.ext4.xz).
+    fn ext4() -> Vec<u8> {
+        let xz: &[u8] = include_bytes!("../../tests/fixtures/real-files.ext4.xz");
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut out)
-            .unwrap();
-        assert_eq!(out, data);
-        let zs = compress(Compression::Zstd { level: 3 }, 2, &data);
-        assert_eq!(zstd::decode_all(&zs[..]).unwrap(), data);
+        std::io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(xz), &mut out).unwrap();
+        out
+    }
+
+    /// Real data of the shapes disk images hold: text, ELF binaries,
+    /// already-compressed files, a real ext4 image, and all of them mixed
+    /// with their seams at and off the gzip block boundaries.
+    fn real_shapes() -> Vec<(&'static str, Vec<u8>)> {
+        const MIB: usize = 1 << 20;
+        let b = super::super::pgzip::BLOCK;
+        let text = files(
+            "/usr/share",
+            &|d| {
+                !d.is_empty()
+                    && !d.starts_with(&[0x1f, 0x8b])
+                    && d.iter().take(4096).all(|c| c.is_ascii())
+            },
+            2 * MIB,
+        );
+        let elf = files("/usr/bin", &|d| d.starts_with(b"\x7fELF"), 2 * MIB);
+        let compressed = files("/usr/share/doc", &|d| d.starts_with(&[0x1f, 0x8b]), MIB);
+        let ext4 = ext4();
+        let at = [
+            &text[..2 * b],
+            &elf[..3 * b],
+            &compressed[..2 * b],
+            &ext4[..3 * b],
+            &text[2 * b..4 * b],
+        ]
+        .concat();
+        let off = [
+            &text[..2 * b - 1000],
+            &elf[..b + 77],
+            &compressed[..300_001],
+            &ext4[..b / 2 + 3],
+            &elf[b..3 * b + 511],
+            &text[..b - 1],
+        ]
+        .concat();
+        vec![
+            ("text", text),
+            ("elf", elf),
+            ("compressed", compressed),
+            ("ext4", ext4),
+            ("mixed at block boundaries", at),
+            ("mixed off block boundaries", off),
+        ]
+    }
+
+    fn every_compression() -> Vec<Compression> {
+        let mut all = vec![Compression::None];
+        all.extend((1..=9).map(|level| Compression::Gzip { level }));
+        all.extend([1, 3, 9].map(|level| Compression::Zstd { level }));
+        all
+    }
+
+    /// `data` compressed with writes of the sizes `sizes` cycles through.
+    fn compress_in(c: Compression, threads: usize, data: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut e = Encoder::new(c, Vec::new(), threads).unwrap();
+        let (mut at, mut i) = (0, 0);
+        while at < data.len() {
+            let n = sizes[i % sizes.len()].min(data.len() - at);
+            e.write_all(&data[at..at + n]).unwrap();
+            if i % 3 == 0 {
+                e.flush().unwrap();
+            }
+            at += n;
+            i += 1;
+        }
+        e.finish().unwrap()
+    }
+
+    fn decompress(c: Compression, bytes: &[u8]) -> Vec<u8> {
+        match c {
+            Compression::None => bytes.to_vec(),
+            Compression::Gzip { .. } => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out)
+                    .unwrap();
+                out
+            }
+            Compression::Zstd { .. } => zstd::decode_all(bytes).unwrap(),
+        }
+    }
+
+    #[test]
+    fn real_files_give_the_same_bytes_at_every_thread_count_and_write_pattern() {
+        let shapes = real_shapes();
+        for c in every_compression() {
+            for (shape, data) in &shapes {
+                let reference = compress_in(c, 1, data, &[1 << 20]);
+                for (threads, sizes) in [
+                    (2, &[8192][..]),
+                    (3, &[7919, 65_536, 1, 300_000][..]),
+                    (4, &[1 << 20][..]),
+                    (8, &[131_072, 13][..]),
+                ] {
+                    let got = compress_in(c, threads, data, sizes);
+                    assert!(
+                        got == reference,
+                        "{c:?} on {shape}: {threads} threads give other bytes than 1"
+                    );
+                }
+                assert!(decompress(c, &reference) == *data, "{c:?} on {shape}");
+            }
+        }
+    }
+
+    /// A stretch of generated data: new bytes, or a copy of earlier ones.
+    #[derive(Clone, Debug)]
+    enum Piece {
+        Words(Vec<u16>),
+        Bytes(Vec<u8>),
+        Copy { back: usize, len: usize },
+    }
+
+    /// Compressible data as real files have it: text of a vocabulary of
+    /// generated words, copies of earlier stretches (near and far), runs,
+    /// and some noise.
+    fn compressible() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let word = proptest::collection::vec(
+            prop_oneof![8 => b'a'..=b'z', 1 => Just(b' '), 1 => Just(b'\n'), 1 => any::<u8>()],
+            1..12,
+        );
+        let piece = prop_oneof![
+            6 => proptest::collection::vec(any::<u16>(), 1..300).prop_map(Piece::Words),
+            2 => (1usize..400_000, 3usize..2000).prop_map(|(back, len)| Piece::Copy { back, len }),
+            1 => (any::<u8>(), 1usize..5000).prop_map(|(b, n)| Piece::Bytes(vec![b; n])),
+            1 => proptest::collection::vec(any::<u8>(), 1..3000).prop_map(Piece::Bytes),
+        ];
+        (
+            proptest::collection::vec(word, 1..400),
+            proptest::collection::vec(piece, 1..600),
+        )
+            .prop_map(|(words, pieces)| {
+                let mut out: Vec<u8> = Vec::new();
+                for p in pieces {
+                    match p {
+                        Piece::Words(w) => {
+                            for i in w {
+                                out.extend_from_slice(&words[usize::from(i) % words.len()]);
+                            }
+                        }
+                        Piece::Bytes(b) => out.extend_from_slice(&b),
+                        Piece::Copy { back, len } if back <= out.len() => {
+                            let from = out.len() - back;
+                            for i in 0..len {
+                                out.push(out[from + i % back]);
+                            }
+                        }
+                        Piece::Copy { .. } => {}
+                    }
+                }
+                out
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn compressible_data_gives_the_same_bytes_at_every_thread_count(
+            data in compressible(),
+            level in 1u32..=9,
+            threads in 2usize..=8,
+        ) {
+            let c = Compression::Gzip { level };
+            let one = compress_in(c, 1, &data, &[1 << 20]);
+            proptest::prop_assert!(one == compress_in(c, threads, &data, &[4099, 65_536]));
+            proptest::prop_assert!(decompress(c, &one) == data);
+            let z = Compression::Zstd { level: (level % 4) as i32 + 1 };
+            proptest::prop_assert!(
+                compress_in(z, 1, &data, &[1 << 20]) == compress_in(z, threads, &data, &[4099])
+            );
+        }
     }
 }

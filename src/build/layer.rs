@@ -7,8 +7,7 @@ use std::path::Path;
 
 use indicatif::ProgressBar;
 
-use super::compress::{Encoder, layer_media_type, suffix, threads};
-use crate::catalog::Compression;
+use super::compress::{Codec, Encoder, layer_media_type, suffix};
 use crate::oci::hash::HashWriter;
 use crate::oci::{Descriptor, Digest, annotation, media};
 use crate::store::layout::{BlobWriter, Layout};
@@ -29,10 +28,10 @@ const IO_BUFFER: usize = 1 << 20;
 /// Writes a tar layer whose entries `fill` appends.
 pub fn tar_layer(
     layout: &Layout,
-    c: Compression,
+    codec: Codec,
     fill: impl FnOnce(&mut LayerTar) -> io::Result<()>,
 ) -> io::Result<Layer> {
-    let encoder = Encoder::new(c, layout.blob_writer()?, threads())?;
+    let encoder = codec.encoder(layout.blob_writer()?)?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(
         IO_BUFFER,
         HashWriter::new(encoder),
@@ -47,7 +46,7 @@ pub fn tar_layer(
         .finish();
     let (digest, size) = encoder.finish()?.commit(None)?;
     Ok(Layer {
-        descriptor: Descriptor::new(layer_media_type(c), digest, size),
+        descriptor: Descriptor::new(layer_media_type(codec.compression), digest, size),
         diff_id,
     })
 }
@@ -60,7 +59,7 @@ pub const CONTAINERDISK_FILE_MODE: u32 = 0o440;
 /// The containerDisk layer: `disk/` and `disk/<name>`, 107:107, fixed modes and time.
 pub fn containerdisk_layer(
     layout: &Layout,
-    c: Compression,
+    codec: Codec,
     disk: &Path,
     name: &str,
     mtime: u64,
@@ -69,7 +68,7 @@ pub fn containerdisk_layer(
     let file = File::open(disk)?;
     let size = file.metadata()?.len();
     progress.set_length(size);
-    tar_layer(layout, c, |tar| {
+    tar_layer(layout, codec, |tar| {
         let mut dir = header(
             tar::EntryType::Directory,
             CONTAINERDISK_DIR_MODE,
@@ -105,7 +104,7 @@ pub fn header(kind: tar::EntryType, mode: u32, owner: u64, mtime: u64, size: u64
 /// The disk itself as one (optionally compressed) blob, for OCI artifacts.
 pub fn artifact_blob(
     layout: &Layout,
-    c: Compression,
+    codec: Codec,
     disk: &Path,
     name: &str,
     disk_format: &str,
@@ -113,14 +112,17 @@ pub fn artifact_blob(
 ) -> io::Result<Descriptor> {
     let file = File::open(disk)?;
     progress.set_length(file.metadata()?.len());
-    let mut encoder = Encoder::new(c, layout.blob_writer()?, threads())?;
+    let mut encoder = codec.encoder(layout.blob_writer()?)?;
     io::copy(
         &mut BufReader::with_capacity(IO_BUFFER, progress.wrap_read(file)),
         &mut encoder,
     )?;
     let (digest, size) = encoder.finish()?.commit(None)?;
     let mut d = Descriptor::new(
-        &format!("application/vnd.imagepipe.disk.{disk_format}{}", suffix(c)),
+        &format!(
+            "application/vnd.imagepipe.disk.{disk_format}{}",
+            suffix(codec.compression)
+        ),
         digest,
         size,
     );

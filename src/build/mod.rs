@@ -20,6 +20,7 @@ use crate::recipe::{RunContext, TagValues};
 use crate::source::fetch::{BuildEnv, Dirs, Material, fetch};
 use crate::store::layout::Layout;
 use crate::template::Template;
+use compress::Codec;
 
 pub use error::{BuildError, BuildErrorKind};
 
@@ -44,6 +45,8 @@ pub struct Options {
     /// Registry targets that receive each layer while it is compressed
     /// (`publish`): the upload overlaps with the build.
     pub streams: Vec<std::sync::Arc<dyn crate::store::StreamTarget>>,
+    /// Compression threads (`IMAGEPIPE_THREADS`); 0: every core.
+    pub threads: usize,
 }
 
 /// Builds `image` into `<store>/<image-name>` and tags it.
@@ -111,7 +114,8 @@ fn build_inner(
         let layout = Layout::create(&store.join(name))
             .map_err(io(store))?
             .mirrored(opts.streams.clone());
-        let desc = package(&layout, catalog, image, id, ctx, &ps.platform, &material)?;
+        let codec = Codec::new(image.compression(&catalog.defaults), opts.threads);
+        let desc = package(&layout, codec, image, id, ctx, &ps.platform, &material)?;
         manifests.push(desc);
     }
     let layout = Layout::create(&store.join(name)).map_err(io(store))?;
@@ -291,14 +295,13 @@ fn provenance(
 /// Packages one platform's material as a manifest in the layout.
 fn package(
     layout: &Layout,
-    catalog: &Catalog,
+    codec: Codec,
     image: &Image,
     id: &Identity,
     ctx: &RunContext,
     platform: &Platform,
     m: &Material,
 ) -> Result<Descriptor, BuildErrorKind> {
-    let compression = image.compression(&catalog.defaults);
     let io = |e| BuildErrorKind::io(layout.root(), e);
     let mtime = u64::try_from(ctx.image_epoch()).unwrap_or(0);
     let pb = crate::progress::bar(&image.name, 0);
@@ -312,9 +315,8 @@ fn package(
                 )));
             }
             disk::check(&m.path)?;
-            let layer =
-                layer::containerdisk_layer(layout, compression, &m.path, &m.name, mtime, &pb)
-                    .map_err(|e| BuildErrorKind::io(&m.path, e))?;
+            let layer = layer::containerdisk_layer(layout, codec, &m.path, &m.name, mtime, &pb)
+                .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
                 image_config(layout, platform, ctx, &[&layer], None)?,
                 vec![layer.descriptor],
@@ -322,7 +324,7 @@ fn package(
             )
         }
         Format::Rootfs => {
-            let layer = layer::tar_layer(layout, compression, |tar| {
+            let layer = layer::tar_layer(layout, codec, |tar| {
                 if m.path.is_dir() {
                     rootfs::append_dir(tar, &m.path, mtime)
                 } else {
@@ -345,7 +347,7 @@ fn package(
         }
         Format::Artifact => {
             let fmt = disk::check(&m.path)?;
-            let blob = layer::artifact_blob(layout, compression, &m.path, &m.name, &fmt, &pb)
+            let blob = layer::artifact_blob(layout, codec, &m.path, &m.name, &fmt, &pb)
                 .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
                 layer::empty_config(layout).map_err(io)?,

@@ -10,6 +10,15 @@
 //! alone, with integer arithmetic (the same on every machine). The number of
 //! threads changes only how fast it goes.
 //!
+//! Every block, and every probe, gets a compressor of its own, created for
+//! it: a compressor carries bytes from one stream to the next. zlib-rs's
+//! `reset` keeps the window's old contents, and at levels 1–8 its 4-byte
+//! hash of the last dictionary positions reads the byte after the
+//! dictionary, which is then the previous stream's; a worker reusing its
+//! compressor emitted different matches depending on which block it had
+//! compressed before, so the bytes depended on the scheduling of blocks to
+//! threads. A new compressor starts from zeroed memory, the same every time.
+//!
 //! Compression runs on worker threads; the caller's thread only hands
 //! blocks over and writes the finished ones, in order, to the inner writer
 //! (where the digest is computed and the blob written), so hashing and I/O
@@ -29,7 +38,7 @@ const DICT: usize = 32 * 1024;
 /// The longest stored deflate block.
 const STORED_MAX: usize = 65_535;
 /// Before a block is compressed, deflate is asked on samples: this many, of this size,
-/// spread over the block, each compressed alone at level 1 …
+/// spread over the block, compressed together at level 1 …
 const SAMPLES: usize = 4;
 const SAMPLE: usize = 2048;
 /// … and when together they do not shrink below this many percent, the
@@ -189,8 +198,6 @@ impl<W: Write + Send + 'static> Write for ParGzip<W> {
 }
 
 fn worker(rx: &Mutex<Receiver<Job>>, level: u32) {
-    let mut c = Compress::new(Compression::new(level), false);
-    let mut probe = Compress::new(Compression::new(1), false);
     loop {
         let job = {
             let Ok(rx) = rx.lock() else { return };
@@ -201,8 +208,8 @@ fn worker(rx: &Mutex<Receiver<Job>>, level: u32) {
         };
         let mut crc = crc32fast::Hasher::new();
         crc.update(&job.data);
-        let bytes = if shrinks(&mut probe, &job.data) {
-            block(&mut c, &job.data, &job.dict, job.last)
+        let bytes = if shrinks(&job.data) {
+            block(level, &job.data, &job.dict, job.last)
         } else {
             Ok(stored(&job.data, job.last))
         };
@@ -218,34 +225,32 @@ fn worker(rx: &Mutex<Receiver<Job>>, level: u32) {
 /// cannot shrink samples of it (random or already-compressed bytes).
 /// Decided from the bytes alone, so the output stays the same on every
 /// machine.
-fn shrinks(probe: &mut Compress, data: &[u8]) -> bool {
+fn shrinks(data: &[u8]) -> bool {
     if data.len() < BLOCK {
         // The last, short block: deflate decides (see `block`).
         return true;
     }
-    // Room for deflate's worst case, so that every sample ends its stream.
-    let mut out = Vec::with_capacity(2 * SAMPLE + 1024);
-    let (mut total_in, mut total_out) = (0u64, 0u64);
+    let mut samples = Vec::with_capacity(SAMPLES * SAMPLE);
     for i in 0..SAMPLES {
         let at = i * (data.len() - SAMPLE) / (SAMPLES - 1);
-        let sample = &data[at..at + SAMPLE];
-        probe.reset();
-        out.clear();
-        if probe
-            .compress_vec(sample, &mut out, FlushCompress::Finish)
-            .is_err()
-        {
-            return true;
-        }
-        total_in += SAMPLE as u64;
-        total_out += out.len() as u64;
+        samples.extend_from_slice(&data[at..at + SAMPLE]);
     }
-    total_out * 100 < total_in * SAMPLE_PERCENT
+    // Room for deflate's worst case, so that the stream ends in one call.
+    let mut out = Vec::with_capacity(2 * samples.len() + 1024);
+    let mut probe = Compress::new(Compression::new(1), false);
+    if probe
+        .compress_vec(&samples, &mut out, FlushCompress::Finish)
+        .is_err()
+    {
+        return true;
+    }
+    (out.len() as u64) * 100 < (samples.len() as u64) * SAMPLE_PERCENT
 }
 
 /// One block's deflate bytes: compressed, or stored when that is not smaller.
-fn block(c: &mut Compress, data: &[u8], dict: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    c.reset();
+fn block(level: u32, data: &[u8], dict: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    // A new compressor for every block (see the module's documentation).
+    let mut c = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -255,16 +260,15 @@ fn block(c: &mut Compress, data: &[u8], dict: &[u8], last: bool) -> io::Result<V
         FlushCompress::Sync
     };
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-    let start = c.total_in();
     loop {
         if out.len() == out.capacity() {
             out.reserve(out.capacity().max(64 * 1024));
         }
-        let consumed = usize::try_from(c.total_in() - start).unwrap_or(usize::MAX);
+        let consumed = usize::try_from(c.total_in()).unwrap_or(usize::MAX);
         let status = c
             .compress_vec(&data[consumed..], &mut out, flush)
             .map_err(io::Error::other)?;
-        let all_in = usize::try_from(c.total_in() - start).unwrap_or(usize::MAX) == data.len();
+        let all_in = usize::try_from(c.total_in()).unwrap_or(usize::MAX) == data.len();
         match status {
             Status::StreamEnd => break,
             // A sync flush is complete when it did not fill the output.

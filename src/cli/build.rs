@@ -4,11 +4,12 @@ use super::{BuildArgs, Format, output, settings};
 use crate::build::{self, Built};
 use crate::catalog;
 use crate::env::Environment;
-use crate::error::{EXIT_FAILED, Result};
+use crate::error::{EXIT_FAILED, Error, Result};
 
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
     let s = settings::Settings::resolve(&args.common, args.release.as_deref(), env, None, None)?;
     let (catalog, ctx) = (&s.catalog, &s.ctx);
+    let threads = env.threads().map_err(Error::Usage)?;
     let identities = s.identities()?;
     let store_dir = catalog.build_store_dir();
     let mut built: Vec<Built> = Vec::new();
@@ -29,6 +30,7 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
             &store_dir,
             build::Options {
                 force: args.force,
+                threads,
                 ..build::Options::default()
             },
         ) {

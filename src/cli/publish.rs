@@ -13,6 +13,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let s =
         settings::Settings::resolve(c, args.release.as_deref(), env, Some(&args.registry), None)?;
     let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
+    let threads = env.threads().map_err(Error::Usage)?;
     let targets = s.targets();
     let identities = s.identities()?;
     let base = catalog.base_dir();
@@ -78,6 +79,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
             build::Options {
                 force: args.force,
                 streams: streams.to_vec(),
+                threads,
             },
         )
         .map(|b| b.tag)

@@ -281,7 +281,7 @@ fn the_encoding_is_pinned() {
     assert_eq!(
         r.canonical,
         format!(
-            r#"{{"compression":"gzip:3","format":"containerdisk","kubernetes":null,"layout":"imagepipe-layout/3","name":"disk","os":{{"distro":"ubuntu","version":"22.04"}},"platforms":[{{"platform":"linux/amd64","source":{{"decompress":null,"kind":"url","name":"disk.qcow2","sha256":"{SHA_A}"}}}}],"recipe":2,"source_date_epoch":null,"variables":null}}"#
+            r#"{{"compression":"gzip:3","format":"containerdisk","kubernetes":null,"layout":"imagepipe-layout/4","name":"disk","os":{{"distro":"ubuntu","version":"22.04"}},"platforms":[{{"platform":"linux/amd64","source":{{"decompress":null,"kind":"url","name":"disk.qcow2","sha256":"{SHA_A}"}}}}],"recipe":2,"source_date_epoch":null,"variables":null}}"#
         )
     );
     assert_eq!(

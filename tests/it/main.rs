@@ -13,6 +13,7 @@ mod cleanup_safety;
 mod cloud;
 mod common;
 mod containerd;
+mod determinism;
 mod docs;
 mod executes_plan;
 mod fault_proxy;
