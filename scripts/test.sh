@@ -17,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing: ${missing[*]}" >&2
+  # Rebuilding the man-page index after the install takes minutes here and
+  # serves nothing in CI.
+  echo 'man-db man-db/auto-update boolean false' | $sudo debconf-set-selections 2>/dev/null || true
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
   # Debian 12's qemu-system-x86 (7.2) needs qemu-utils of the same version:
   # a newer backported qemu-utils is replaced by it.

@@ -118,7 +118,7 @@ fn the_bytes_are_pinned() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let digest = out.stdout.split_whitespace().nth(2).unwrap();
     assert_eq!(
-        digest, "sha256:d3e8f242d3abb87dc74abc87616c945b0443734f38975960678ed7ebb82002b3",
+        digest, "sha256:168a2fca1f594412195a6a47ab33b3065dfa96b2717ef5e23d7c007d1146c51a",
         "the image bytes changed"
     );
 }
