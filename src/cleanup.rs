@@ -232,17 +232,33 @@ pub fn apply(
         let (Some(repo), Some((_, digest))) = (repos.get(*name), state.throwaway.get()) else {
             continue;
         };
-        if let Err(e) = client.delete_manifest(repo, digest) {
-            for a in out.iter_mut().filter(|a| {
+        let deleted = client.delete_manifest(repo, digest);
+        let batched: Vec<usize> = (0..out.len())
+            .filter(|&k| {
+                let a = &out[k];
                 a.repository == *name
                     && a.result == Outcome::Untagged
                     && a.detail.contains("deleted with it")
-            }) {
-                a.result = Outcome::Failed;
-                a.detail = format!(
-                    "the tag points at the throwaway manifest {digest}, which the registry did not delete ({e}): delete that manifest by hand"
-                );
+            })
+            .collect();
+        let checked = crate::pool::map(&batched, DELETE_CONCURRENCY, |&k| {
+            let a = out[k].clone();
+            match &deleted {
+                Err(e) => Applied {
+                    result: Outcome::Failed,
+                    detail: format!(
+                        "the tag points at the throwaway manifest {digest}, which the registry did not delete ({e}): delete that manifest by hand"
+                    ),
+                    ..a
+                },
+                Ok(()) => {
+                    let planned = a.digest.clone();
+                    confirmed(client, repo, a, &[digest, &planned])
+                }
             }
+        });
+        for (k, a) in batched.into_iter().zip(checked) {
+            out[k] = a;
         }
     }
     for a in &out {
@@ -286,9 +302,45 @@ fn delete_one(client: &Client, repo: &Repository, state: &RepoState, i: &Item) -
         }
     }
     match untag(client, repo, state, &i.tag) {
-        Ok(how) => applied(i, Outcome::Untagged, how),
+        // A batched tag is confirmed once the throwaway manifest is deleted.
+        Ok(how) if how.contains("deleted with it") => applied(i, Outcome::Untagged, how),
+        Ok(how) => confirmed(
+            client,
+            repo,
+            applied(i, Outcome::Untagged, how),
+            &[&i.digest],
+        ),
         Err(e) => applied(i, Outcome::Failed, e.to_string()),
     }
+}
+
+/// `a` after reading its tag back: gone, or naming another image (pushed
+/// again since), is removed; still naming one of `removed` means the
+/// registry said yes and did nothing, and the deletion failed.
+fn confirmed(
+    client: &Client,
+    repo: &Repository,
+    mut a: Applied,
+    removed: &[&crate::oci::Digest],
+) -> Applied {
+    match client.head_manifest(repo, &a.tag) {
+        Ok(None) => {}
+        Ok(Some((d, _, _))) if removed.contains(&&d) => {
+            a.result = Outcome::Failed;
+            a.detail = format!(
+                "the registry answered the deletion with success but still serves {} → {d}: the tag was not removed",
+                a.tag
+            );
+        }
+        Ok(Some((d, _, _))) => {
+            a.detail = format!("{}; the tag was pushed again since and names {d}", a.detail);
+        }
+        Err(e) => {
+            a.result = Outcome::Failed;
+            a.detail = format!("{}, but reading the tag back failed: {e}", a.detail);
+        }
+    }
+    a
 }
 
 /// Removes one tag and nothing else: the registry's tag `DELETE` where it

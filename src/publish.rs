@@ -412,8 +412,10 @@ fn copy_one(
         Some(d) if d.digest == top.digest => return Ok((Outcome::Present, top.digest, None)),
         Some(d) if !force => {
             return Err(format!(
-                "the immutable tag {tag} already holds {}, not {}; immutable tags are never overwritten (pass --force to replace it)",
-                d.digest, top.digest
+                "the immutable tag {tag} already holds {}, not {}; immutable tags are never overwritten (pass --force to replace it). If another run pushed it from this recipe, {}",
+                d.digest,
+                top.digest,
+                crate::store::copy::NOT_REPRODUCIBLE
             ));
         }
         _ => {}
@@ -424,7 +426,11 @@ fn copy_one(
         .filter_map(|h| opened.get(h).map(AsRef::as_ref))
         .filter(|s| s.registry_repository().is_some())
         .collect();
-    let copied = copy_image(src.as_ref(), dst.as_ref(), &top, Some(tag), &mount_from)
+    let claim = crate::store::copy::Claim {
+        tag,
+        replace: force,
+    };
+    let copied = copy_image(src.as_ref(), dst.as_ref(), &top, Some(claim), &mount_from)
         .map_err(|e| e.to_string())?;
     tracing::info!(
         "{}:{tag} ← {}: {} blob(s) uploaded ({}), {} mounted, {} present",

@@ -346,7 +346,7 @@ fn package(
             ));
         }
         Format::Artifact => {
-            let fmt = disk::check(&m.path)?;
+            let fmt = disk::check(&m.path)?.format;
             let blob = layer::artifact_blob(layout, codec, &m.path, &m.name, &fmt, &pb)
                 .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (

@@ -77,6 +77,60 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
+/// Reads a blob through, checking it against its descriptor: more bytes
+/// than its size fail at once, and at the end of the stream a short body or
+/// another digest fails, naming the expected digest. Whoever reads to the
+/// end has read exactly the blob (a store serving other bytes under a
+/// digest is an error, never content).
+#[derive(Debug)]
+pub struct VerifyingReader<R> {
+    inner: HashReader<R>,
+    digest: Digest,
+    size: u64,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R, digest: &Digest, size: u64) -> Self {
+        Self {
+            inner: HashReader::new(inner),
+            digest: digest.clone(),
+            size,
+        }
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let bad = |what: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {}: {what}; the store serves other bytes under this digest (corrupt or tampered), nothing of it is used",
+                    self.digest
+                ),
+            )
+        };
+        if self.inner.len > self.size {
+            return Err(bad(format!("more than its {} bytes", self.size)));
+        }
+        if n == 0 && !buf.is_empty() {
+            if self.inner.len != self.size {
+                return Err(bad(format!(
+                    "{} bytes instead of {}",
+                    self.inner.len, self.size
+                )));
+            }
+            let got =
+                Digest::from_hex(&hex(&self.inner.hasher.clone().finalize())).expect("sha256 hex");
+            if got != self.digest {
+                return Err(bad(format!("its bytes hash to {got}")));
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// The sha256 of bytes, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

@@ -31,15 +31,25 @@ impl Copied {
     }
 }
 
+/// An immutable tag to point at a copied image.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    pub tag: &'a str,
+    /// `--force`: replace whatever the tag names.
+    pub replace: bool,
+}
+
 /// Copies the image `top` (and its referrers) from `src` to `dst`, then
-/// points `tag` at it. `mount_from` are other repositories known to hold it.
+/// claims the immutable tag for it ([`claim_tag`]). `mount_from` are other
+/// repositories known to hold it.
 pub fn copy_image(
     src: &dyn Store,
     dst: &dyn Store,
     top: &Descriptor,
-    tag: Option<&str>,
+    claim: Option<Claim<'_>>,
     mount_from: &[&dyn Store],
 ) -> Result<Copied, StoreError> {
+    let tag = claim.map(|c| c.tag);
     let mut copied = Copied::default();
     let bytes = manifest_bytes(src, top)?;
     // The descriptor comes from the bytes, not from what a HEAD said.
@@ -55,9 +65,54 @@ pub fn copy_image(
         copied.add(&copy_tree(src, dst, &r, &rbytes, mount_from)?);
         dst.put_referrer(&top.digest, &r, &rbytes)?;
     }
-    let reference = tag.map_or_else(|| top.digest.to_string(), str::to_owned);
-    dst.put_manifest(&reference, top, &bytes)?;
+    match claim {
+        Some(c) => claim_tag(dst, c, top, &bytes)?,
+        None => dst.put_manifest(&top.digest.to_string(), top, &bytes)?,
+    }
     Ok(copied)
+}
+
+/// What two digests under one immutable tag mean, and the fix.
+pub const NOT_REPRODUCIBLE: &str = "two runs built one recipe into different bytes: the builder is not bit-reproducible; serialize publishing (a CI concurrency group, see docs/ci.md) or make the build reproducible";
+
+/// Points the immutable tag at `top`. Another run may have taken the tag
+/// while this one uploaded: it is checked again right before the write, and
+/// read back right after (of two runs writing it at once, the last write
+/// stays, and the other run must know). A tag that names other bytes is
+/// left as it is: the error says both digests.
+pub fn claim_tag(
+    dst: &dyn Store,
+    claim: Claim<'_>,
+    top: &Descriptor,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let tag = claim.tag;
+    let not_reproducible = NOT_REPRODUCIBLE;
+    match dst.resolve(tag)? {
+        Some(d) if d.digest == top.digest => return Ok(()),
+        Some(d) if !claim.replace => {
+            return Err(StoreError::invalid(
+                dst,
+                format!(
+                    "the immutable tag {tag} was pushed by another run while this one uploaded: it names {}, this run built {}; it is left as it is ({not_reproducible})",
+                    d.digest, top.digest
+                ),
+            ));
+        }
+        _ => {}
+    }
+    dst.put_manifest(tag, top, bytes)?;
+    match dst.resolve(tag)? {
+        Some(d) if d.digest == top.digest => Ok(()),
+        found => Err(StoreError::invalid(
+            dst,
+            format!(
+                "the immutable tag {tag} names {} right after this run wrote {} to it: another run wrote it at the same moment, and its write is the one that stays (left as it is; {not_reproducible})",
+                found.map_or_else(|| "nothing".to_owned(), |d| d.digest.to_string()),
+                top.digest
+            ),
+        )),
+    }
 }
 
 fn manifest_bytes(src: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>, StoreError> {

@@ -59,10 +59,22 @@ pub fn extract(
         .and_then(|l| l.first())
         .and_then(|l| serde_json::from_value(l.clone()).ok())
         .ok_or("the manifest has no layer")?;
-    let blob = store.open_blob(&layer, 0).map_err(|e| e.to_string())?;
+    // Hashed while it is read, and read to its end below: a store serving
+    // other bytes under the layer's digest fails, and nothing boots.
+    let blob = crate::oci::hash::VerifyingReader::new(
+        store.open_blob(&layer, 0).map_err(|e| e.to_string())?,
+        &layer.digest,
+        layer.size,
+    );
     let reader = decompress(&layer.media_type, Box::new(blob)).map_err(|e| e.to_string())?;
     let out = dir.join("disk");
-    let io_err = |e: io::Error| format!("extracting the disk into {}: {e}", out.display());
+    let io_err = |e: io::Error| {
+        format!(
+            "extracting the disk of layer {} into {}: {e}",
+            layer.digest,
+            out.display()
+        )
+    };
     if layer
         .media_type
         .starts_with("application/vnd.imagepipe.disk.")
@@ -70,6 +82,7 @@ pub fn extract(
         let mut reader = reader;
         let mut f = std::fs::File::create(&out).map_err(io_err)?;
         io::copy(&mut reader, &mut f).map_err(io_err)?;
+        drain(reader).map_err(io_err)?;
         return Ok(out);
     }
     let mut archive = tar::Archive::new(reader);
@@ -85,8 +98,15 @@ pub fn extract(
         {
             let mut f = std::fs::File::create(&out).map_err(io_err)?;
             io::copy(&mut entry, &mut f).map_err(io_err)?;
+            drop(entry);
+            drain(archive.into_inner()).map_err(io_err)?;
             return Ok(out);
         }
     }
     Err("the layer holds no file under disk/ (not a containerDisk)".into())
+}
+
+/// Reads the rest of a layer, so that its digest is checked.
+fn drain(mut r: impl Read) -> io::Result<()> {
+    io::copy(&mut r, &mut io::sink()).map(|_| ())
 }

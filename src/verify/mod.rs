@@ -146,7 +146,8 @@ pub fn run(job: &Job<'_>) -> Outcome {
 fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
     let manifest = disk::amd64_manifest(job.store, job.top)?;
     let disk = disk::extract(job.store, &manifest, job.work)?;
-    let format = crate::build::disk::check(&disk).map_err(|e| e.to_string())?;
+    // Checked again here: the store's bytes, not the build's, are booted.
+    let checked = crate::build::disk::check(&disk).map_err(|e| e.to_string())?;
     let nonce = nonce();
     let runs: Vec<String> = job.settings.checks.iter().map(|c| c.run.clone()).collect();
     let seed_dir = job.work.join("seed");
@@ -175,7 +176,8 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
         outcome.accel = Some(accel);
         let b = qemu::Boot {
             disk: &disk,
-            disk_format: &format,
+            disk_format: &checked.format,
+            disk_size: checked.virtual_size,
             seed: &iso,
             dir: job.work,
             serial: &job.serial_log,

@@ -63,6 +63,8 @@ const OVMF_CODE: &[&str] = &[
 pub struct Boot<'a> {
     pub disk: &'a Path,
     pub disk_format: &'a str,
+    /// The disk's virtual size (the overlay's).
+    pub disk_size: u64,
     pub seed: &'a Path,
     pub dir: &'a Path,
     pub serial: &'a Path,
@@ -146,14 +148,56 @@ fn ovmf(dir: &Path) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+/// The guest's disk as one `-blockdev` in JSON: the overlay over the disk,
+/// both through the `file` driver (a name is only a name, never a protocol
+/// or a `json:` description), and the disk with no backing file of its own
+/// (`"backing": null`), so that QEMU cannot follow a reference inside it
+/// even if one got past [`crate::build::disk::check`].
+fn blockdev(overlay: &Path, disk: &Path, disk_format: &str) -> Result<String, String> {
+    let file = |p: &Path| -> Result<serde_json::Value, String> {
+        let p = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let name = p
+            .to_str()
+            .ok_or_else(|| format!("{}: not a UTF-8 path", p.display()))?;
+        Ok(serde_json::json!({ "driver": "file", "filename": name }))
+    };
+    let mut base = serde_json::json!({
+        "driver": disk_format,
+        "read-only": true,
+        "file": file(disk)?,
+    });
+    if disk_format == "qcow2" {
+        base["backing"] = serde_json::Value::Null;
+    }
+    Ok(serde_json::json!({
+        "driver": "qcow2",
+        "node-name": "root",
+        "file": file(overlay)?,
+        "backing": base,
+    })
+    .to_string())
+}
+
 /// Creates the overlay; returns its path.
 fn overlay(b: &Boot<'_>) -> Result<PathBuf, String> {
     let overlay = b.dir.join(format!("overlay-{}.qcow2", b.accel.as_str()));
     let _ = std::fs::remove_file(&overlay);
+    // `-u` with the size: qemu-img does not open the disk (nor anything it
+    // might name).
     let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", b.disk_format, "-b"])
-        .arg(b.disk)
+        .args([
+            "create",
+            "-q",
+            "-u",
+            "-f",
+            "qcow2",
+            "-F",
+            b.disk_format,
+            "-b",
+        ])
+        .arg(std::path::absolute(b.disk).map_err(|e| e.to_string())?)
         .arg(&overlay)
+        .arg(b.disk_size.to_string())
         .output()
         .map_err(|e| format!("qemu-img (install qemu-utils): {e}"))?;
     if !out.status.success() {
@@ -180,10 +224,8 @@ pub fn boot(b: &Boot<'_>, done: impl Fn(&str) -> bool) -> Result<Ended, String> 
     cmd.args(["-m", &b.memory_mib.to_string(), "-smp", "2"])
         .args(["-display", "none", "-no-reboot", "-nic", "none"])
         .args(["-serial", &format!("file:{}", b.serial.display())])
-        .args([
-            "-drive",
-            &format!("file={},if=virtio,format=qcow2", overlay.display()),
-        ])
+        .args(["-blockdev", &blockdev(&overlay, b.disk, b.disk_format)?])
+        .args(["-device", "virtio-blk-pci,drive=root"])
         .args([
             "-drive",
             &format!("file={},media=cdrom,readonly=on", b.seed.display()),
@@ -243,5 +285,92 @@ pub fn boot(b: &Boot<'_>, done: impl Fn(&str) -> bool) -> Result<Ended, String> 
         if started.elapsed() >= b.timeout {
             return Ok(Ended::Timeout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first 16 bytes the guest reads from `blockdev`, as real QEMU
+    /// (no machine, its monitor's `qemu-io`) opens it.
+    fn guest_reads(blockdev: &str) -> String {
+        use std::io::Write;
+        let mut qemu = Command::new("qemu-system-x86_64")
+            .args(["-machine", "none", "-nodefaults", "-display", "none"])
+            .args(["-blockdev", blockdev, "-monitor", "stdio"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-system-x86_64 (scripts/test.sh installs it)");
+        qemu.stdin
+            .take()
+            .unwrap()
+            .write_all(b"qemu-io root \"read -v 0 16\"\nquit\n")
+            .unwrap();
+        let out = qemu.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("00000000:"))
+            .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+            .to_owned()
+    }
+
+    #[test]
+    fn qemu_cannot_follow_a_backing_file_inside_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host.raw");
+        let mut secret = b"HOST-SECRET-DATA".to_vec();
+        secret.resize(65_536, 0);
+        std::fs::write(&host, &secret).unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        let overlay = dir.path().join("overlay.qcow2");
+        let qemu_img = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("qemu-img").args(args).output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+        };
+        qemu_img(&[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "raw".as_ref(),
+            "-b".as_ref(),
+            host.as_os_str(),
+            disk.as_os_str(),
+            "64K".as_ref(),
+        ]);
+        qemu_img(&[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-u".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            disk.as_os_str(),
+            overlay.as_os_str(),
+            "65536".as_ref(),
+        ]);
+        let ours = blockdev(&overlay, &disk, "qcow2").unwrap();
+        assert!(
+            guest_reads(&ours).contains("00 00 00 00 00 00 00 00"),
+            "{ours}"
+        );
+        // Without `"backing": null` QEMU follows the disk's own reference:
+        // what the test would see if imagepipe did not stop it.
+        let followed = serde_json::json!({
+            "driver": "qcow2",
+            "node-name": "root",
+            "file": { "driver": "file", "filename": overlay },
+        })
+        .to_string();
+        assert!(
+            guest_reads(&followed).contains("48 4f 53 54"),
+            "the control did not read the host file"
+        );
     }
 }

@@ -309,7 +309,7 @@ fn listings_that_repeat_a_page_or_hide_a_tag_cannot_lose_an_image() {
         path: "/tags/list",
         status: 200,
         headers: "Link: </v2/ci/disk/tags/list?n=2&last=x>; rel=\"next\"\r\n".into(),
-        body: page(&all[..2]),
+        body: page(&all[..2]).into_bytes(),
         times: 5,
         authorized: false,
     }]);
@@ -333,7 +333,7 @@ fn listings_that_repeat_a_page_or_hide_a_tag_cannot_lose_an_image() {
         path: "/tags/list",
         status: 200,
         headers: String::new(),
-        body: page(&shown),
+        body: page(&shown).into_bytes(),
         times: 1,
         authorized: false,
     }]);
@@ -479,4 +479,57 @@ fn clones_that_may_hide_references_fail_closed() {
     for (tag, _) in &v {
         assert!(exists(&reg.addr, tag));
     }
+}
+
+#[test]
+fn a_registry_that_says_deleted_and_keeps_the_tag_is_a_failure() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, "  keep_last: 1\n  max_delete: 20\n"));
+    let v: Vec<(String, String)> = (1..=3)
+        .map(|n| publish_version(&ws, n, OLD + i64::from(n)))
+        .collect();
+    // Every tag DELETE answered 202 Accepted, and nothing deleted.
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        vec![Fault::Respond {
+            method: "DELETE",
+            path: "/manifests/disk-",
+            status: 202,
+            headers: String::new(),
+            body: Vec::new(),
+            times: 100,
+            authorized: false,
+        }],
+    );
+    let w = Workspace::with_catalog(&catalog(&proxy.addr, "  keep_last: 1\n  max_delete: 20\n"));
+    let (code, out, stderr) = cleanup(&w, &["--apply"]);
+    assert_eq!(code, 1, "{stderr}");
+    let applied: Vec<&Value> = out["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["tag"].as_str().unwrap().starts_with("disk-"))
+        .collect();
+    assert_eq!(applied.len(), 2, "{out}");
+    for a in applied {
+        assert_eq!(a["result"], "failed", "{a}");
+        assert!(
+            a["detail"].as_str().unwrap().contains("still serves"),
+            "{a}"
+        );
+    }
+    for (tag, _) in &v {
+        assert!(exists(&reg.addr, tag), "{tag} is gone");
+    }
+    // The registry itself (tag DELETE unsupported: the throwaway-manifest
+    // way) removes them, confirmed.
+    let (code, out, stderr) = cleanup(&ws, &["--apply"]);
+    assert_eq!(code, 0, "{stderr}");
+    for a in out["applied"].as_array().unwrap() {
+        if a["tag"].as_str().unwrap().starts_with("disk-") {
+            assert_eq!(a["result"], "untagged", "{a}");
+        }
+    }
+    assert!(!exists(&reg.addr, &v[0].0) && !exists(&reg.addr, &v[1].0));
+    assert!(exists(&reg.addr, &v[2].0));
 }

@@ -26,7 +26,7 @@ pub enum Fault {
         path: &'static str,
         status: u16,
         headers: String,
-        body: String,
+        body: Vec<u8>,
         times: usize,
         /// Only requests that carry `Authorization` (once the client has logged in).
         authorized: bool,
@@ -41,6 +41,38 @@ pub enum Fault {
         bytes: usize,
         times: usize,
     },
+    /// For the first matching request, run `hook` before forwarding it
+    /// (`after: false`), or after the registry answered and before the
+    /// answer is passed on (`after: true`).
+    Hook {
+        method: &'static str,
+        path: &'static str,
+        after: bool,
+        hook: Hook,
+    },
+}
+
+/// A function a [`Fault::Hook`] runs once: another runner acting at the
+/// moment that matters.
+#[derive(Clone)]
+pub struct Hook(Arc<Mutex<Option<Run>>>);
+
+type Run = Box<dyn FnOnce() + Send>;
+
+impl Hook {
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        Self(Arc::new(Mutex::new(Some(Box::new(f)))))
+    }
+
+    fn take(&self) -> Option<Run> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// A bearer-token front: the proxy plays the registry's token server.
@@ -178,10 +210,26 @@ fn serve(
         return done;
     }
     let mut reset_after = None;
+    let (mut before, mut after) = (None, None);
     {
         let mut fs = faults.lock().unwrap();
         for f in fs.iter_mut() {
             match f {
+                Fault::Hook {
+                    method: m,
+                    path: p,
+                    after: a,
+                    hook,
+                } if *m == method && path.contains(*p) => {
+                    if let Some(run) = hook.take() {
+                        injected.fetch_add(1, Ordering::SeqCst);
+                        if *a {
+                            after = Some(run);
+                        } else {
+                            before = Some(run);
+                        }
+                    }
+                }
                 Fault::Status {
                     method: m,
                     path: p,
@@ -216,11 +264,12 @@ fn serve(
                     let mut c = client;
                     c.write_all(
                         format!(
-                            "HTTP/1.1 {status} Injected\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            "HTTP/1.1 {status} Injected\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         )
                         .as_bytes(),
                     )?;
+                    c.write_all(body)?;
                     return c.shutdown(Shutdown::Both);
                 }
                 Fault::ResetAfter {
@@ -251,8 +300,8 @@ fn serve(
     if reset_after == Some(0) {
         return client.shutdown(Shutdown::Both);
     }
-    if reset_after == Some(0) {
-        return client.shutdown(Shutdown::Both);
+    if let Some(run) = before {
+        run();
     }
     let mut up = TcpStream::connect(upstream)?;
     up.write_all(head.as_bytes())?;
@@ -285,6 +334,13 @@ fn serve(
     }
     // Response: relay until the registry closes.
     let mut c = client;
+    if let Some(run) = after {
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer)?;
+        run();
+        c.write_all(&answer)?;
+        return c.shutdown(Shutdown::Both);
+    }
     std::io::copy(&mut up, &mut c)?;
     c.shutdown(Shutdown::Both)
 }

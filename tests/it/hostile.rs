@@ -75,7 +75,7 @@ fn credentials_never_follow_a_location_or_link_to_another_host() {
                     "Location: http://{}/v2/ci/disk/blobs/uploads/x\r\n",
                     witness.addr
                 ),
-                body: String::new(),
+                body: Vec::new(),
                 times: 50,
                 authorized: true,
             },

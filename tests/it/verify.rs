@@ -448,3 +448,198 @@ fn release_notes_say_which_references_booted() {
         out.stdout
     );
 }
+
+/// The local store's manifest under `tag`, and the layout's path.
+fn stored_manifest(ws: &Workspace, tag: &str) -> (PathBuf, Value, Value) {
+    let layout = ws.path().join(".imagepipe/store/vm");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    let manifest = serde_json::from_slice(&blob(&layout, &entry["digest"])).unwrap();
+    (layout, index, manifest)
+}
+
+fn blob(layout: &Path, digest: &Value) -> Vec<u8> {
+    let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+    std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+}
+
+fn put_blob(layout: &Path, bytes: &[u8]) -> Value {
+    let hex = crate::common::sha256_hex(bytes);
+    std::fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+    Value::String(format!("sha256:{hex}"))
+}
+
+/// Replaces the disk under `tag` in the local store with `disk`, as a
+/// tampered store (or another tool) would: a new uncompressed layer, config
+/// and manifest, the tag moved to them. No imagepipe check sees this disk.
+fn swap_disk(ws: &Workspace, tag: &str, disk: &[u8]) {
+    let (layout, mut index, mut manifest) = stored_manifest(ws, tag);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(disk.len() as u64);
+    h.set_mode(0o440);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, "disk/vm.qcow2", disk).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let layer_digest = put_blob(&layout, &layer);
+    let mut config: Value =
+        serde_json::from_slice(&blob(&layout, &manifest["config"]["digest"])).unwrap();
+    config["rootfs"]["diff_ids"] = serde_json::json!([layer_digest]);
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put_blob(&layout, &config);
+    manifest["config"]["size"] = config.len().into();
+    manifest["layers"] = serde_json::json!([{
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": layer_digest,
+        "size": layer.len(),
+    }]);
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let digest = put_blob(&layout, &manifest);
+    for m in index["manifests"].as_array_mut().unwrap() {
+        if m["annotations"]["org.opencontainers.image.ref.name"] == tag {
+            m["digest"] = digest.clone();
+            m["size"] = manifest.len().into();
+        }
+    }
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+}
+
+/// Referrers (provenance, verification results) in the local store.
+fn recorded(ws: &Workspace) -> usize {
+    std::fs::read_to_string(ws.path().join(".imagepipe/store/vm/index.json"))
+        .unwrap_or_default()
+        .matches("io.imagepipe.subject")
+        .count()
+}
+
+/// `verify` failed, said `wanted`, and booted nothing.
+fn refused_before_boot(ws: &Workspace, out: &crate::common::Output, wanted: &[&str]) {
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    for w in wanted {
+        assert!(all.contains(w), "no `{w}` in: {all}");
+    }
+    let pids = std::fs::read_to_string(ws.path().join("qemu.pids")).unwrap_or_default();
+    assert!(pids.trim().is_empty(), "QEMU started: {pids}");
+}
+
+/// A workspace whose local store holds a built `vm`, and its immutable tag.
+fn built_vm(reg: &Registry) -> (Workspace, String) {
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, CHECKS));
+    qcow2(&ws, "vm.qcow2", "4M");
+    let built = cmd(&ws, "pass", &["build"]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    let tag = built.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    (ws, tag)
+}
+
+#[test]
+fn verify_refuses_a_stored_disk_that_names_a_host_file() {
+    let reg = Registry::start();
+    let (ws, tag) = built_vm(&reg);
+    let secret = ws.write("host/secret.raw", vec![b's'; 65_536]);
+    sh(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            secret.to_str().unwrap(),
+            "-F",
+            "raw",
+            "evil.qcow2",
+            "64K",
+        ],
+        ws.path(),
+    );
+    swap_disk(
+        &ws,
+        &tag,
+        &std::fs::read(ws.path().join("evil.qcow2")).unwrap(),
+    );
+    let before = recorded(&ws);
+    let out = cmd(&ws, "pass", &["verify"]);
+    refused_before_boot(
+        &ws,
+        &out,
+        &[
+            "refers outside itself",
+            "backing_file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(recorded(&ws), before, "a result was recorded");
+}
+
+#[test]
+fn verify_boots_nothing_a_store_serves_under_another_digest() {
+    let reg = Registry::start();
+    let (ws, tag) = built_vm(&reg);
+    let (layout, _, manifest) = stored_manifest(&ws, &tag);
+    let layer = manifest["layers"][0]["digest"].clone();
+    let layer_hex = layer
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let genuine = blob(&layout, &layer);
+    // Another image's layer, of another disk.
+    let other = Workspace::with_catalog(&catalog(&reg.addr, CHECKS));
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "vm.qcow2", "8M"],
+        other.path(),
+    );
+    let other_built = cmd(&other, "pass", &["build"]);
+    assert_eq!(other_built.code, 0, "{}", other_built.stderr);
+    let other_tag = other_built.stdout.split_whitespace().nth(1).unwrap();
+    let (other_layout, _, other_manifest) = stored_manifest(&other, other_tag);
+    let forged = blob(&other_layout, &other_manifest["layers"][0]["digest"]);
+    assert_ne!(forged, genuine);
+
+    // From a registry that serves the other layer under this layer's digest.
+    assert_eq!(cmd(&ws, "pass", &["publish"]).code, 0);
+    let proxy = crate::fault_proxy::FaultProxy::start(
+        &reg.addr,
+        vec![crate::fault_proxy::Fault::Respond {
+            method: "GET",
+            path: Box::leak(format!("/blobs/sha256:{layer_hex}").into_boxed_str()),
+            status: 200,
+            headers: String::new(),
+            body: forged.clone(),
+            times: 100,
+            authorized: false,
+        }],
+    );
+    let proxied = Workspace::with_catalog(&catalog(&proxy.addr, CHECKS));
+    std::fs::copy(ws.path().join("vm.qcow2"), proxied.path().join("vm.qcow2")).unwrap();
+    let tags = registry_tags(&reg);
+    let out = cmd(&proxied, "pass", &["verify", "--from", "ci"]);
+    refused_before_boot(&proxied, &out, &[layer.as_str().unwrap(), "other bytes"]);
+    assert!(proxy.injected.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(registry_tags(&reg), tags, "a result was recorded");
+
+    // From the local store, whose blob file holds the other layer.
+    let path = layout.join("blobs/sha256").join(&layer_hex);
+    std::fs::write(&path, &forged).unwrap();
+    let before = recorded(&ws);
+    let out = cmd(&ws, "pass", &["verify"]);
+    refused_before_boot(&ws, &out, &[layer.as_str().unwrap(), "other bytes"]);
+    // Same length, one byte changed: the digest, not the size, says so.
+    let mut flipped = genuine.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    std::fs::write(&path, &flipped).unwrap();
+    let out = cmd(&ws, "pass", &["verify"]);
+    refused_before_boot(&ws, &out, &[layer.as_str().unwrap()]);
+    assert_eq!(recorded(&ws), before, "a result was recorded");
+}
