@@ -8,7 +8,7 @@ use std::path::Path;
 use indicatif::ProgressBar;
 
 use super::compress::{Codec, Encoder, layer_media_type, suffix};
-use crate::oci::hash::HashWriter;
+use crate::oci::hash::{HashReader, HashWriter};
 use crate::oci::{Descriptor, Digest, annotation, media};
 use crate::store::layout::{BlobWriter, Layout};
 
@@ -51,16 +51,75 @@ pub fn tar_layer(
     })
 }
 
+/// A disk file as it is packaged: exactly the `size` bytes the tar header
+/// and the descriptor were given, and, where the recipe recorded them, the
+/// bytes the recipe was computed from. A file that shrinks (or changes)
+/// while it is read fails the build at its end, before anything is tagged.
+struct Exactly<R> {
+    inner: HashReader<R>,
+    size: u64,
+    recorded: Option<Digest>,
+    path: std::path::PathBuf,
+}
+
+impl<R: Read> Read for Exactly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        let (digest, len) = self.inner.snapshot();
+        let p = self.path.display();
+        if len != self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{p} changed while it was packaged: it ended after {len} of its {} bytes (is a process still writing it? let it finish, or copy the file first)",
+                    self.size
+                ),
+            ));
+        }
+        if let Some(recorded) = &self.recorded
+            && digest != *recorded
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{p} changed while it was packaged: its bytes hash to {digest}, the recipe was computed from {recorded} (is a process writing it? run again once it is stable)"
+                ),
+            ));
+        }
+        Ok(0)
+    }
+}
+
+/// `file` (of `size` bytes at `path`) read exactly, checked against `recorded`.
+fn exactly(
+    file: File,
+    size: u64,
+    recorded: Option<&Digest>,
+    path: &Path,
+) -> Exactly<io::Take<File>> {
+    Exactly {
+        inner: HashReader::new(file.take(size)),
+        size,
+        recorded: recorded.cloned(),
+        path: path.to_path_buf(),
+    }
+}
+
 /// Ownership and mode of a KubeVirt containerDisk: the `qemu` user (107).
 pub const CONTAINERDISK_UID: u64 = 107;
 pub const CONTAINERDISK_DIR_MODE: u32 = 0o555;
 pub const CONTAINERDISK_FILE_MODE: u32 = 0o440;
 
-/// The containerDisk layer: `disk/` and `disk/<name>`, 107:107, fixed modes and time.
+/// The containerDisk layer: `disk/` and `disk/<name>`, 107:107, fixed modes
+/// and time. `recorded`: the sha256 the recipe has for the disk, if any.
 pub fn containerdisk_layer(
     layout: &Layout,
     codec: Codec,
     disk: &Path,
+    recorded: Option<&Digest>,
     name: &str,
     mtime: u64,
     progress: &ProgressBar,
@@ -84,7 +143,10 @@ pub fn containerdisk_layer(
             mtime,
             size,
         );
-        let reader = BufReader::with_capacity(IO_BUFFER, progress.wrap_read(file.take(size)));
+        let reader = BufReader::with_capacity(
+            IO_BUFFER,
+            progress.wrap_read(exactly(file, size, recorded, disk)),
+        );
         tar.append_data(&mut h, format!("disk/{name}"), reader)
     })
 }
@@ -106,15 +168,20 @@ pub fn artifact_blob(
     layout: &Layout,
     codec: Codec,
     disk: &Path,
+    recorded: Option<&Digest>,
     name: &str,
     disk_format: &str,
     progress: &ProgressBar,
 ) -> io::Result<Descriptor> {
     let file = File::open(disk)?;
-    progress.set_length(file.metadata()?.len());
+    let size = file.metadata()?.len();
+    progress.set_length(size);
     let mut encoder = codec.encoder(layout.blob_writer()?)?;
     io::copy(
-        &mut BufReader::with_capacity(IO_BUFFER, progress.wrap_read(file)),
+        &mut BufReader::with_capacity(
+            IO_BUFFER,
+            progress.wrap_read(exactly(file, size, recorded, disk)),
+        ),
         &mut encoder,
     )?;
     let (digest, size) = encoder.finish()?.commit(None)?;

@@ -115,7 +115,17 @@ fn build_inner(
             .map_err(io(store))?
             .mirrored(opts.streams.clone());
         let codec = Codec::new(image.compression(&catalog.defaults), opts.threads);
-        let desc = package(&layout, codec, image, id, ctx, &ps.platform, &material)?;
+        let recorded = recorded_disk_sha(id, &ps.platform, &material);
+        let desc = package(
+            &layout,
+            codec,
+            recorded.as_ref(),
+            image,
+            id,
+            ctx,
+            &ps.platform,
+            &material,
+        )?;
         manifests.push(desc);
     }
     let layout = Layout::create(&store.join(name)).map_err(io(store))?;
@@ -292,10 +302,29 @@ fn provenance(
     a
 }
 
+/// The sha256 the recipe was computed from for the disk file that is
+/// packaged as it is: a `file` source that is a file, or a download kept as
+/// downloaded. Packaging checks the bytes it reads against it.
+fn recorded_disk_sha(id: &Identity, platform: &Platform, m: &Material) -> Option<Digest> {
+    let recipe: serde_json::Value = serde_json::from_str(&id.recipe.canonical).ok()?;
+    let source = &recipe["platforms"]
+        .as_array()?
+        .iter()
+        .find(|p| p["platform"] == platform.to_string())?["source"];
+    let sha = match source["kind"].as_str()? {
+        "file" if source["entry"] == "file" => source["sha256"].as_str()?,
+        "url" if source["decompress"].is_null() => m.source_sha256.as_deref()?,
+        _ => return None,
+    };
+    Digest::from_hex(sha).ok()
+}
+
 /// Packages one platform's material as a manifest in the layout.
+#[allow(clippy::too_many_arguments)]
 fn package(
     layout: &Layout,
     codec: Codec,
+    recorded: Option<&Digest>,
     image: &Image,
     id: &Identity,
     ctx: &RunContext,
@@ -315,8 +344,9 @@ fn package(
                 )));
             }
             disk::check(&m.path)?;
-            let layer = layer::containerdisk_layer(layout, codec, &m.path, &m.name, mtime, &pb)
-                .map_err(|e| BuildErrorKind::io(&m.path, e))?;
+            let layer =
+                layer::containerdisk_layer(layout, codec, &m.path, recorded, &m.name, mtime, &pb)
+                    .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
                 image_config(layout, platform, ctx, &[&layer], None)?,
                 vec![layer.descriptor],
@@ -347,7 +377,7 @@ fn package(
         }
         Format::Artifact => {
             let fmt = disk::check(&m.path)?.format;
-            let blob = layer::artifact_blob(layout, codec, &m.path, &m.name, &fmt, &pb)
+            let blob = layer::artifact_blob(layout, codec, &m.path, recorded, &m.name, &fmt, &pb)
                 .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
                 layer::empty_config(layout).map_err(io)?,

@@ -61,8 +61,13 @@ impl<R: Read> HashReader<R> {
     }
 
     pub fn finish(self) -> (Digest, u64) {
+        self.snapshot()
+    }
+
+    /// The digest and size of what was read so far.
+    pub fn snapshot(&self) -> (Digest, u64) {
         (
-            Digest::from_hex(&hex(&self.hasher.finalize())).expect("sha256 hex"),
+            Digest::from_hex(&hex(&self.hasher.clone().finalize())).expect("sha256 hex"),
             self.len,
         )
     }

@@ -94,3 +94,124 @@ fn a_disk_that_names_a_host_file_is_refused_at_build() {
     let out = run(c);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// 64 MiB of text in words: compressible, slow to compress at gzip:9.
+fn words(n: usize) -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "kubeadm ",
+        "init ",
+        "--config ",
+        "/etc/kubernetes ",
+        "containerd ",
+        "runc\n",
+        "node ",
+        "image ",
+        "ubuntu ",
+        "debian ",
+        "cluster ",
+        "api ",
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(n + 32);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % 12) as usize].as_bytes());
+        if x.is_multiple_of(7) {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+/// Starts `build`, waits until the disk is being packaged (compressed bytes
+/// in a temporary blob of the store), runs `change`, and returns the
+/// build's result.
+fn change_while_packaging(ws: &Workspace, change: impl FnOnce()) -> crate::common::Output {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"));
+    let child = c
+        .args(["build", "-q"])
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", ws.path())
+        .env("IMAGEPIPE_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = ws.path().join(".imagepipe/store/vm/.imagepipe-tmp");
+    let started = std::time::Instant::now();
+    let writing = || {
+        std::fs::read_dir(&tmp)
+            .is_ok_and(|d| d.flatten().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)))
+    };
+    while !writing() {
+        assert!(started.elapsed().as_secs() < 60, "packaging never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    change();
+    let out = child.wait_with_output().unwrap();
+    crate::common::Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_disk_that_changes_while_it_is_packaged_is_not_tagged() {
+    let ws = Workspace::with_catalog(&catalog("disk.raw", "containerdisk").replace(
+        "    format: containerdisk\n",
+        "    format: containerdisk\n    compression: \"gzip:9\"\n",
+    ));
+    let disk = ws.write("disk.raw", words(64 << 20));
+    // Truncated: the tar header already says 64 MiB.
+    let out = change_while_packaging(&ws, || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .unwrap()
+            .set_len(4 << 20)
+            .unwrap();
+    });
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("changed while it was packaged") && out.stderr.contains("67108864"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    let index = ws.path().join(".imagepipe/store/vm/index.json");
+    assert!(
+        !std::fs::read_to_string(&index)
+            .unwrap_or_default()
+            .contains("ref.name")
+    );
+
+    // Same size, other bytes further on: not what the recipe was computed from.
+    ws.write("disk.raw", words(64 << 20));
+    let out = change_while_packaging(&ws, || {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.seek(std::io::SeekFrom::Start(48 << 20)).unwrap();
+        f.write_all(b"another block of the disk").unwrap();
+    });
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("the recipe was computed from sha256:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !std::fs::read_to_string(&index)
+            .unwrap_or_default()
+            .contains("ref.name")
+    );
+    // Left alone, the same file builds.
+    let mut c = ws.cmd();
+    c.arg("build");
+    assert_eq!(run(c).code, 0);
+}
