@@ -74,6 +74,20 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         }
     };
 
+    // The immutable tag each image builds now is never expired (a revert
+    // brings an old recipe back, and `latest` with it).
+    let current = |name: &str| -> Option<String> {
+        match settings::identities(catalog, &[name.to_owned()], &s.ctx) {
+            Ok(ids) => ids.into_iter().find_map(|(_, id)| id.tag),
+            Err(e) => {
+                tracing::warn!(
+                    "{name}: cannot tell which tag the catalog builds now ({e}); its tags are judged by the other rules"
+                );
+                None
+            }
+        }
+    };
+
     // Registry state, per managed repository.
     let mut repos = Vec::new();
     let mut clients: BTreeMap<String, Repository> = BTreeMap::new();
@@ -82,6 +96,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         .iter()
         .filter(|i| names.is_empty() || names.contains(&i.name.value))
     {
+        let now_built = current(&image.name.value);
         for t in targets.iter().filter(|t| image.goes_to(t)) {
             if !matches!(t.kind, TargetKind::Registry { .. }) {
                 continue;
@@ -105,6 +120,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 path: r.path.clone(),
                 image: image.name.value.clone(),
                 templates,
+                current: now_built.clone(),
                 tags: cleanup::list(client, &r),
             });
             clients.insert(r.to_string(), r);

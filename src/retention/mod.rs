@@ -48,6 +48,8 @@ pub struct Repo {
     /// Matchers of the image's tag templates: a tag is ours to judge only if
     /// one of them matches it exactly (and our annotation is on its manifest).
     pub templates: Vec<regex::Regex>,
+    /// The immutable tag the catalog builds now for this image, if it has one.
+    pub current: Option<String>,
     pub tags: Result<Vec<TagInfo>, String>,
 }
 
@@ -166,6 +168,22 @@ fn plan_repo(
         )
         .map(|(_, d)| *d)
         .collect();
+    // Mutable tags (`latest`, series tags: the templates after the first)
+    // are pointers imagepipe moves, never expired; the images they and
+    // protected tags name keep their immutable tags, even when older than
+    // `keep_last` allows (a revert moves `latest` back to an old image).
+    let mutable = |t: &TagInfo| {
+        managed(t)
+            && !repo.templates.first().is_some_and(|m| m.is_match(&t.tag))
+            && repo.templates.iter().skip(1).any(|m| m.is_match(&t.tag))
+    };
+    let pointer =
+        |t: &TagInfo| t.subject.is_none() && (mutable(t) || rules.protect.is_match(&t.tag));
+    let pointed: HashSet<&Digest> = tags
+        .iter()
+        .filter(|t| pointer(t))
+        .map(|t| &t.digest)
+        .collect();
     let mut items: Vec<Item> = tags
         .iter()
         .map(|t| {
@@ -177,6 +195,15 @@ fn plan_repo(
             }
             if rules.protect.is_match(&t.tag) {
                 reasons.push("protected".to_owned());
+            }
+            if mutable(t) {
+                reasons.push("mutable".to_owned());
+            }
+            if t.subject.is_none() && repo.current.as_deref() == Some(t.tag.as_str()) {
+                reasons.push("current".to_owned());
+            }
+            if !pointer(t) && t.subject.is_none() && pointed.contains(&t.digest) {
+                reasons.push("pointed".to_owned());
             }
             let digests: Vec<&Digest> = std::iter::once(&t.digest).chain(&t.children).collect();
             let referenced_by: Vec<String> = refs
@@ -325,6 +352,7 @@ mod tests {
                         .matcher(&facts)
                 })
                 .collect(),
+            current: None,
             tags: Ok(tags),
         }
     }
@@ -352,13 +380,47 @@ mod tests {
         let get = |t: &str| p.items.iter().find(|i| i.tag == t).unwrap();
         assert_eq!(get("img-0000aa").decision, Decision::Delete);
         assert_eq!(get("img-0000aa").reasons, ["expired"]);
-        assert_eq!(get("img-0000bb").reasons, ["recent", "young"]);
-        assert_eq!(get("latest").reasons, ["protected", "recent", "young"]);
+        assert_eq!(get("img-0000bb").reasons, ["pointed", "recent", "young"]);
+        assert_eq!(
+            get("latest").reasons,
+            ["protected", "mutable", "recent", "young"]
+        );
         assert_eq!(get("img-0000cc").reasons, ["referenced"]);
         assert_eq!(get("img-0000cc").referenced_by, ["release-2.27:ci.yml"]);
         assert_eq!(get("foreign").reasons, ["unmanaged"]);
         // Our annotation, but no template renders this name exactly.
         assert_eq!(get("img-backup1").reasons, ["unmanaged"]);
+    }
+
+    #[test]
+    fn after_a_revert_the_current_tag_and_what_latest_names_stay() {
+        // Recipe 1 (aa) built first, then bb and cc; the catalog is back at
+        // recipe 1 and `latest` with it; dd is what `latest` named before.
+        let tags = vec![
+            info("img-0000aa", 1, 100, true),
+            info("img-0000dd", 4, 150, true),
+            info("img-0000bb", 2, 200, true),
+            info("img-0000cc", 3, 300, true),
+            info("latest", 1, 100, true),
+        ];
+        let r = Repo {
+            current: Some("img-0000dd".into()),
+            ..repo(tags)
+        };
+        let p = plan(
+            &[r],
+            &References::default(),
+            &rules(Some(1), &[]),
+            1000,
+            None,
+            &[],
+        );
+        let get = |t: &str| p.items.iter().find(|i| i.tag == t).unwrap();
+        assert_eq!(get("img-0000aa").reasons, ["pointed"]);
+        assert_eq!(get("latest").reasons, ["mutable"]);
+        assert_eq!(get("img-0000dd").reasons, ["current"]);
+        assert_eq!(get("img-0000cc").reasons, ["recent"]);
+        assert_eq!(get("img-0000bb").reasons, ["expired"]);
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub fn keep_last_one_plan(addr: &str) -> LibraryPlan {
         path: repo.path.clone(),
         image: "disk".into(),
         templates: vec![disk_matcher()],
+        current: None,
         tags: imagepipe::cleanup::list(&client, &repo),
     }];
     let rules = imagepipe::retention::Rules {
@@ -201,11 +202,11 @@ fn release_branches_keep_what_they_reference_while_supported() {
     );
     assert_eq!(
         decision(&plan, &v[4].0)["reasons"],
-        serde_json::json!(["recent"])
+        serde_json::json!(["pointed", "recent"])
     );
     assert_eq!(
         decision(&plan, "latest")["reasons"],
-        serde_json::json!(["protected", "recent"])
+        serde_json::json!(["protected", "mutable", "recent"])
     );
     assert_eq!(
         decision(&plan, "hand-made")["reasons"],
@@ -284,20 +285,26 @@ fn release_branches_keep_what_they_reference_while_supported() {
 }
 
 #[test]
-fn a_tag_sharing_a_kept_digest_is_untagged_and_latest_survives() {
+fn the_image_latest_names_keeps_its_immutable_tag() {
     let reg = Registry::start();
     let ws = Workspace::with_catalog(&catalog(&reg.addr, "  protect: [latest]\n"));
     let (tag, digest) = publish_version(&ws, 7, OLD);
+    // The catalog builds something else now; `latest` still names 7.
+    ws.write("disk.raw", vec![8u8; 4096]);
     let (code, plan, _) = cleanup(&ws, &[]);
     assert_eq!(code, 0);
     assert_eq!(
         decision(&plan, &tag)["reasons"],
-        serde_json::json!(["expired"])
+        serde_json::json!(["pointed"])
+    );
+    assert_eq!(
+        decision(&plan, "latest")["reasons"],
+        serde_json::json!(["protected", "mutable"])
     );
     let (code, applied, stderr) = cleanup(&ws, &["--apply"]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(applied["applied"][0]["result"], "untagged", "{applied}");
-    assert!(!exists(&reg.addr, &tag));
+    assert_eq!(applied["applied"], serde_json::json!([]), "{applied}");
+    assert!(exists(&reg.addr, &tag));
     let latest = sh(
         "skopeo",
         &[
@@ -462,4 +469,48 @@ fn git_repositories_owned_by_someone_else_and_bare_clones_are_read() {
         decision(&plan, &v1)["referenced_by"],
         serde_json::json!(["release-2.1:tests/ci.yml"])
     );
+}
+
+#[test]
+fn after_a_revert_the_tag_the_catalog_builds_now_is_kept() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, "  keep_last: 3\n  max_delete: 20\n"));
+    let v: Vec<(String, String)> = (1..=5)
+        .map(|n| publish_version(&ws, n, OLD + i64::from(n)))
+        .collect();
+    // Back to recipe 1: the oldest image is what the catalog builds again.
+    let again = publish_version(&ws, 1, OLD + 1);
+    assert_eq!(again, v[0]);
+    // The cleanup job sees the pipeline's SOURCE_DATE_EPOCH, as the
+    // publish jobs did: the catalog builds recipe 1's tag.
+    let cleanup_at = |args: &[&str]| {
+        let mut c = ws.cmd();
+        c.args(["cleanup", "--format", "json"])
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", (OLD + 1).to_string());
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str::<Value>(&out.stdout).unwrap()
+    };
+    let plan = cleanup_at(&[]);
+    let first = decision(&plan, &v[0].0);
+    assert_eq!(first["decision"], "keep", "{first}");
+    assert!(first["reasons"].to_string().contains("current"), "{first}");
+    // `latest` moved back to it as well.
+    assert_eq!(decision(&plan, "latest")["digest"], first["digest"]);
+    assert!(first["reasons"].to_string().contains("pointed"), "{first}");
+    assert_eq!(decision(&plan, &v[1].0)["decision"], "delete");
+    for (tag, _) in &v[2..] {
+        assert_eq!(decision(&plan, tag)["decision"], "keep");
+    }
+    // Applied, recipe 1 stays pullable by its immutable tag.
+    cleanup_at(&["--apply"]);
+    assert!(exists(&reg.addr, &v[0].0) && !exists(&reg.addr, &v[1].0));
+    // Once the catalog builds something else, the image `latest` names
+    // still keeps its immutable tag.
+    ws.write("disk.raw", vec![9u8; 4096]);
+    let plan = cleanup_at(&[]);
+    let first = decision(&plan, &v[0].0);
+    assert_eq!(first["decision"], "keep", "{plan}");
+    assert_eq!(first["reasons"], serde_json::json!(["pointed"]), "{first}");
 }
