@@ -168,6 +168,9 @@ enum Frame {
 /// catalog, far below what exhausts memory (a "billion laughs" alias bomb
 /// of a kilobyte would otherwise expand to gigabytes).
 pub const MAX_ALIAS_NODES: usize = 100_000;
+/// Sequences and mappings nested deeper than this are refused, block or
+/// flow alike (the YAML scanner stops flow nesting at the same depth).
+pub const MAX_DEPTH: usize = 256;
 
 struct Builder {
     /// Anchored nodes with their size in nodes.
@@ -238,6 +241,16 @@ impl Builder {
                     return false;
                 }
             },
+            Event::SequenceStart(..) | Event::MappingStart(..)
+                if self.stack.len() >= MAX_DEPTH =>
+            {
+                diags.error(
+                    at,
+                    format!("sequences and mappings nested more than {MAX_DEPTH} levels deep"),
+                    "a catalog is a few levels deep: check the indentation and the `- ` at this point",
+                );
+                return false;
+            }
             Event::SequenceStart(anchor, _) => {
                 self.stack.push(Frame::Seq {
                     span: at,

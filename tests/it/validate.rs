@@ -339,6 +339,28 @@ fn alias_bombs_are_refused() {
     assert_eq!(run(c).code, 0);
 }
 
+/// Deep nesting, block or flow, is refused with exit 2, never a crash.
+#[test]
+fn deep_nesting_is_refused_not_a_crash() {
+    for text in [
+        "- ".repeat(200_000) + "a\n",
+        "x: ".to_owned() + &"[".repeat(200_000),
+        (0..300).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect(),
+    ] {
+        let ws = Workspace::with_catalog(&text);
+        let mut c = ws.cmd();
+        c.arg("validate");
+        let out = run(c);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("nested more than 256 levels")
+                || out.stderr.contains("recursion limit"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
 /// Each `(line, text)`: an error on that line of images.yml saying that.
 fn errors_at(out: &crate::common::Output, expected: &[(u32, &str)]) {
     assert_eq!(out.code, 2, "{}", out.stderr);
