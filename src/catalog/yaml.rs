@@ -241,9 +241,7 @@ impl Builder {
                     return false;
                 }
             },
-            Event::SequenceStart(..) | Event::MappingStart(..)
-                if self.stack.len() >= MAX_DEPTH =>
-            {
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
                 diags.error(
                     at,
                     format!("sequences and mappings nested more than {MAX_DEPTH} levels deep"),

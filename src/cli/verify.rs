@@ -141,9 +141,11 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<u8> {
     let logs = base.join(".imagepipe/verify");
     std::fs::create_dir_all(&work_root)
         .map_err(|e| Error::Failed(format!("{}: {e}", work_root.display())))?;
+    sweep(&work_root);
+    let prefix = format!("verify-{}-", std::process::id());
     outcomes.extend(crate::pool::map(&pending, args.jobs.max(1), |p| {
         let work = match tempfile::Builder::new()
-            .prefix("verify-")
+            .prefix(&prefix)
             .tempdir_in(&work_root)
         {
             Ok(w) => w,
@@ -249,6 +251,30 @@ fn failed_early(p: &Pending, error: String) -> Outcome {
     let mut o = Outcome::new(&p.image, &p.tag, &p.top, p.store.as_ref());
     o.error = Some(error);
     o
+}
+
+/// Removes the scratch directories (`verify-<pid>-*`, a whole disk copy
+/// each) of runs whose process is gone (killed with SIGKILL, a crashed
+/// runner); a live run's are kept.
+fn sweep(work_root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(work_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("verify-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid.to_string()).exists()
+            && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            tracing::info!("removed {}, left by a run that is gone", e.path().display());
+        }
+    }
 }
 
 /// The log lines of one result: a failure names why, the serial log and its last lines.

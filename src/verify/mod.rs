@@ -4,6 +4,7 @@
 //! referrer mechanism as the provenance), which `plan` and `publish` read
 //! before moving the mutable tags of images that require verification.
 
+pub mod console;
 pub mod disk;
 pub mod qemu;
 pub mod seed;
@@ -181,6 +182,7 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
             seed: &iso,
             dir: job.work,
             serial: &job.serial_log,
+            prefix: &seed::prefix(&nonce),
             memory_mib: job.settings.memory_mib,
             firmware: job.settings.firmware,
             accel,
@@ -193,29 +195,28 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
             accel.as_str().to_uppercase(),
             timeout.as_secs()
         );
-        match qemu::boot(&b, done)? {
+        let booted = qemu::boot(&b, done)?;
+        match booted.ended {
             Ended::KvmBroken(why) if !accels.is_empty() => {
                 tracing::warn!(
                     "{}: KVM does not work here ({why}); booting under TCG",
                     job.image
                 );
             }
-            other => break (other, timeout),
+            _ => break (booted, timeout),
         }
     };
+    let (booted, timeout) = ended;
     outcome.serial_log = Some(job.serial_log.clone());
-    let console = std::fs::read(&job.serial_log)
-        .map(|c| String::from_utf8_lossy(&c).into_owned())
-        .unwrap_or_default();
     // A QEMU that exited before the guest wrote anything failed to start
     // (a machine problem, not the image's).
-    outcome.booted = match &ended.0 {
+    outcome.booted = match &booted.ended {
         Ended::KvmBroken(_) | Ended::Interrupted => false,
-        Ended::Exited(_) => !console.trim().is_empty(),
+        Ended::Exited(_) => booted.any_output,
         _ => true,
     };
-    let (reports, _) = seed::parse(&console, &nonce);
-    let failure = match ended {
+    let (reports, _) = seed::parse(&booted.reports, &nonce);
+    let failure = match (booted.ended, timeout) {
         (Ended::Done, _) => None,
         (Ended::Panic, _) => Some("the guest kernel panicked".to_owned()),
         (Ended::Exited(status), _) => Some(format!(
@@ -229,6 +230,9 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
             Some(format!("KVM does not work here ({why}): use `--accel tcg`"))
         }
         (Ended::Interrupted, _) => Some("interrupted".to_owned()),
+        (Ended::NothingToBoot(said), _) => Some(format!(
+            "the firmware found nothing to boot ({said}): the disk has no working boot loader (check its partition table and boot loader, or `firmware: uefi` for a UEFI-only disk)"
+        )),
     };
     for (i, check) in job.settings.checks.iter().enumerate() {
         let report = reports.get(i).cloned().flatten();
@@ -250,16 +254,8 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
         });
     }
     if let Some(f) = failure {
-        outcome.console_tail = console
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .rev()
-            .take(TAIL_LINES)
-            .map(|l| l.chars().filter(|c| !c.is_control()).collect())
-            .collect::<Vec<String>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail = booted.tail.len().saturating_sub(TAIL_LINES);
+        outcome.console_tail = booted.tail[tail..].to_vec();
         return Err(f);
     }
     Ok(())

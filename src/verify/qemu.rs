@@ -65,6 +65,8 @@ pub struct Boot<'a> {
     pub disk_format: &'a str,
     /// The disk's virtual size (the overlay's).
     pub disk_size: u64,
+    /// What the guest's report lines start with (this boot's nonce).
+    pub prefix: &'a str,
     pub seed: &'a Path,
     pub dir: &'a Path,
     pub serial: &'a Path,
@@ -85,6 +87,8 @@ pub enum Ended {
     Timeout,
     /// KVM failed at start or while running.
     KvmBroken(String),
+    /// The firmware found nothing it could boot (its messages).
+    NothingToBoot(String),
     Interrupted,
 }
 
@@ -136,14 +140,14 @@ fn ovmf(dir: &Path) -> Result<Vec<String>, String> {
     };
     let mut args = vec![
         "-drive".to_owned(),
-        format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+        format!("if=pflash,format=raw,readonly=on,file={}", opt(&code)),
     ];
     let vars_src = code.to_string_lossy().replace("CODE", "VARS");
     if vars_src != code.to_string_lossy() && Path::new(&vars_src).is_file() {
         let vars = dir.join("OVMF_VARS.fd");
         std::fs::copy(&vars_src, &vars).map_err(|e| format!("{vars_src}: {e}"))?;
         args.push("-drive".into());
-        args.push(format!("if=pflash,format=raw,file={}", vars.display()));
+        args.push(format!("if=pflash,format=raw,file={}", opt(&vars)));
     }
     Ok(args)
 }
@@ -209,33 +213,112 @@ fn overlay(b: &Boot<'_>) -> Result<PathBuf, String> {
     Ok(overlay)
 }
 
-/// Boots and watches the console until `done` says the guest finished.
-pub fn boot(b: &Boot<'_>, done: impl Fn(&str) -> bool) -> Result<Ended, String> {
+/// `program` started so that it dies with this process, even one killed
+/// with SIGKILL: `setpriv --pdeathsig KILL` sets the parent-death signal,
+/// then a shell checks that its parent is still this process (it may have
+/// died before the signal was set) and runs the program in its place.
+/// Without `setpriv` (util-linux), the program is started directly and
+/// only a drop guard or a signal handler of ours ends it.
+fn dies_with_us(program: &Path) -> Command {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file());
+    let Some(setpriv) = setpriv else {
+        return Command::new(program);
+    };
+    let mut c = Command::new(setpriv);
+    c.args(["--pdeathsig", "KILL", "--", "/bin/sh", "-c"])
+        .arg(r#"[ "$PPID" = "$0" ] || exit 97; exec "$@""#)
+        .arg(std::process::id().to_string())
+        .arg(program);
+    c
+}
+
+/// `program` as the shell would find it: a path, or a name on `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return runnable(&p).then_some(p);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| runnable(p))
+}
+
+/// A path as a QEMU option value (commas doubled).
+fn opt(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+/// How a boot ended, and what the console showed.
+#[derive(Debug)]
+pub struct Booted {
+    pub ended: Ended,
+    /// The console lines carrying the boot's nonce.
+    pub reports: String,
+    /// The console's last lines.
+    pub tail: Vec<String>,
+    /// The guest wrote anything to its console.
+    pub any_output: bool,
+}
+
+/// SeaBIOS's last word when no disk (nor the seed) can be booted.
+const NOTHING_TO_BOOT: &str = "No bootable device";
+
+/// Boots and watches the console until `done(reports)` says the guest
+/// finished. The console is QEMU's stdout, read once as it comes
+/// ([`super::console`]); this run's log is written in its own scratch
+/// directory and moved to `b.serial` at the end, so two runs of one image
+/// never read each other's console.
+pub fn boot(b: &Boot<'_>, done: impl Fn(&str) -> bool) -> Result<Booted, String> {
     let overlay = overlay(b)?;
     let qemu = binary();
-    let stderr_path = b.dir.join(format!("qemu-{}.log", b.accel.as_str()));
+    let accel = b.accel.as_str();
+    let stderr_path = b.dir.join(format!("qemu-{accel}.log"));
     let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(b.serial);
-    let mut cmd = Command::new(&qemu);
-    cmd.args(["-accel", b.accel.as_str()]);
+    let part = b.dir.join(format!("serial-{accel}.log"));
+    let log = std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+    let firmware_log = b.dir.join(format!("firmware-{accel}.log"));
+    let mut cmd = dies_with_us(&find_program(&qemu).ok_or_else(|| {
+        format!(
+            "{qemu} not found: install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set {} to its path",
+            crate::env::IMAGEPIPE_QEMU
+        )
+    })?);
+    cmd.args(["-accel", accel]);
     if b.accel == Accel::Kvm {
         cmd.args(["-cpu", "host"]);
     }
     cmd.args(["-m", &b.memory_mib.to_string(), "-smp", "2"])
         .args(["-display", "none", "-no-reboot", "-nic", "none"])
-        .args(["-serial", &format!("file:{}", b.serial.display())])
+        .args(["-serial", "stdio"])
         .args(["-blockdev", &blockdev(&overlay, b.disk, b.disk_format)?])
         .args(["-device", "virtio-blk-pci,drive=root"])
         .args([
             "-drive",
-            &format!("file={},media=cdrom,readonly=on", b.seed.display()),
+            &format!("file={},media=cdrom,readonly=on", opt(b.seed)),
         ]);
     if b.firmware == Firmware::Uefi {
         cmd.args(ovmf(b.dir)?);
+    } else {
+        // SeaBIOS's messages on its debug port, and no wait before it gives
+        // up: a disk that cannot boot is known in a second, not at the timeout.
+        cmd.args(["-boot", "reboot-timeout=0"])
+            .args([
+                "-chardev",
+                &format!("file,id=firmware,path={}", opt(&firmware_log)),
+            ])
+            .args(["-device", "isa-debugcon,iobase=0x402,chardev=firmware"]);
     }
-    let child = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
         .map_err(|e| match e.kind() {
@@ -246,46 +329,107 @@ pub fn boot(b: &Boot<'_>, done: impl Fn(&str) -> bool) -> Result<Ended, String> 
             _ => format!("{qemu}: {e}"),
         })?;
     crate::interrupt::register_child(child.id());
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("QEMU's console is not readable")?;
+    let seen = super::console::watch(stdout, log, b.prefix.to_owned());
     let mut running = Running { child };
+    let ended = watch(b, &mut running, &seen, &done, &stderr_path, &firmware_log);
+    // QEMU is killed; the console ends with it.
+    drop(running);
+    let started = Instant::now();
+    while !seen.lock().map(|s| s.ended).unwrap_or(true)
+        && started.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if std::fs::rename(&part, b.serial).is_err() {
+        std::fs::copy(&part, b.serial).map_err(|e| format!("{}: {e}", b.serial.display()))?;
+    }
+    let s = seen.lock().map_err(|_| "the console reader failed")?;
+    Ok(Booted {
+        ended,
+        reports: s.reports.clone(),
+        tail: s.tail.iter().cloned().collect(),
+        any_output: s.any,
+    })
+}
+
+/// Waits for the end of a boot, whatever ends it.
+fn watch(
+    b: &Boot<'_>,
+    running: &mut Running,
+    seen: &std::sync::Mutex<super::console::Seen>,
+    done: &impl Fn(&str) -> bool,
+    stderr_path: &Path,
+    firmware_log: &Path,
+) -> Ended {
+    let finished = || {
+        seen.lock()
+            .map(|s| (done(&s.reports), s.panicked, s.ended))
+            .unwrap_or((false, false, true))
+    };
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let console = std::fs::read(b.serial)
-            .map(|c| String::from_utf8_lossy(&c).into_owned())
-            .unwrap_or_default();
-        if done(&console) {
-            return Ok(Ended::Done);
+        let (is_done, panicked, _) = finished();
+        if is_done {
+            return Ended::Done;
         }
-        if console.contains("Kernel panic - not syncing") {
+        if panicked {
             // Let the panic message reach the log.
             std::thread::sleep(Duration::from_millis(500));
-            return Ok(Ended::Panic);
+            return Ended::Panic;
         }
-        let qemu_log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let qemu_log = std::fs::read_to_string(stderr_path).unwrap_or_default();
         if let Some(why) = kvm_failure(b.accel, &qemu_log) {
-            return Ok(Ended::KvmBroken(why));
+            return Ended::KvmBroken(why);
+        }
+        if let Some(line) = nothing_to_boot(firmware_log) {
+            return Ended::NothingToBoot(line);
         }
         if let Ok(Some(status)) = running.child.try_wait() {
-            // The last reports may have been written just before it exited.
-            let console = std::fs::read(b.serial)
-                .map(|c| String::from_utf8_lossy(&c).into_owned())
-                .unwrap_or_default();
-            if done(&console) {
-                return Ok(Ended::Done);
+            // The last reports may still be in the pipe.
+            let waited = Instant::now();
+            while !finished().2 && waited.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            let qemu_log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            if finished().0 {
+                return Ended::Done;
+            }
+            let qemu_log = std::fs::read_to_string(stderr_path).unwrap_or_default();
             if let Some(why) = kvm_failure(b.accel, &qemu_log) {
-                return Ok(Ended::KvmBroken(why));
+                return Ended::KvmBroken(why);
             }
-            return Ok(Ended::Exited(format!("{status}; {}", qemu_log.trim())));
+            if let Some(line) = nothing_to_boot(firmware_log) {
+                return Ended::NothingToBoot(line);
+            }
+            return Ended::Exited(format!("{status}; {}", qemu_log.trim()));
         }
         if crate::interrupt::stopping() {
-            return Ok(Ended::Interrupted);
+            return Ended::Interrupted;
         }
         if started.elapsed() >= b.timeout {
-            return Ok(Ended::Timeout);
+            return Ended::Timeout;
         }
     }
+}
+
+/// SeaBIOS's boot failures, when it found nothing to boot.
+fn nothing_to_boot(firmware_log: &Path) -> Option<String> {
+    let mut text = Vec::new();
+    std::fs::File::open(firmware_log)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut text))
+        .ok()?;
+    let text = String::from_utf8_lossy(&text);
+    text.contains(NOTHING_TO_BOOT).then(|| {
+        text.lines()
+            .filter(|l| l.starts_with("Boot failed") || l.starts_with(NOTHING_TO_BOOT))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 #[cfg(test)]

@@ -345,7 +345,9 @@ fn deep_nesting_is_refused_not_a_crash() {
     for text in [
         "- ".repeat(200_000) + "a\n",
         "x: ".to_owned() + &"[".repeat(200_000),
-        (0..300).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect(),
+        (0..300)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect(),
     ] {
         let ws = Workspace::with_catalog(&text);
         let mut c = ws.cmd();

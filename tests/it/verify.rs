@@ -348,9 +348,10 @@ fn a_real_debian_disk_boots_under_tcg_and_a_broken_one_does_not() {
     let disk = bundle.join("rootfs/disk/disk.qcow2");
     std::fs::copy(&disk, ws.path().join("disk.qcow2")).unwrap();
     std::fs::copy(&disk, ws.path().join("broken.qcow2")).unwrap();
+    // A zeroed boot sector: the firmware finds nothing to boot.
     sh(
         "qemu-io",
-        &["-c", "write -z 0 440", "broken.qcow2"],
+        &["-c", "write -z 0 512", "broken.qcow2"],
         ws.path(),
     );
     let mut c = ws.cmd();
@@ -401,9 +402,11 @@ fn a_real_debian_disk_boots_under_tcg_and_a_broken_one_does_not() {
         dead["error"]
             .as_str()
             .unwrap()
-            .contains("did not finish cloud-init within 60s"),
+            .contains("the firmware found nothing to boot (Boot failed: not a bootable disk"),
         "{dead}"
     );
+    // Known from the firmware, not from the timeout (12s × 5 under TCG).
+    assert!(dead["seconds"].as_f64().unwrap() < 60.0, "{dead}");
     let left = std::process::Command::new("pgrep")
         .args(["-f", &ws.path().display().to_string()])
         .output()
@@ -642,4 +645,99 @@ fn verify_boots_nothing_a_store_serves_under_another_digest() {
     let out = cmd(&ws, "pass", &["verify"]);
     refused_before_boot(&ws, &out, &[layer.as_str().unwrap()]);
     assert_eq!(recorded(&ws), before, "a result was recorded");
+}
+
+#[test]
+fn two_verify_runs_of_one_image_each_read_their_own_console() {
+    let reg = Registry::start();
+    let (ws, _) = built_vm(&reg);
+    let start = |mode: &str| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"));
+        c.args(["verify", "--format", "json"])
+            .current_dir(ws.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", ws.path())
+            .env("IMAGEPIPE_QEMU", fixture("fake-qemu.sh"))
+            .env("FAKE_QEMU_MODE", mode)
+            .env("FAKE_QEMU_PIDS", ws.path().join("qemu.pids"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // One guest panics at once, the other reports and passes.
+    let (panics, passes) = (start("panic"), start("pass"));
+    let (panics, passes) = (
+        panics.wait_with_output().unwrap(),
+        passes.wait_with_output().unwrap(),
+    );
+    let result = |o: &std::process::Output| -> Value {
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["items"][0].clone()
+    };
+    assert_eq!(passes.status.code(), Some(0), "{}", result(&passes));
+    assert_eq!(result(&passes)["passed"], true);
+    assert_eq!(panics.status.code(), Some(1));
+    assert!(
+        result(&panics)["error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked"),
+        "{}",
+        result(&panics)
+    );
+    nothing_left(&ws);
+}
+
+#[test]
+fn killing_verify_with_sigkill_takes_qemu_with_it_and_the_next_run_sweeps_its_scratch() {
+    let reg = Registry::start();
+    let (ws, _) = built_vm(&reg);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
+        .args(["verify"])
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", ws.path())
+        .env("IMAGEPIPE_QEMU", fixture("fake-qemu.sh"))
+        .env("FAKE_QEMU_MODE", "hang")
+        .env("FAKE_QEMU_PIDS", ws.path().join("qemu.pids"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pids = ws.path().join("qemu.pids");
+    let started = std::time::Instant::now();
+    let qemu = loop {
+        if let Ok(p) = std::fs::read_to_string(&pids)
+            && !p.trim().is_empty()
+        {
+            break p.trim().to_owned();
+        }
+        assert!(started.elapsed().as_secs() < 30, "QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL: no handler of imagepipe runs.
+    child.wait().unwrap();
+    let gone = |pid: &str| {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    };
+    let killed = std::time::Instant::now();
+    while !gone(&qemu) {
+        assert!(
+            killed.elapsed().as_secs() < 10,
+            "QEMU {qemu} outlived its imagepipe"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The killed run's scratch directory (a disk copy) is still there …
+    let work = ws.path().join(".imagepipe/work");
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 1);
+    // … until the next run.
+    std::fs::remove_file(&pids).unwrap();
+    let out = cmd(&ws, "pass", &["verify"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    nothing_left(&ws);
 }
