@@ -194,22 +194,68 @@ fn from_entry(entry: &serde_json::Value, file: &Path) -> Result<Option<Credentia
     Ok(None)
 }
 
-/// Runs `docker-credential-<helper> get` with the host on stdin.
+/// How long a credential helper may take, and how much it may print.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const HELPER_OUTPUT_CAP: u64 = 64 << 10;
+
+/// Reads at most [`HELPER_OUTPUT_CAP`] + 1 bytes of `r` on a thread.
+fn read_capped(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut r.take(HELPER_OUTPUT_CAP + 1), &mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Runs `docker-credential-<helper> get` with the host on stdin, for at
+/// most [`HELPER_TIMEOUT`], reading at most [`HELPER_OUTPUT_CAP`] of what it prints.
 fn helper_get(helper: &str, host: &str) -> Result<Credential, String> {
     let program = format!("docker-credential-{helper}");
     let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("credential helper {program}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(host.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("credential helper {program}: {e}"))?;
+    let stdout = read_capped(child.stdout.take().ok_or("no stdout")?);
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < HELPER_TIMEOUT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "credential helper {program} did not answer for {host} within {}s: it was stopped (check it by hand: `echo {host} | {program} get`)",
+                    HELPER_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("credential helper {program}: {e}")),
+        }
+    };
+    let stdout = stdout
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .map_err(|_| format!("credential helper {program}: its output did not end"))?;
+    if stdout.len() as u64 > HELPER_OUTPUT_CAP {
+        return Err(format!(
+            "credential helper {program} printed more than {} KiB for {host}: that is not a credential (check it by hand: `echo {host} | {program} get`)",
+            HELPER_OUTPUT_CAP >> 10
+        ));
+    }
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    };
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stdout);
         if msg.contains("credentials not found") {

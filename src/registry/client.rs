@@ -110,7 +110,9 @@ pub struct Client {
     pub(super) agents: Mutex<HashMap<String, ureq::Agent>>,
     pub(super) cert_dirs: Vec<std::path::PathBuf>,
     pub(super) keychain: Keychain,
-    pub(super) creds: Mutex<HashMap<String, Credential>>,
+    /// Each host's credential, or why it could not be had (asked once a run:
+    /// a credential helper that hangs is not waited for twice).
+    pub(super) creds: Mutex<HashMap<String, Result<Credential, String>>>,
     /// Bearer tokens per (host, scope); `Basic` headers are stored the same way.
     pub(super) tokens: Mutex<HashMap<(String, String), String>>,
     pub(super) policy: Policy,

@@ -216,7 +216,7 @@ impl Client {
             .lock()
             .expect("lock")
             .get(host)
-            .is_some_and(|c| !matches!(c, Credential::Anonymous));
+            .is_some_and(|c| !matches!(c, Ok(Credential::Anonymous)));
         let what = if had {
             format!("the registry refused the credentials found for `{host}`")
         } else {
@@ -233,18 +233,19 @@ impl Client {
     }
 
     pub(super) fn credential(&self, repo: &Repository) -> Result<Credential, RegistryError> {
-        if let Some(c) = self.creds.lock().expect("lock").get(&repo.host) {
-            return Ok(c.clone());
-        }
-        let c = self
-            .keychain
-            .resolve(&repo.host)
-            .map_err(|e| Self::err(repo, "credentials", e))?;
-        self.creds
-            .lock()
-            .expect("lock")
-            .insert(repo.host.clone(), c.clone());
-        Ok(c)
+        let known = self.creds.lock().expect("lock").get(&repo.host).cloned();
+        let c = match known {
+            Some(c) => c,
+            None => {
+                let c = self.keychain.resolve(&repo.host);
+                self.creds
+                    .lock()
+                    .expect("lock")
+                    .insert(repo.host.clone(), c.clone());
+                c
+            }
+        };
+        c.map_err(|e| Self::err(repo, "credentials", e))
     }
 
     /// The `Authorization` value answering a 401 challenge.

@@ -517,3 +517,48 @@ fn a_full_disk_is_an_error_with_every_compression() {
         );
     }
 }
+
+#[test]
+fn a_credential_helper_that_hangs_or_floods_is_bounded_and_named() {
+    let reg = crate::registry_fixture::Registry::start_with_auth("ci", "secret");
+    for (helper, script, said) in [
+        ("hang", "#!/bin/sh\nexec sleep 3600\n", "did not answer"),
+        (
+            "flood",
+            "#!/bin/sh\nexec yes '{\"Username\":\"ci\"}'\n",
+            "printed more than 64 KiB",
+        ),
+    ] {
+        let ws = Workspace::with_catalog(&format!(
+            "version: 1\ntargets:\n  - {{ name: ci, registry: \"{}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.raw }}\n    format: containerdisk\n",
+            reg.addr
+        ));
+        ws.write("disk.raw", vec![0u8; 4096]);
+        let bin = ws.path().join("bin");
+        let program = ws.write(&format!("bin/docker-credential-{helper}"), script);
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        ws.write(
+            ".docker/config.json",
+            format!("{{\"credHelpers\": {{\"{}\": \"{helper}\"}}}}", reg.addr),
+        );
+        let mut c = ws.cmd();
+        c.args(["publish"])
+            .env("DOCKER_CONFIG", ws.path().join(".docker"))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            );
+        let out = run(c);
+        assert_eq!(out.code, 1, "{helper}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("docker-credential-{helper}"))
+                && out.stderr.contains(said),
+            "{helper}: {}",
+            out.stderr
+        );
+    }
+}
