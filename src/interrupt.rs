@@ -20,12 +20,20 @@ fn children() -> &'static Mutex<Vec<u32>> {
     C.get_or_init(Mutex::default)
 }
 
-/// A scratch directory to remove if the run is interrupted.
+/// A scratch directory (or file) to remove if the run is interrupted.
 pub fn register_dir(dir: &Path) {
     scratch()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(dir.to_path_buf());
+}
+
+/// A scratch path no longer to remove (it was kept, or is gone).
+pub fn unregister_dir(dir: &Path) {
+    scratch()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .retain(|d| d != dir);
 }
 
 /// A child process to stop if the run is interrupted.
@@ -107,6 +115,7 @@ fn stop() {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     for d in dirs {
-        let _ = std::fs::remove_dir_all(d);
+        // A scratch directory, or a partial file.
+        let _ = std::fs::remove_dir_all(&d).or_else(|_| std::fs::remove_file(&d));
     }
 }

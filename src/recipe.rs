@@ -112,7 +112,7 @@ fn source_identity(
             let Resolved { sha256, kind } = resolver.local(&full)?;
             json!({ "kind": "file", "name": file_name(path), "entry": kind, "sha256": sha256 })
         }
-        Source::Url { url, checksum } => {
+        Source::Url { url, checksum, .. } => {
             let sha256 = match checksum {
                 Checksum::Sha256(hex) => hex.clone(),
                 Checksum::SumsUrl(sums) => resolver.checksum_from_sums(sums, url)?,

@@ -444,8 +444,14 @@ pub struct PlatformSource {
 pub enum Source {
     /// A local disk image, rootfs tarball or rootfs directory.
     File { path: PathBuf },
-    /// A download verified against a pinned checksum or an upstream SHA256SUMS file.
-    Url { url: String, checksum: Checksum },
+    /// A download verified against a pinned checksum or an upstream SHA256SUMS
+    /// file. `size`: its size in bytes, if declared: a longer body stops
+    /// there (otherwise at [`crate::source::MAX_DOWNLOAD`]).
+    Url {
+        url: String,
+        checksum: Checksum,
+        size: Option<u64>,
+    },
     /// A Debian/Ubuntu rootfs built by mmdebstrap.
     Mmdebstrap(Mmdebstrap),
     /// A Packer build whose artifact is a disk image.

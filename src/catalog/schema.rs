@@ -35,6 +35,7 @@ fn source() -> Value {
     props.insert("file".into(), string("A local disk image (qcow2/raw), rootfs tarball or rootfs directory, relative to the catalog."));
     props.insert("url".into(), json!({ "type": "string", "pattern": "^https?://", "description": "Download address; `.xz`/`.gz` files are decompressed." }));
     props.insert("sha256".into(), json!({ "type": "string", "pattern": "^(sha256:)?[0-9a-fA-F]{64}$", "description": "Checksum of the downloaded file." }));
+    props.insert("size".into(), json!({ "type": ["string", "integer"], "description": "Size of the downloaded file (bytes, or with a unit: `623MiB`): a longer body is cut off and refused. Default cap 64 GiB." }));
     props.insert(
         "checksums_url".into(),
         string("Upstream SHA256SUMS file (GNU or BSD format) listing the url's file."),

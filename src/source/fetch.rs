@@ -77,12 +77,16 @@ pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, S
                 _work: None,
             })
         }
-        Source::Url { url, checksum } => {
+        Source::Url {
+            url,
+            checksum,
+            size,
+        } => {
             let sha256 = match checksum {
                 Checksum::Sha256(h) => h.clone(),
                 Checksum::SumsUrl(s) => DefaultResolver.checksum_from_sums(s, url)?,
             };
-            download(url, &sha256, dirs)
+            download(url, &sha256, *size, dirs)
         }
         Source::Command(c) => run_command(c, dirs, env),
         Source::Packer(p) => run_packer(p, dirs, env),
@@ -97,34 +101,129 @@ fn file_name(p: &Path) -> String {
     )
 }
 
+/// A partial file in `dir`, named after this process, removed if the run
+/// is interrupted (and by the next run if this one is killed).
+fn partial(dir: &Path) -> Result<tempfile::NamedTempFile, SourceError> {
+    sweep_partials(dir);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".partial-{}-", std::process::id()))
+        .tempfile_in(dir)
+        .map_err(|e| SourceError::io(dir, e))?;
+    crate::interrupt::register_dir(tmp.path());
+    Ok(tmp)
+}
+
+/// Keeps `tmp` as `dest`.
+fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), SourceError> {
+    let path = tmp.path().to_path_buf();
+    tmp.persist(dest)
+        .map_err(|e| SourceError::io(dest, e.error))?;
+    crate::interrupt::unregister_dir(&path);
+    Ok(())
+}
+
+/// Removes `.partial-<pid>-*` files of processes that no longer run.
+fn sweep_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(".partial-") else {
+            continue;
+        };
+        let alive = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        // Partials without a process id are from before they had one.
+        if !alive && fs::remove_file(e.path()).is_ok() {
+            tracing::info!("removed {}, left by a run that is gone", e.path().display());
+        }
+    }
+}
+
+/// Reads at most `cap` bytes of `r`; one more is an error saying `what`.
+fn capped<R: Read>(r: R, cap: u64) -> impl Read {
+    struct Capped<R> {
+        inner: io::Take<R>,
+        cap: u64,
+    }
+    impl<R: Read> Read for Capped<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            if self.inner.limit() == 0 && n > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    format!("more than {} bytes", self.cap),
+                ));
+            }
+            Ok(n)
+        }
+    }
+    Capped {
+        inner: r.take(cap + 1),
+        cap,
+    }
+}
+
 /// Downloads into the content-addressed cache once, verifying while streaming;
-/// a mismatch or a cut connection leaves nothing in the cache.
-fn download(url: &str, sha256: &str, dirs: &Dirs) -> Result<Material, SourceError> {
+/// a mismatch, a cut connection, a body longer than `size` (or
+/// [`super::MAX_DOWNLOAD`]) or a signal leaves nothing in the cache.
+fn download(
+    url: &str,
+    sha256: &str,
+    declared: Option<u64>,
+    dirs: &Dirs,
+) -> Result<Material, SourceError> {
     let blobs = dirs.cache.join("sha256");
     fs::create_dir_all(&blobs).map_err(|e| SourceError::io(&blobs, e))?;
     let cached = blobs.join(sha256);
     if !cached.is_file() {
         tracing::info!("downloading {url}");
-        let resp = crate::http::get(url).map_err(|reason| SourceError::Download {
+        let fail = |reason: String| SourceError::Download {
             url: url.to_owned(),
             reason,
-        })?;
+        };
+        let resp = crate::http::get(url).map_err(fail)?;
         if !resp.status().is_success() {
-            return Err(SourceError::Download {
-                url: url.to_owned(),
-                reason: format!("HTTP {}", resp.status()),
-            });
+            return Err(fail(format!("HTTP {}", resp.status())));
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(&blobs)
-            .map_err(|e| SourceError::io(&blobs, e))?;
-        let mut reader = HashReader::new(crate::http::Stalled::new(resp.into_body().into_reader()));
-        io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| SourceError::Download {
-            url: url.to_owned(),
-            reason: e.to_string(),
+        let cap = declared.unwrap_or(super::MAX_DOWNLOAD);
+        let bound = if declared.is_some() {
+            "the `size` the catalog declares"
+        } else {
+            "imagepipe's cap for a download without `size` (declare `size:` for a larger file)"
+        };
+        let length = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = length.filter(|l| *l > cap) {
+            return Err(fail(format!(
+                "the server announces {len} bytes, more than {cap}, {bound}; nothing was downloaded"
+            )));
+        }
+        let mut tmp = partial(&blobs)?;
+        let body = crate::http::Stalled::new(resp.into_body().into_reader());
+        let mut reader = HashReader::new(capped(body, cap));
+        io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| {
+            if e.kind() == io::ErrorKind::FileTooLarge {
+                fail(format!(
+                    "the body is longer than {cap} bytes, {bound}: stopped there and discarded"
+                ))
+            } else {
+                fail(e.to_string())
+            }
         })?;
         let (digest, size) = reader.finish();
+        if let Some(want) = declared.filter(|w| *w != size) {
+            return Err(fail(format!(
+                "{size} bytes arrived, the catalog declares `size` {want}; the download was discarded"
+            )));
+        }
         if digest.hex() != sha256 {
             return Err(SourceError::Checksum {
                 url: url.to_owned(),
@@ -136,8 +235,7 @@ fn download(url: &str, sha256: &str, dirs: &Dirs) -> Result<Material, SourceErro
         tmp.as_file()
             .sync_all()
             .map_err(|e| SourceError::io(tmp.path(), e))?;
-        tmp.persist(&cached)
-            .map_err(|e| SourceError::io(&cached, e.error))?;
+        persist(tmp, &cached)?;
     }
     let (name, decompress) = super::download_name(url);
     let path = match decompress {
@@ -166,23 +264,30 @@ fn decompressed(
     }
     fs::create_dir_all(&dir).map_err(|e| SourceError::io(&dir, e))?;
     let input = File::open(cached).map_err(|e| SourceError::io(cached, e))?;
-    let mut reader: Box<dyn Read> = match algo {
+    let reader: Box<dyn Read> = match algo {
         "xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
             io::BufReader::new(input),
         )),
         _ => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(input))),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(&dir)
-        .map_err(|e| SourceError::io(&dir, e))?;
+    let mut tmp = partial(&dir)?;
+    let mut reader = capped(reader, super::MAX_DECOMPRESSED);
     io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| SourceError::Decompress {
         name: name.to_owned(),
         algo: algo.to_owned(),
-        source: e,
+        source: if e.kind() == io::ErrorKind::FileTooLarge {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "it expands to more than {} GiB, imagepipe's cap for a decompressed source: stopped there and discarded",
+                    super::MAX_DECOMPRESSED >> 30
+                ),
+            )
+        } else {
+            e
+        },
     })?;
-    tmp.persist(&out)
-        .map_err(|e| SourceError::io(&out, e.error))?;
+    persist(tmp, &out)?;
     Ok(out)
 }
 

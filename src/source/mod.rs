@@ -4,6 +4,11 @@ pub mod error;
 pub mod fetch;
 pub mod resolve;
 
+/// The most a `url` source without a declared `size` may download.
+pub const MAX_DOWNLOAD: u64 = 64 << 30;
+/// The most a compressed source may expand to.
+pub const MAX_DECOMPRESSED: u64 = 64 << 30;
+
 /// The file name a download is stored under and the decompression it needs:
 /// `.../disk.img.xz` → (`disk.img`, Some("xz")).
 pub fn download_name(url: &str) -> (String, Option<&'static str>) {

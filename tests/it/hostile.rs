@@ -562,3 +562,116 @@ fn a_credential_helper_that_hangs_or_floods_is_bounded_and_named() {
         );
     }
 }
+
+/// A download server whose body never ends (no length, 64 KiB every 10 ms),
+/// or that announces `announce` bytes.
+fn endless_server(announce: Option<u64>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut s = stream;
+                let length = announce.map_or(String::new(), |n| format!("Content-Length: {n}\r\n"));
+                if s.write_all(
+                    format!("HTTP/1.1 200 OK\r\n{length}Connection: close\r\n\r\n").as_bytes(),
+                )
+                .is_err()
+                {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 << 10];
+                while s.write_all(&chunk).is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn url_catalog(addr: &str, size: Option<&str>) -> String {
+    let size = size.map_or(String::new(), |s| format!(", size: \"{s}\""));
+    format!(
+        "version: 1\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"http://{addr}/disk.raw\", sha256: \"{}\"{size} }}\n    format: containerdisk\n",
+        "a".repeat(64)
+    )
+}
+
+fn partials(ws: &Workspace) -> Vec<String> {
+    std::fs::read_dir(ws.path().join(".imagepipe/cache/sha256"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".partial-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn downloads_are_bounded_and_leave_nothing_behind() {
+    // An endless body stops at the declared size.
+    let endless = endless_server(None);
+    let ws = Workspace::with_catalog(&url_catalog(&endless, Some("1MiB")));
+    // A partial left by a run that was killed is swept by the next one.
+    ws.write(
+        ".imagepipe/cache/sha256/.partial-4000000-dead",
+        vec![0u8; 1000],
+    );
+    let mut c = ws.cmd();
+    c.arg("build");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("longer than 1048576 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(partials(&ws).is_empty(), "{:?}", partials(&ws));
+    // A server announcing more than the declared size: nothing downloaded.
+    let big = endless_server(Some(1 << 40));
+    let ws = Workspace::with_catalog(&url_catalog(&big, Some("1MiB")));
+    let mut c = ws.cmd();
+    c.arg("build");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("announces 1099511627776 bytes"),
+        "{}",
+        out.stderr
+    );
+    // Without `size`, the default cap (64 GiB) bounds what is announced.
+    let ws = Workspace::with_catalog(&url_catalog(&big, None));
+    let mut c = ws.cmd();
+    c.arg("build");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("declare `size:`"), "{}", out.stderr);
+    // SIGTERM in the middle of a download removes the partial file.
+    let ws = Workspace::with_catalog(&url_catalog(&endless, None));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
+        .arg("build")
+        .current_dir(ws.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while partials(&ws).is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    crate::common::sh("kill", &["-TERM", &child.id().to_string()], ws.path());
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(partials(&ws).is_empty(), "{:?}", partials(&ws));
+}

@@ -77,6 +77,7 @@ pub const SOURCE_KEYS: &[&str] = &[
     "url",
     "sha256",
     "checksums_url",
+    "size",
     "mmdebstrap",
     "packer",
     "command",

@@ -29,7 +29,7 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
         }
     };
     if kind != "url" {
-        for key in ["sha256", "checksums_url"] {
+        for key in ["sha256", "checksums_url", "size"] {
             if let Some(n) = f.get(key) {
                 d.error(
                     n.span,
@@ -69,9 +69,22 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
                     None
                 }
             };
+            let size = f.get("size").and_then(|n| {
+                let s = string(n, d)?;
+                let v = super::parse_size(&s.value).filter(|v| *v > 0);
+                if v.is_none() {
+                    d.error(
+                        s.span,
+                        format!("`{}` is not a size", s.value),
+                        "write the file's size in bytes, or with a unit: `652738560`, `623MiB`",
+                    );
+                }
+                v
+            });
             Some(Source::Url {
                 url: url.value,
                 checksum: checksum?,
+                size,
             })
         }
         "mmdebstrap" => {
