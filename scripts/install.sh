@@ -39,16 +39,32 @@ for f in "$asset" SHA256SUMS; do
   curl -fsSL --retry 3 -o "$tmp/$f" "$releases/download/$version/$f" ||
     fail "cannot download $releases/download/$version/$f (does release $version exist?)"
 done
-expected="$(awk -v a="$asset" '$2 == a || $2 == "*" a { print $1 }' "$tmp/SHA256SUMS")"
-[ -n "$expected" ] || fail "SHA256SUMS of $version does not list $asset"
+# Every line naming the asset (GNU `sum  name` or binary `sum *name`), hex lowercased.
+listed="$(awk -v a="$asset" '$2 == a || $2 == "*" a { print tolower($1) }' "$tmp/SHA256SUMS" | sort -u)"
+[ -n "$listed" ] || fail "SHA256SUMS of $version does not list $asset"
+[ "$(printf '%s\n' "$listed" | wc -l)" -eq 1 ] ||
+  fail "SHA256SUMS of $version lists $asset with different checksums ($(echo $listed)); nothing was installed"
+[[ "$listed" =~ ^[0-9a-f]{64}$ ]] ||
+  fail "SHA256SUMS of $version gives '$listed' for $asset, which is not a sha256 (64 hex digits); nothing was installed"
+expected="$listed"
 actual="$(sha256sum "$tmp/$asset" | cut -d' ' -f1)"
 [ "$expected" = "$actual" ] ||
   fail "checksum mismatch for $asset: SHA256SUMS says $expected, the download is $actual; nothing was installed"
 
-tar -xzf "$tmp/$asset" -C "$tmp"
+member="imagepipe-${version}-linux-${arch}/imagepipe"
+mkdir "$tmp/x"
+tar -xzf "$tmp/$asset" -C "$tmp/x" --no-same-owner --no-same-permissions ||
+  fail "$asset is not a readable gzip tar archive; nothing was installed"
+# Only a regular file of the verified archive is installed: never what a
+# symlink in it points at.
+if [ -L "$tmp/x/${member%/*}" ] || [ -L "$tmp/x/$member" ] ||
+  { [ -e "$tmp/x/$member" ] && [ ! -f "$tmp/x/$member" ]; }; then
+  fail "$asset holds $member as a link or special file, not the binary; nothing was installed"
+fi
+[ -f "$tmp/x/$member" ] || fail "$asset has no $member; nothing was installed"
 mkdir -p "$dir"
 # Atomic: a concurrent job never runs a half-written binary.
-install -m 0755 "$tmp/imagepipe-${version}-linux-${arch}/imagepipe" "$dir/.imagepipe.$$"
+install -m 0755 "$tmp/x/$member" "$dir/.imagepipe.$$"
 mv -f "$dir/.imagepipe.$$" "$dir/imagepipe"
 echo "imagepipe $version installed at $dir/imagepipe" >&2
 if [ -n "${GITHUB_OUTPUT:-}" ]; then

@@ -543,3 +543,65 @@ fn the_action_installs_a_released_archive_checked_against_its_checksums() {
     );
     assert!(!fresh.path().join("bin/imagepipe").exists());
 }
+
+/// What the install script refuses, each with its own message, installing
+/// nothing: a binary that is a symlink (to a host file), an archive without
+/// the binary, a SHA256SUMS listing the asset twice with different sums.
+/// Upper-case hex in SHA256SUMS is read as the same checksum.
+#[test]
+fn the_install_script_installs_only_the_regular_file_of_a_verified_archive() {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        _ => return,
+    };
+    let server = crate::common::FileServer::start();
+    let ws = Workspace::new();
+    // (version, what the archive holds, SHA256SUMS text from the archive's sum)
+    type Sums = fn(&str, &str) -> String;
+    let cases: [(&str, &str, Sums, Option<&str>); 4] = [
+        ("v1.0.1", "symlink", |s, a| format!("{s}  {a}\n"), Some("as a link or special file")),
+        ("v1.0.2", "empty", |s, a| format!("{s}  {a}\n"), Some("has no imagepipe-v1.0.2")),
+        (
+            "v1.0.3",
+            "binary",
+            |s, a| format!("{s}  {a}\n{}  {a}\n", "0".repeat(64)),
+            Some("with different checksums"),
+        ),
+        ("v1.0.4", "binary", |s, a| format!("{}  *{a}\n", s.to_uppercase()), None),
+    ];
+    for (version, holds, sums, refused) in cases {
+        let top = format!("imagepipe-{version}-linux-{arch}");
+        let src = ws.path().join(version);
+        std::fs::create_dir_all(src.join(&top)).unwrap();
+        match holds {
+            "symlink" => std::os::unix::fs::symlink("/etc/hostname", src.join(&top).join("imagepipe"))
+                .unwrap(),
+            "binary" => std::fs::write(src.join(&top).join("imagepipe"), "#!/bin/sh\necho ok\n").unwrap(),
+            _ => {}
+        }
+        let asset = format!("{top}.tar.gz");
+        sh("tar", &["-czf", &asset, &top], &src);
+        let bytes = std::fs::read(src.join(&asset)).unwrap();
+        let sum = crate::common::sha256_hex(&bytes);
+        server.put(&format!("/releases/download/{version}/{asset}"), bytes);
+        server.put(
+            &format!("/releases/download/{version}/SHA256SUMS"),
+            sums(&sum, &asset),
+        );
+        let runner = Workspace::new();
+        let out = install(&server, runner.path(), version);
+        let installed = runner.path().join("bin/imagepipe");
+        match refused {
+            Some(said) => {
+                assert_eq!(out.code, 1, "{version}: {}", out.stderr);
+                assert!(out.stderr.contains(said), "{version}: {}", out.stderr);
+                assert!(!installed.exists(), "{version} installed something");
+            }
+            None => {
+                assert_eq!(out.code, 0, "{version}: {}", out.stderr);
+                assert_eq!(std::fs::read_to_string(&installed).unwrap(), "#!/bin/sh\necho ok\n");
+            }
+        }
+    }
+}
