@@ -232,7 +232,20 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
                 .map_err(|e| err(format!("{full}: {e}")))?;
             let mut files = Vec::new();
             let mut matched = vec![false; path_globs.len()];
+            // A symbolic link a glob matches: (glob index, path, target).
+            let mut links: Vec<(usize, String, String)> = Vec::new();
             for e in entries {
+                if e.mode.is_link() {
+                    let path = e.filepath.to_string();
+                    if let Some(i) = path_globs.iter().position(|(_, g)| g.is_match(&path)) {
+                        let target = repo
+                            .find_object(e.oid)
+                            .map(|o| String::from_utf8_lossy(&o.data).into_owned())
+                            .unwrap_or_default();
+                        links.push((i, path, target));
+                    }
+                    continue;
+                }
                 if !e.mode.is_blob() {
                     continue;
                 }
@@ -260,12 +273,18 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
                 };
                 files.push((path, data));
             }
-            if let Some((glob, _)) = path_globs
+            if let Some((i, (glob, _))) = path_globs
                 .iter()
+                .enumerate()
                 .zip(&matched)
                 .find(|(_, m)| !**m)
                 .map(|(g, _)| g)
             {
+                if let Some((_, path, target)) = links.iter().find(|(l, _, _)| *l == i) {
+                    return Err(err(format!(
+                        "`paths` glob `{glob}` matches only symbolic links on {full} ({path} → {target}): references are read from regular files only, so they would go unseen; point `retention.git.paths` at the files the links name; nothing is deleted"
+                    )));
+                }
                 return Err(err(format!(
                     "`paths` glob `{glob}` matches no file on {full}: references there would go unseen; fix `retention.git.paths` (or the branch); nothing is deleted"
                 )));

@@ -129,7 +129,25 @@ fn report_scan_error(e: &ScanError, source: &str, diags: &mut Diagnostics) {
     let m = e.marker();
     let info = e.info();
     let mut at = Span::new(m.line(), m.col() + 1);
-    let help = if info.contains("tab") {
+    let is_word = |w: &str| info.split(|c: char| !c.is_alphanumeric()).any(|x| x == w);
+    let unprintable = is_word("unprintable").then(|| {
+        source
+            .chars()
+            .skip(m.index())
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    });
+    let help = if let Some(c) = unprintable {
+        let what = c.map_or_else(
+            || "a control character".to_owned(),
+            |c| format!("the control character U+{:04X}", u32::from(c)),
+        );
+        diags.error(
+            at,
+            format!("invalid YAML: {info}"),
+            format!("the file holds {what} here, which YAML does not allow: remove it (is this a binary file, or text pasted from a terminal?)"),
+        );
+        return;
+    } else if is_word("tab") || is_word("tabs") {
         // The scanner stops where the token before the tab ended, often the
         // end of the previous line: point at the tab itself.
         if let Some(tab) = source

@@ -270,9 +270,18 @@ fn print_table(plan: &retention::Plan, apply: bool) {
         }
     }
     if !plan.unsupported_branches.is_empty() {
+        // The first few; all of them are in `--format json`.
+        const SHOWN: usize = 10;
+        let all = &plan.unsupported_branches;
+        let more = all.len().saturating_sub(SHOWN);
         out.push_str(&format!(
-            "release branches past supported_releases (not counted): {}\n",
-            plan.unsupported_branches.join(", ")
+            "release branches past supported_releases (not counted): {}{}\n",
+            all[..all.len().min(SHOWN)].join(", "),
+            if more > 0 {
+                format!(" and {more} more (all in --format json)")
+            } else {
+                String::new()
+            }
         ));
     }
     output::text(&out);

@@ -222,9 +222,19 @@ pub fn registry_client(
     let mut keychain = crate::registry::auth::Keychain::from_env(env);
     if let Some(f) = flags {
         if let Some(file) = &f.authfile {
-            if !file.is_file() {
+            let why = match std::fs::metadata(file) {
+                Ok(m) if m.is_file() => None,
+                Ok(m) if m.is_dir() => {
+                    Some("is a directory: give the auth file itself (auth.json or config.json)")
+                }
+                Ok(_) => Some(
+                    "is not a regular file (a FIFO or device is never read as credentials): give the auth file itself",
+                ),
+                Err(_) => Some("no such file"),
+            };
+            if let Some(why) = why {
                 return Err(Error::Usage(format!(
-                    "--authfile {}: no such file",
+                    "--authfile {}: {why}",
                     file.display()
                 )));
             }

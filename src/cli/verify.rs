@@ -218,7 +218,7 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<u8> {
                     output::line(&format!(
                         "  {} {}{}",
                         if c.passed { "ok  " } else { "FAIL" },
-                        c.run,
+                        one_line(&c.run),
                         match (&c.expect, c.exit) {
                             (_, None) => " (not run)".to_owned(),
                             (Some(e), Some(0)) if !c.passed =>
@@ -245,6 +245,16 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<u8> {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
+}
+
+/// A multi-line check as one table line: its first line and how many follow.
+fn one_line(run: &str) -> String {
+    let mut lines = run.trim().lines();
+    let first = lines.next().unwrap_or("");
+    match lines.count() {
+        0 => first.to_owned(),
+        n => format!("{first} … (+{n} line{})", if n == 1 { "" } else { "s" }),
+    }
 }
 
 fn failed_early(p: &Pending, error: String) -> Outcome {

@@ -121,7 +121,7 @@ impl Keychain {
         let files = self
             .files
             .iter()
-            .filter_map(|f| std::fs::read(f).ok().map(|b| (f.clone(), b)));
+            .filter_map(|f| read_auth_file(f).map(|b| (f.clone(), b)));
         for (file, bytes) in inline.into_iter().chain(files) {
             let file = file.as_path();
             let config: serde_json::Value = serde_json::from_slice(&bytes)
@@ -143,6 +143,20 @@ impl Keychain {
         }
         Ok(Credential::Anonymous)
     }
+}
+
+/// An auth file's bytes: regular files only (a FIFO would block, a device
+/// never end), at most 1 MiB.
+fn read_auth_file(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut bytes))
+        .ok()?;
+    Some(bytes)
 }
 
 fn lookup<'a>(auths: &'a serde_json::Value, host: &str) -> Option<&'a serde_json::Value> {

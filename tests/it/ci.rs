@@ -560,24 +560,43 @@ fn the_install_script_installs_only_the_regular_file_of_a_verified_archive() {
     // (version, what the archive holds, SHA256SUMS text from the archive's sum)
     type Sums = fn(&str, &str) -> String;
     let cases: [(&str, &str, Sums, Option<&str>); 4] = [
-        ("v1.0.1", "symlink", |s, a| format!("{s}  {a}\n"), Some("as a link or special file")),
-        ("v1.0.2", "empty", |s, a| format!("{s}  {a}\n"), Some("has no imagepipe-v1.0.2")),
+        (
+            "v1.0.1",
+            "symlink",
+            |s, a| format!("{s}  {a}\n"),
+            Some("as a link or special file"),
+        ),
+        (
+            "v1.0.2",
+            "empty",
+            |s, a| format!("{s}  {a}\n"),
+            Some("has no imagepipe-v1.0.2"),
+        ),
         (
             "v1.0.3",
             "binary",
             |s, a| format!("{s}  {a}\n{}  {a}\n", "0".repeat(64)),
             Some("with different checksums"),
         ),
-        ("v1.0.4", "binary", |s, a| format!("{}  *{a}\n", s.to_uppercase()), None),
+        (
+            "v1.0.4",
+            "binary",
+            |s, a| format!("{}  *{a}\n", s.to_uppercase()),
+            None,
+        ),
     ];
     for (version, holds, sums, refused) in cases {
         let top = format!("imagepipe-{version}-linux-{arch}");
         let src = ws.path().join(version);
         std::fs::create_dir_all(src.join(&top)).unwrap();
         match holds {
-            "symlink" => std::os::unix::fs::symlink("/etc/hostname", src.join(&top).join("imagepipe"))
-                .unwrap(),
-            "binary" => std::fs::write(src.join(&top).join("imagepipe"), "#!/bin/sh\necho ok\n").unwrap(),
+            "symlink" => {
+                std::os::unix::fs::symlink("/etc/hostname", src.join(&top).join("imagepipe"))
+                    .unwrap()
+            }
+            "binary" => {
+                std::fs::write(src.join(&top).join("imagepipe"), "#!/bin/sh\necho ok\n").unwrap()
+            }
             _ => {}
         }
         let asset = format!("{top}.tar.gz");
@@ -600,7 +619,10 @@ fn the_install_script_installs_only_the_regular_file_of_a_verified_archive() {
             }
             None => {
                 assert_eq!(out.code, 0, "{version}: {}", out.stderr);
-                assert_eq!(std::fs::read_to_string(&installed).unwrap(), "#!/bin/sh\necho ok\n");
+                assert_eq!(
+                    std::fs::read_to_string(&installed).unwrap(),
+                    "#!/bin/sh\necho ok\n"
+                );
             }
         }
     }
