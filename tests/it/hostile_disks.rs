@@ -126,9 +126,9 @@ fn words(n: usize) -> Vec<u8> {
     out
 }
 
-/// Starts `build`, waits until the disk is being packaged (compressed bytes
-/// in a temporary blob of the store), runs `change`, and returns the
-/// build's result.
+/// Starts `build`, waits until the disk is being packaged (a temporary
+/// blob of the store larger than any metadata file: the layer), runs
+/// `change`, and returns the build's result.
 fn change_while_packaging(ws: &Workspace, change: impl FnOnce()) -> crate::common::Output {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"));
     let child = c
@@ -145,8 +145,10 @@ fn change_while_packaging(ws: &Workspace, change: impl FnOnce()) -> crate::commo
     let tmp = ws.path().join(".imagepipe/store/vm/.imagepipe-tmp");
     let started = std::time::Instant::now();
     let writing = || {
-        std::fs::read_dir(&tmp)
-            .is_ok_and(|d| d.flatten().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)))
+        std::fs::read_dir(&tmp).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 64 << 10))
+        })
     };
     while !writing() {
         assert!(started.elapsed().as_secs() < 60, "packaging never started");
