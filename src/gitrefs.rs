@@ -15,6 +15,8 @@ pub struct BranchFiles {
     pub reference: String,
     /// Path → content, for files matching the configured paths.
     pub files: Vec<(String, std::sync::Arc<Vec<u8>>)>,
+    /// The catalog as this branch has it ([`Rules::catalog`]), if it has one.
+    pub catalog: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// What was read, and which matching branches fell outside the supported releases.
@@ -47,6 +49,8 @@ pub struct Rules<'a> {
     /// Whether the branch `HEAD` names may stand for the default branch
     /// (not on GitHub Actions, whose checkout names the branch being built).
     pub head_fallback: bool,
+    /// The catalog's path in the repository, read on every branch too.
+    pub catalog: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +235,7 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
                 .files()
                 .map_err(|e| err(format!("{full}: {e}")))?;
             let mut files = Vec::new();
+            let mut catalog = None;
             let mut matched = vec![false; path_globs.len()];
             // A symbolic link a glob matches: (glob index, path, target).
             let mut links: Vec<(usize, String, String)> = Vec::new();
@@ -250,6 +255,12 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
                     continue;
                 }
                 let path = e.filepath.to_string();
+                if rules.catalog == Some(path.as_str()) {
+                    catalog = repo
+                        .find_object(e.oid)
+                        .ok()
+                        .map(|o| std::sync::Arc::new(o.data.clone()));
+                }
                 let mut any = false;
                 for (i, (_, g)) in path_globs.iter().enumerate() {
                     if g.is_match(&path) {
@@ -293,6 +304,7 @@ pub fn scan(repo_path: &Path, rules: &Rules<'_>) -> Result<Scan, GitError> {
                 branch: name.clone(),
                 reference: full.clone(),
                 files,
+                catalog,
             });
         }
     }

@@ -49,6 +49,20 @@ pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
     }
 }
 
+/// Parses, decodes and validates catalog text read elsewhere (a git branch);
+/// `path` is where it would be.
+pub fn load_text(path: &Path, text: &str) -> Result<Catalog, CatalogError> {
+    let mut d = Diagnostics::new(path);
+    match parse(path, text, &mut d) {
+        Some(c) if d.is_empty() => Ok(c),
+        _ => Err(CatalogError {
+            file: path.to_path_buf(),
+            diagnostics: d.into_sorted(),
+            source_text: Some(text.to_owned()),
+        }),
+    }
+}
+
 /// Parses catalog text (already read) and records every problem in `d`,
 /// which starts empty.
 pub fn parse(path: &Path, text: &str, d: &mut Diagnostics) -> Option<Catalog> {

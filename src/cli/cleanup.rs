@@ -33,10 +33,22 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
     }
     let base = catalog.base_dir();
 
-    // Git references (fail closed: an unreadable branch deletes nothing).
+    // Git references (fail closed: an unreadable branch deletes nothing),
+    // and the immutable tags each kept branch's catalog builds.
+    let mut branch_built: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let (refs, git_error, unsupported) = match &ret.git {
         None => (References::default(), None, Vec::new()),
         Some(g) => {
+            let repo_dir = base.join(&g.repo);
+            let in_repo = std::path::absolute(&c.config)
+                .ok()
+                .and_then(|p| p.canonicalize().ok())
+                .zip(repo_dir.canonicalize().ok())
+                .and_then(|(cfg, repo)| {
+                    cfg.strip_prefix(repo)
+                        .ok()
+                        .map(|r| r.to_string_lossy().into_owned())
+                });
             let branches: Vec<String> = g.branches.iter().map(|b| b.value.clone()).collect();
             let paths: Vec<String> = g.paths.iter().map(|p| p.value.clone()).collect();
             let default_branch = match (&g.default_branch, env.get(crate::env::CI_DEFAULT_BRANCH)) {
@@ -51,8 +63,9 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 default_branch,
                 release_pattern: &g.release_pattern,
                 head_fallback: env.get(crate::env::GITHUB_ACTIONS) != Some("true"),
+                catalog: in_repo.as_deref(),
             };
-            match gitrefs::scan(&base.join(&g.repo), &rules) {
+            match gitrefs::scan(&repo_dir, &rules) {
                 Ok(scan) => {
                     tracing::info!(
                         "git: default branch {} ({})",
@@ -66,6 +79,25 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                             b.reference,
                             b.files.len()
                         );
+                        let Some(text) = &b.catalog else { continue };
+                        let text = String::from_utf8_lossy(text);
+                        match settings::branch_tags(&c.config, &text, env) {
+                            Ok((tags, left_out)) => {
+                                for (image, tag) in tags {
+                                    branch_built.entry(image).or_default().push(tag);
+                                }
+                                for (image, why) in left_out {
+                                    tracing::info!(
+                                        "git: {}: which tag {image} builds there is not known here ({why}); the other rules judge its tags",
+                                        b.branch
+                                    );
+                                }
+                            }
+                            Err(e) => tracing::warn!(
+                                "git: {}: its catalog: {e}; the tags it builds are judged by the other rules",
+                                b.branch
+                            ),
+                        }
                     }
                     (References::from_scan(&scan), None, scan.unsupported)
                 }
@@ -76,16 +108,19 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
 
     // The immutable tag each image builds now is never expired (a revert
     // brings an old recipe back, and `latest` with it).
-    let current = |name: &str| -> Option<String> {
+    let current = |name: &str| -> Vec<String> {
+        let mut tags = branch_built.get(name).cloned().unwrap_or_default();
         match settings::identities(catalog, &[name.to_owned()], &s.ctx) {
-            Ok(ids) => ids.into_iter().find_map(|(_, id)| id.tag),
+            Ok(ids) => tags.extend(ids.into_iter().filter_map(|(_, id)| id.tag)),
             Err(e) => {
                 tracing::warn!(
                     "{name}: cannot tell which tag the catalog builds now ({e}); its tags are judged by the other rules"
                 );
-                None
             }
         }
+        tags.sort();
+        tags.dedup();
+        tags
     };
 
     // Registry state, per managed repository.

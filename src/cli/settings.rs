@@ -140,6 +140,60 @@ pub fn run_context(
     })
 }
 
+/// Resolves only what a catalog pins itself (`url` sources with a checksum,
+/// `checksums_url` over the network, `mmdebstrap`): a catalog read from
+/// another branch has no checkout of that branch's files.
+struct CatalogOnly;
+
+impl crate::source::resolve::SourceResolver for CatalogOnly {
+    fn local(
+        &self,
+        path: &std::path::Path,
+    ) -> std::result::Result<crate::source::resolve::Resolved, crate::source::error::SourceError>
+    {
+        Err(crate::source::error::SourceError::Input {
+            pattern: path.display().to_string(),
+            reason: "a file of another branch, not checked out here".into(),
+        })
+    }
+
+    fn checksum_from_sums(
+        &self,
+        sums_url: &str,
+        url: &str,
+    ) -> std::result::Result<String, crate::source::error::SourceError> {
+        DefaultResolver.checksum_from_sums(sums_url, url)
+    }
+}
+
+/// `(image, tag)` of the images whose tag is known, and `(image, why not)`.
+pub type BranchTags = (Vec<(String, String)>, Vec<(String, String)>);
+
+/// The immutable tag of every image the catalog `text` (read from a
+/// branch, as if at `path`) builds, as `(image, tag)`; images whose recipe
+/// needs that branch's files are left out, with why.
+pub fn branch_tags(
+    path: &std::path::Path,
+    text: &str,
+    env: &Environment,
+) -> std::result::Result<BranchTags, String> {
+    let catalog = catalog::load_text(path, text)
+        .map_err(|e| format!("it does not validate ({} problem(s))", e.diagnostics.len()))?;
+    let ctx = run_context(&catalog, None, env).map_err(|e| e.to_string())?;
+    let mut tags = Vec::new();
+    let mut left_out = Vec::new();
+    for image in select_images(&catalog, &[], false).map_err(|e| e.to_string())? {
+        let identity = recipe::recipe(&catalog, image, &ctx, &CatalogOnly)
+            .map_err(|e| e.to_string())
+            .and_then(|r| plan::identity(&catalog, image, &ctx, r).map_err(|e| e.to_string()));
+        match identity {
+            Ok(id) => tags.extend(id.tag.map(|t| (image.name.value.clone(), t))),
+            Err(e) => left_out.push((image.name.value.clone(), e)),
+        }
+    }
+    Ok((tags, left_out))
+}
+
 /// The images a run works on: release runs take the `kubernetes: true`
 /// images, other runs the rest; `--only` narrows further.
 pub fn select_images<'c>(

@@ -48,8 +48,9 @@ pub struct Repo {
     /// Matchers of the image's tag templates: a tag is ours to judge only if
     /// one of them matches it exactly (and our annotation is on its manifest).
     pub templates: Vec<regex::Regex>,
-    /// The immutable tag the catalog builds now for this image, if it has one.
-    pub current: Option<String>,
+    /// The immutable tags the catalog builds now for this image: as checked
+    /// out, and as each kept branch has it.
+    pub current: Vec<String>,
     pub tags: Result<Vec<TagInfo>, String>,
 }
 
@@ -199,7 +200,7 @@ fn plan_repo(
             if mutable(t) {
                 reasons.push("mutable".to_owned());
             }
-            if t.subject.is_none() && repo.current.as_deref() == Some(t.tag.as_str()) {
+            if t.subject.is_none() && repo.current.contains(&t.tag) {
                 reasons.push("current".to_owned());
             }
             if !pointer(t) && t.subject.is_none() && pointed.contains(&t.digest) {
@@ -352,7 +353,7 @@ mod tests {
                         .matcher(&facts)
                 })
                 .collect(),
-            current: None,
+            current: Vec::new(),
             tags: Ok(tags),
         }
     }
@@ -404,7 +405,7 @@ mod tests {
             info("latest", 1, 100, true),
         ];
         let r = Repo {
-            current: Some("img-0000dd".into()),
+            current: vec!["img-0000dd".into()],
             ..repo(tags)
         };
         let p = plan(

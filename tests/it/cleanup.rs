@@ -84,7 +84,7 @@ pub fn keep_last_one_plan(addr: &str) -> LibraryPlan {
         path: repo.path.clone(),
         image: "disk".into(),
         templates: vec![disk_matcher()],
-        current: None,
+        current: Vec::new(),
         tags: imagepipe::cleanup::list(&client, &repo),
     }];
     let rules = imagepipe::retention::Rules {
@@ -513,4 +513,62 @@ fn after_a_revert_the_tag_the_catalog_builds_now_is_kept() {
     let first = decision(&plan, &v[0].0);
     assert_eq!(first["decision"], "keep", "{plan}");
     assert_eq!(first["reasons"], serde_json::json!(["pointed"]), "{first}");
+}
+
+#[test]
+fn the_tag_a_kept_release_branch_builds_is_kept() {
+    let reg = Registry::start();
+    let files = crate::common::FileServer::start();
+    let ws = Workspace::new();
+    git(ws.path(), &["init", "-q"]);
+    // One upstream image per version; the catalog pins its checksum.
+    let pin = |n: u8| {
+        let disk = vec![n; 4096];
+        let url = files.put(&format!("/disk-{n}.raw"), disk.clone());
+        let text = format!(
+            "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci, insecure: true }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"{url}\", sha256: \"{}\" }}\n    format: containerdisk\n    compression: none\nretention:\n  keep_last: 1\n  git:\n    repo: .\n    default_branch: main\n    branches: [\"release-*\"]\n    supported_releases: 1\n    paths: [\"*.yml\"]\n",
+            reg.addr,
+            crate::common::sha256_hex(&disk)
+        );
+        ws.write("images.yml", text);
+        git(ws.path(), &["add", "-A"]);
+        git(ws.path(), &["commit", "-q", "-m", &format!("disk {n}")]);
+        let mut c = ws.cmd();
+        c.arg("publish");
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        crate::common::first_item(
+            &{
+                let mut c = ws.cmd();
+                c.args(["plan", "--format", "json"]);
+                run(c).stdout
+            },
+            "tag",
+        )
+    };
+    std::fs::write(ws.path().join(".gitignore"), ".imagepipe/\n").unwrap();
+    git(ws.path(), &["checkout", "-q", "-b", "main"]);
+    let v0 = pin(0);
+    git(ws.path(), &["checkout", "-q", "-b", "release-2.27"]);
+    let release = pin(1);
+    git(ws.path(), &["checkout", "-q", "main"]);
+    let old = pin(2);
+    let newest = pin(3);
+    let (code, plan, stderr) = cleanup(&ws, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let kept = decision(&plan, &release);
+    assert_eq!(kept["decision"], "keep", "{plan}");
+    assert_eq!(kept["reasons"], serde_json::json!(["current"]), "{kept}");
+    assert!(
+        decision(&plan, &newest)["reasons"]
+            .to_string()
+            .contains("current")
+    );
+    for expired in [&v0, &old] {
+        assert_eq!(
+            decision(&plan, expired)["reasons"],
+            serde_json::json!(["expired"])
+        );
+    }
 }
