@@ -113,12 +113,15 @@ fn source_identity(
             json!({ "kind": "file", "name": file_name(path), "entry": kind, "sha256": sha256 })
         }
         Source::Url { url, checksum, .. } => {
-            let sha256 = match checksum {
-                Checksum::Sha256(hex) => hex.clone(),
+            let digest = match checksum {
+                Checksum::Pinned(d) => d.clone(),
                 Checksum::SumsUrl(sums) => resolver.checksum_from_sums(sums, url)?,
             };
             let (name, decompress) = crate::source::download_name(url);
-            json!({ "kind": "url", "name": name, "decompress": decompress, "sha256": sha256 })
+            // `sha256` or `sha512`: the algorithm upstream publishes.
+            let mut v = json!({ "kind": "url", "name": name, "decompress": decompress });
+            v[digest.algorithm.name()] = json!(digest.hex);
+            v
         }
         Source::Mmdebstrap(m) => {
             let mut packages = m.packages.clone();

@@ -476,10 +476,56 @@ impl Source {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checksum {
-    /// The sha256 of the downloaded file, lowercase hex.
-    Sha256(String),
-    /// An upstream `SHA256SUMS` file listing the file by name.
+    /// The digest of the downloaded file.
+    Pinned(FileDigest),
+    /// An upstream checksum file (`SHA256SUMS`, `SHA512SUMS`, `CHECKSUM`)
+    /// listing the file by name.
     SumsUrl(String),
+}
+
+/// The hash algorithms upstream images publish checksums in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HashAlgorithm {
+    Sha256,
+    Sha512,
+}
+
+impl HashAlgorithm {
+    pub const ALL: [Self; 2] = [Self::Sha256, Self::Sha512];
+
+    /// `sha256` / `sha512`: the catalog key, the recipe field, the cache directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    /// Hex characters of a digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Self::Sha256 => 64,
+            Self::Sha512 => 128,
+        }
+    }
+
+    /// The algorithm whose digests have `n` hex characters.
+    pub fn of_hex_len(n: usize) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.hex_len() == n)
+    }
+}
+
+/// A file's digest: algorithm and lowercase hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileDigest {
+    pub algorithm: HashAlgorithm,
+    pub hex: String,
+}
+
+impl std::fmt::Display for FileDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.algorithm.name(), self.hex)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,7 +34,8 @@ fn source() -> Value {
     let mut props = Map::new();
     props.insert("file".into(), string("A local disk image (qcow2/raw), rootfs tarball or rootfs directory, relative to the catalog."));
     props.insert("url".into(), json!({ "type": "string", "pattern": "^https?://", "description": "Download address; `.xz`/`.gz` files are decompressed." }));
-    props.insert("sha256".into(), json!({ "type": "string", "pattern": "^(sha256:)?[0-9a-fA-F]{64}$", "description": "Checksum of the downloaded file." }));
+    props.insert("sha256".into(), json!({ "type": "string", "pattern": "^(sha256:)?[0-9a-fA-F]{64}$", "description": "SHA-256 of the downloaded file." }));
+    props.insert("sha512".into(), json!({ "type": "string", "pattern": "^(sha512:)?[0-9a-fA-F]{128}$", "description": "SHA-512 of the downloaded file (Debian, Flatcar publish these)." }));
     props.insert("size".into(), json!({ "type": ["string", "integer"], "description": "Size of the downloaded file (bytes, or with a unit: `623MiB`): a longer body is cut off and refused. Default cap 64 GiB." }));
     props.insert(
         "checksums_url".into(),
@@ -82,7 +83,7 @@ fn source() -> Value {
     );
     let one_of: Vec<Value> = [
         json!({ "required": ["file"] }),
-        json!({ "required": ["url"], "oneOf": [ { "required": ["sha256"] }, { "required": ["checksums_url"] } ] }),
+        json!({ "required": ["url"], "oneOf": [ { "required": ["sha256"] }, { "required": ["sha512"] }, { "required": ["checksums_url"] } ] }),
         json!({ "required": ["mmdebstrap"] }),
         json!({ "required": ["packer"] }),
         json!({ "required": ["command"] }),

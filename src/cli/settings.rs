@@ -161,7 +161,7 @@ impl crate::source::resolve::SourceResolver for CatalogOnly {
         &self,
         sums_url: &str,
         url: &str,
-    ) -> std::result::Result<String, crate::source::error::SourceError> {
+    ) -> std::result::Result<catalog::FileDigest, crate::source::error::SourceError> {
         DefaultResolver.checksum_from_sums(sums_url, url)
     }
 }

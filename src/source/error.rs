@@ -19,10 +19,11 @@ pub enum SourceError {
     #[error("downloading {url}: {reason}")]
     Download { url: String, reason: String },
     #[error(
-        "checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({size} bytes); the download was discarded"
+        "checksum mismatch for {url}: expected {algorithm} {expected}, got {actual} ({size} bytes); the download was discarded"
     )]
     Checksum {
         url: String,
+        algorithm: &'static str,
         expected: String,
         actual: String,
         size: u64,

@@ -6,8 +6,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use crate::catalog::{Checksum, Command, Mmdebstrap, Packer, Source};
-use crate::oci::hash::HashReader;
+use crate::catalog::{Checksum, Command, FileDigest, HashAlgorithm, Mmdebstrap, Packer, Source};
 use crate::source::error::SourceError;
 use crate::source::resolve::{DefaultResolver, SourceResolver, expand_glob};
 
@@ -82,11 +81,11 @@ pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, S
             checksum,
             size,
         } => {
-            let sha256 = match checksum {
-                Checksum::Sha256(h) => h.clone(),
+            let digest = match checksum {
+                Checksum::Pinned(d) => d.clone(),
                 Checksum::SumsUrl(s) => DefaultResolver.checksum_from_sums(s, url)?,
             };
-            download(url, &sha256, *size, dirs)
+            download(url, &digest, *size, dirs)
         }
         Source::Command(c) => run_command(c, dirs, env),
         Source::Packer(p) => run_packer(p, dirs, env),
@@ -144,6 +143,50 @@ fn sweep_partials(dir: &Path) {
     }
 }
 
+/// Reads through `inner`, hashing with SHA-256 (the cache's and the
+/// provenance's digest) and, for a SHA-512 pin, SHA-512 too.
+struct Hashing<R> {
+    inner: R,
+    sha256: sha2::Sha256,
+    sha512: Option<sha2::Sha512>,
+    len: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R, pinned: HashAlgorithm) -> Self {
+        use sha2::Digest as _;
+        Self {
+            inner,
+            sha256: sha2::Sha256::new(),
+            sha512: (pinned == HashAlgorithm::Sha512).then(sha2::Sha512::new),
+            len: 0,
+        }
+    }
+
+    /// The pinned algorithm's hex, the SHA-256 hex, and the size.
+    fn finish(self) -> (String, String, u64) {
+        use sha2::Digest as _;
+        let sha256 = crate::oci::hash::hex(&self.sha256.finalize());
+        let pinned = self
+            .sha512
+            .map_or_else(|| sha256.clone(), |h| crate::oci::hash::hex(&h.finalize()));
+        (pinned, sha256, self.len)
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.sha256.update(&buf[..n]);
+        if let Some(h) = &mut self.sha512 {
+            h.update(&buf[..n]);
+        }
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads at most `cap` bytes of `r`; one more is an error saying `what`.
 fn capped<R: Read>(r: R, cap: u64) -> impl Read {
     struct Capped<R> {
@@ -173,14 +216,23 @@ fn capped<R: Read>(r: R, cap: u64) -> impl Read {
 /// [`super::MAX_DOWNLOAD`]) or a signal leaves nothing in the cache.
 fn download(
     url: &str,
-    sha256: &str,
+    pinned: &FileDigest,
     declared: Option<u64>,
     dirs: &Dirs,
 ) -> Result<Material, SourceError> {
-    let blobs = dirs.cache.join("sha256");
+    let blobs = dirs.cache.join(pinned.algorithm.name());
     fs::create_dir_all(&blobs).map_err(|e| SourceError::io(&blobs, e))?;
-    let cached = blobs.join(sha256);
-    if !cached.is_file() {
+    let cached = blobs.join(&pinned.hex);
+    // The sha256 of a file cached by another digest, kept beside it.
+    let sidecar = blobs.join(format!("{}.sha256", pinned.hex));
+    let mut sha256 = match pinned.algorithm {
+        HashAlgorithm::Sha256 => Some(pinned.hex.clone()),
+        HashAlgorithm::Sha512 => fs::read_to_string(&sidecar)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| s.len() == 64),
+    };
+    if !cached.is_file() || sha256.is_none() {
         tracing::info!("downloading {url}");
         let fail = |reason: String| SourceError::Download {
             url: url.to_owned(),
@@ -208,7 +260,7 @@ fn download(
         }
         let mut tmp = partial(&blobs)?;
         let body = crate::http::Stalled::new(resp.into_body().into_reader());
-        let mut reader = HashReader::new(capped(body, cap));
+        let mut reader = Hashing::new(capped(body, cap), pinned.algorithm);
         io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| {
             if e.kind() == io::ErrorKind::FileTooLarge {
                 fail(format!(
@@ -218,29 +270,35 @@ fn download(
                 fail(e.to_string())
             }
         })?;
-        let (digest, size) = reader.finish();
+        let (digest, of_sha256, size) = reader.finish();
         if let Some(want) = declared.filter(|w| *w != size) {
             return Err(fail(format!(
                 "{size} bytes arrived, the catalog declares `size` {want}; the download was discarded"
             )));
         }
-        if digest.hex() != sha256 {
+        if digest != pinned.hex {
             return Err(SourceError::Checksum {
                 url: url.to_owned(),
-                expected: sha256.to_owned(),
-                actual: digest.hex().to_owned(),
+                algorithm: pinned.algorithm.name(),
+                expected: pinned.hex.clone(),
+                actual: digest,
                 size,
             });
         }
         tmp.as_file()
             .sync_all()
             .map_err(|e| SourceError::io(tmp.path(), e))?;
+        if pinned.algorithm != HashAlgorithm::Sha256 {
+            fs::write(&sidecar, &of_sha256).map_err(|e| SourceError::io(&sidecar, e))?;
+        }
         persist(tmp, &cached)?;
+        sha256 = Some(of_sha256);
     }
+    let sha256 = sha256.unwrap_or_default();
     let (name, decompress) = super::download_name(url);
     let path = match decompress {
         None => cached,
-        Some(algo) => decompressed(&cached, sha256, &name, algo, dirs)?,
+        Some(algo) => decompressed(&cached, &sha256, &name, algo, dirs)?,
     };
     Ok(Material {
         path,

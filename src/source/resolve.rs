@@ -1,5 +1,6 @@
 //! Resolving sources to the checksums a recipe is made of.
 
+use crate::catalog::{FileDigest, HashAlgorithm};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -25,7 +26,7 @@ pub trait SourceResolver {
     /// Identity of a local file or directory.
     fn local(&self, path: &Path) -> Result<Resolved, SourceError>;
     /// The checksum an upstream SHA256SUMS file lists for `url`'s file.
-    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, SourceError>;
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<FileDigest, SourceError>;
 }
 
 /// Reads the filesystem and fetches SHA256SUMS files over HTTP(S).
@@ -54,15 +55,15 @@ impl SourceResolver for DefaultResolver {
         }
     }
 
-    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<String, SourceError> {
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<FileDigest, SourceError> {
         let body = crate::http::get_text(sums_url, 4 << 20).map_err(|e| SourceError::Sums {
             url: sums_url.to_owned(),
             reason: e,
         })?;
         let name = super::url_file_name(url);
-        find_in_sums(&body, name).ok_or_else(|| SourceError::Sums {
+        find_in_sums(&body, name).map_err(|reason| SourceError::Sums {
             url: sums_url.to_owned(),
-            reason: format!("lists no checksum for `{name}` (check the file name in the url)"),
+            reason,
         })
     }
 }
@@ -83,29 +84,58 @@ pub fn reader_digest(mut r: impl Read) -> std::io::Result<String> {
 }
 
 /// Looks a file up in GNU (`<hex>  name`, `<hex> *name`) or BSD
-/// (`SHA256 (name) = <hex>`) checksum listings.
-pub fn find_in_sums(body: &str, name: &str) -> Option<String> {
-    let is_hex = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+/// (`SHA256 (name) = <hex>`, `SHA512 (name) = <hex>`) checksum listings of
+/// SHA-256 or SHA-512: the algorithm is the BSD line's, else the digest's
+/// length. Why it is not there, otherwise.
+pub fn find_in_sums(body: &str, name: &str) -> Result<FileDigest, String> {
+    let digest = |algorithm: Option<HashAlgorithm>, h: &str| {
+        let h = h.trim();
+        let algorithm = algorithm.or_else(|| HashAlgorithm::of_hex_len(h.len()))?;
+        (h.len() == algorithm.hex_len() && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
+            FileDigest {
+                algorithm,
+                hex: h.to_ascii_lowercase(),
+            }
+        })
+    };
+    let mut listed = 0usize;
+    let mut unreadable = None;
     for line in body.lines() {
         let line = line.trim();
-        if let Some(rest) = line.strip_prefix("SHA256 (") {
-            if let Some((file, hexpart)) = rest.split_once(") = ")
-                && file == name
-                && is_hex(hexpart.trim())
-            {
-                return Some(hexpart.trim().to_ascii_lowercase());
-            }
+        if line.is_empty() || line.starts_with('#') || line.starts_with("-----") {
             continue;
         }
-        if let Some((h, file)) = line.split_once(char::is_whitespace) {
-            let file = file.trim_start().trim_start_matches('*');
-            let file = file.strip_prefix("./").unwrap_or(file);
-            if file == name && is_hex(h) {
-                return Some(h.to_ascii_lowercase());
-            }
+        let bsd = HashAlgorithm::ALL.into_iter().find_map(|a| {
+            line.strip_prefix(&format!("{} (", a.name().to_ascii_uppercase()))
+                .and_then(|rest| rest.split_once(") = "))
+                .map(|(file, h)| (Some(a), file, h))
+        });
+        let (algorithm, file, h) = match bsd {
+            Some(found) => found,
+            None => match line.split_once(char::is_whitespace) {
+                Some((h, file)) => {
+                    let file = file.trim_start().trim_start_matches('*');
+                    (None, file.strip_prefix("./").unwrap_or(file), h)
+                }
+                None => continue,
+            },
+        };
+        listed += 1;
+        if file != name {
+            continue;
+        }
+        match digest(algorithm, h) {
+            Some(d) => return Ok(d),
+            None => unreadable = Some(h.trim().to_owned()),
         }
     }
-    None
+    Err(match unreadable {
+        Some(h) => format!(
+            "lists `{name}` with `{h}`, which is neither a SHA-256 (64 hex) nor a SHA-512 (128 hex) checksum"
+        ),
+        None if listed == 0 => "lists no file at all (is it a checksum file? GNU `<hex>  name` or BSD `SHA256 (name) = <hex>` lines are read)".to_owned(),
+        None => format!("lists no checksum for `{name}` among its {listed} entries (check the file name in the url)"),
+    })
 }
 
 /// Digest of a directory tree's canonical listing: entries sorted by path,
@@ -212,12 +242,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_in_gnu_and_bsd_formats() {
+    fn sums_in_gnu_and_bsd_formats_of_sha256_and_sha512() {
         let h = "a".repeat(64);
+        let sha256 = |hex: &str| {
+            Ok(FileDigest {
+                algorithm: HashAlgorithm::Sha256,
+                hex: hex.to_owned(),
+            })
+        };
         let gnu = format!("{h} *disk.img\n{} other.img\n", "b".repeat(64));
-        assert_eq!(find_in_sums(&gnu, "disk.img"), Some(h.clone()));
+        assert_eq!(find_in_sums(&gnu, "disk.img"), sha256(&h));
         let bsd = format!("SHA256 (disk.img) = {h}\n");
-        assert_eq!(find_in_sums(&bsd, "disk.img"), Some(h.clone()));
-        assert_eq!(find_in_sums(&bsd, "nope.img"), None);
+        assert_eq!(find_in_sums(&bsd, "disk.img"), sha256(&h));
+        assert!(
+            find_in_sums(&bsd, "nope.img")
+                .unwrap_err()
+                .contains("no checksum for `nope.img` among its 1 entries")
+        );
+        // Debian's SHA512SUMS and Flatcar's BSD-style lines.
+        let long = "C".repeat(128);
+        let sha512 = Ok(FileDigest {
+            algorithm: HashAlgorithm::Sha512,
+            hex: long.to_ascii_lowercase(),
+        });
+        let debian = format!("{long}  debian-12-generic-amd64.qcow2\n");
+        assert_eq!(
+            find_in_sums(&debian, "debian-12-generic-amd64.qcow2"),
+            sha512
+        );
+        let flatcar = format!("SHA512 (flatcar.img) = {long}\n");
+        assert_eq!(find_in_sums(&flatcar, "flatcar.img"), sha512);
+        // A BSD SHA512 line holding a 64-hex value is not read as SHA-256.
+        let wrong = format!("SHA512 (x.img) = {h}\n");
+        assert!(
+            find_in_sums(&wrong, "x.img")
+                .unwrap_err()
+                .contains("neither")
+        );
+        assert!(
+            find_in_sums("<html>", "x.img")
+                .unwrap_err()
+                .contains("among its 1 entries")
+        );
+        assert!(
+            find_in_sums("", "x.img")
+                .unwrap_err()
+                .contains("no file at all")
+        );
     }
 }

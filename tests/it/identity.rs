@@ -429,3 +429,58 @@ mod property {
         }
     }
 }
+
+/// The canonical recipe of the first image of a catalog text.
+fn canonical(dir: &Path, text: &str) -> String {
+    let path = dir.join("images.yml");
+    let mut d = Diagnostics::new(&path);
+    let c = catalog::parse(&path, text, &mut d).expect("parses");
+    assert!(d.is_empty(), "{:?}", d.into_sorted());
+    recipe(&c, &c.images[0], &ctx(), &DefaultResolver)
+        .unwrap()
+        .canonical
+}
+
+#[test]
+fn a_sha512_checksum_is_recorded_as_sha512_pinned_or_listed() {
+    let server = FileServer::start();
+    let disk = b"debian cloud image bytes";
+    let sha512 = {
+        use sha2::Digest as _;
+        imagepipe::oci::hash::hex(&sha2::Sha512::digest(disk))
+    };
+    let ws = setup();
+    let pinned = base().replace(
+        &format!("sha256: \"{SHA_A}\""),
+        &format!("sha512: \"{sha512}\""),
+    );
+    let recipe = canonical(ws.path(), &pinned);
+    assert!(
+        recipe.contains(&format!("\"sha512\":\"{sha512}\"")),
+        "{recipe}"
+    );
+    assert!(!recipe.contains("\"sha256\""), "{recipe}");
+    // The same digest from Debian's SHA512SUMS (GNU) and a BSD-style list.
+    for (path, list) in [
+        (
+            "/SHA512SUMS",
+            format!("{}  other.qcow2\n{sha512}  disk.qcow2\n", "d".repeat(128)),
+        ),
+        (
+            "/bsd/CHECKSUM",
+            format!("SHA512 (disk.qcow2) = {}\n", sha512.to_uppercase()),
+        ),
+    ] {
+        let sums = server.put(path, list);
+        let listed = base().replace(
+            &format!("sha256: \"{SHA_A}\""),
+            &format!("checksums_url: \"{sums}\""),
+        );
+        assert_eq!(canonical(ws.path(), &listed), recipe, "{path}");
+    }
+    // Another algorithm, another recipe.
+    assert_ne!(
+        hashes(ws.path(), &pinned, &ctx())[0],
+        hashes(ws.path(), &base(), &ctx())[0]
+    );
+}

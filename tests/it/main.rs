@@ -7,6 +7,7 @@
 )]
 
 mod build;
+mod checksums;
 mod ci;
 mod cleanup;
 mod cleanup_safety;

@@ -76,6 +76,7 @@ pub const SOURCE_KEYS: &[&str] = &[
     "file",
     "url",
     "sha256",
+    "sha512",
     "checksums_url",
     "size",
     "mmdebstrap",

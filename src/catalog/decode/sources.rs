@@ -1,6 +1,7 @@
 //! `source:`: file, url + checksum, mmdebstrap, packer, command.
 
 use super::*;
+use crate::catalog::{FileDigest, HashAlgorithm};
 
 pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
     let f = Fields::of(node, "`source`", SOURCE_KEYS, d)?;
@@ -29,7 +30,7 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
         }
     };
     if kind != "url" {
-        for key in ["sha256", "checksums_url", "size"] {
+        for key in ["sha256", "sha512", "checksums_url", "size"] {
             if let Some(n) = f.get(key) {
                 d.error(
                     n.span,
@@ -53,19 +54,23 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
                     "give the full `https://` address of the image",
                 );
             }
-            let checksum = match (f.get("sha256"), f.get("checksums_url")) {
-                (Some(s), None) => sha256(s, d).map(Checksum::Sha256),
-                (None, Some(u)) => string(u, d).map(|u| Checksum::SumsUrl(u.value)),
-                (Some(s), Some(_)) => {
-                    d.error(
-                        s.span,
-                        "set either `sha256` or `checksums_url`, not both",
-                        "keep the pinned `sha256`",
-                    );
+            let pinned: Vec<(HashAlgorithm, &Node)> = HashAlgorithm::ALL
+                .into_iter()
+                .filter_map(|a| f.get(a.name()).map(|n| (a, n)))
+                .collect();
+            let checksum = match (pinned.as_slice(), f.get("checksums_url")) {
+                ([(a, n)], None) => file_digest(*a, n, d).map(Checksum::Pinned),
+                ([], Some(u)) => string(u, d).map(|u| Checksum::SumsUrl(u.value)),
+                ([], None) => {
+                    d.error(url.span, "a `url` source needs a checksum", "add `sha256: <64 hex>` or `sha512: <128 hex>` (or `checksums_url:` pointing at the upstream SHA256SUMS/SHA512SUMS file)");
                     None
                 }
-                (None, None) => {
-                    d.error(url.span, "a `url` source needs a checksum", "add `sha256: <64 hex>` (or `checksums_url:` pointing at the upstream SHA256SUMS file)");
+                ([(_, n), ..], _) => {
+                    d.error(
+                        n.span,
+                        "set one of `sha256`, `sha512` and `checksums_url`",
+                        "keep the pinned checksum upstream publishes",
+                    );
                     None
                 }
             };
@@ -157,21 +162,63 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
     }
 }
 
-fn sha256(node: &Node, d: &mut Diagnostics) -> Option<String> {
+/// The `sha256`/`sha512` value under key `key` (its own `<algo>:` prefix allowed).
+fn file_digest(key: HashAlgorithm, node: &Node, d: &mut Diagnostics) -> Option<FileDigest> {
     let s = string(node, d)?;
-    let hex = s
-        .value
-        .strip_prefix("sha256:")
-        .unwrap_or(&s.value)
-        .to_ascii_lowercase();
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Some(hex)
-    } else {
+    let (prefix, hex) = match s.value.split_once(':') {
+        Some((p, h)) => (Some(p.to_ascii_lowercase()), h.trim()),
+        None => (None, s.value.trim()),
+    };
+    let hex = hex.to_ascii_lowercase();
+    let k = key.name();
+    if let Some(p) = prefix.as_deref().filter(|p| *p != k) {
+        let fix = HashAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == p)
+            .map_or_else(
+                || format!("write the {k} the upstream checksum file lists"),
+                |a| format!("write it under `{}:` instead", a.name()),
+            );
+        d.error(s.span, format!("`{k}` holds a `{p}:` checksum"), fix);
+        return None;
+    }
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         d.error(
             s.span,
-            "`sha256` must be 64 hexadecimal characters",
-            "copy the checksum from the upstream SHA256SUMS file",
+            format!("`{k}` must be hexadecimal"),
+            format!(
+                "copy the checksum from the upstream {}SUMS file",
+                k.to_ascii_uppercase()
+            ),
         );
-        None
+        return None;
     }
+    if hex.len() != key.hex_len() {
+        let fix = match HashAlgorithm::of_hex_len(hex.len()) {
+            Some(a) => format!(
+                "{} hex characters is a {} checksum: write it under `{}:`",
+                hex.len(),
+                a.name(),
+                a.name()
+            ),
+            None => format!(
+                "copy all {} characters from the upstream checksum file",
+                key.hex_len()
+            ),
+        };
+        d.error(
+            s.span,
+            format!(
+                "`{k}` must be {} hexadecimal characters, not {}",
+                key.hex_len(),
+                hex.len()
+            ),
+            fix,
+        );
+        return None;
+    }
+    Some(FileDigest {
+        algorithm: key,
+        hex,
+    })
 }
