@@ -92,6 +92,9 @@ pub fn recipe(
     if let Some(c) = &image.config {
         doc["config"] = c.to_json();
     }
+    if !image.labels.is_empty() {
+        doc["labels"] = json!(image.labels);
+    }
     let canonical = doc.to_string();
     let hash = sha256_hex(canonical.as_bytes());
     Ok(Recipe {

@@ -274,7 +274,8 @@ fn provenance(
     ctx: &RunContext,
     source_sha256: Option<&str>,
 ) -> BTreeMap<String, String> {
-    let mut a = BTreeMap::new();
+    // The user's labels; imagepipe's keys are reserved (validate refuses them).
+    let mut a = image.labels.clone();
     a.insert(
         annotation::CREATED.to_owned(),
         oci::rfc3339(ctx.image_epoch()),
@@ -348,7 +349,7 @@ fn package(
                 layer::containerdisk_layer(layout, codec, &m.path, recorded, &m.name, mtime, &pb)
                     .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             (
-                image_config(layout, platform, ctx, &[&layer], None)?,
+                image_config(layout, platform, ctx, &[&layer], None, &image.labels)?,
                 vec![layer.descriptor],
                 None,
             )
@@ -365,7 +366,7 @@ fn package(
             .map_err(|e| BuildErrorKind::io(&m.path, e))?;
             let runtime = image.config.as_ref().map(|c| c.to_json());
             (
-                image_config(layout, platform, ctx, &[&layer], runtime)?,
+                image_config(layout, platform, ctx, &[&layer], runtime, &image.labels)?,
                 vec![layer.descriptor],
                 None,
             )
@@ -422,13 +423,18 @@ fn image_config(
     ctx: &RunContext,
     layers: &[&layer::Layer],
     runtime: Option<serde_json::Value>,
+    labels: &BTreeMap<String, String>,
 ) -> Result<Descriptor, BuildErrorKind> {
     let created = oci::rfc3339(ctx.image_epoch());
+    let mut runtime = runtime.unwrap_or_else(|| json!({}));
+    if !labels.is_empty() {
+        runtime["Labels"] = json!(labels);
+    }
     let mut config = json!({
         "architecture": platform.arch,
         "os": platform.os,
         "created": created,
-        "config": runtime.unwrap_or_else(|| json!({})),
+        "config": runtime,
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
         "history": [{ "created": created, "created_by": "imagepipe" }],
     });

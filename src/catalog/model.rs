@@ -300,6 +300,9 @@ pub struct Image {
     pub config: Option<RuntimeConfig>,
     /// Boot verification; `None`: the catalog's defaults.
     pub verify: Option<Verify>,
+    /// Labels a user adds: OCI config labels (where the image has a config)
+    /// and manifest annotations.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub span: Span,
 }
 

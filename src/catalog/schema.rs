@@ -167,6 +167,9 @@ pub fn schema() -> Value {
             "compression": compression(),
             "targets": strings("Restrict the image to these targets (default: all)."),
             "verify": verify(),
+            "labels": { "type": "object", "description": "Labels you add: OCI config labels (containerdisk, rootfs) and manifest annotations; keys in reverse domain notation (`org.opencontainers.image.authors`), never imagepipe's own (`io.imagepipe.*`, `org.opencontainers.image.created|ref.name|version`). Part of the recipe.",
+                "propertyNames": { "pattern": "^[A-Za-z0-9][A-Za-z0-9._/-]{0,255}$" },
+                "additionalProperties": { "type": "string" } },
             "config": object(
                 "Container runtime configuration of a `format: rootfs` image.",
                 json!({

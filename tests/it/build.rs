@@ -1316,3 +1316,61 @@ fn verbosity_flags() {
     let both = with(&["build", "-q", "-v"]);
     assert_eq!(both.code, 2, "{}", both.stderr);
 }
+
+#[test]
+fn labels_go_into_the_config_and_the_manifest_and_the_recipe() {
+    let with = |labels: &str| {
+        catalog("{ file: disk.qcow2 }", "containerdisk").replace(
+            "    format: containerdisk\n",
+            &format!("    format: containerdisk\n    labels:\n{labels}"),
+        )
+    };
+    let ws = Workspace::with_catalog(&with(
+        "      org.opencontainers.image.authors: \"Kubespray maintainers\"\n",
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let lines = built(&ws);
+    let (_, tag, _) = &lines[0];
+    let inspect: Value = serde_json::from_str(&sh(
+        "skopeo",
+        &[
+            "inspect",
+            &format!("oci:{}:{tag}", store(&ws, "disk").display()),
+        ],
+        ws.path(),
+    ))
+    .unwrap();
+    assert_eq!(
+        inspect["Labels"]["org.opencontainers.image.authors"], "Kubespray maintainers",
+        "{inspect}"
+    );
+    let manifest = skopeo_raw(&store(&ws, "disk"), tag);
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.authors"],
+        "Kubespray maintainers"
+    );
+    // Another label, another recipe; none, the recipe of an image without.
+    ws.write(
+        "images.yml",
+        with("      org.opencontainers.image.authors: \"someone else\"\n"),
+    );
+    let other = built(&ws);
+    assert_ne!(other[0].1, *tag);
+    // Keys imagepipe writes, keys that are not annotation keys, non-strings.
+    for (labels, said) in [
+        ("      io.imagepipe.recipe: x\n", "is written by imagepipe"),
+        (
+            "      org.opencontainers.image.created: x\n",
+            "is written by imagepipe",
+        ),
+        ("      \"has space\": x\n", "is not an annotation key"),
+        ("      org.example.list: [a, b]\n", "must be a string"),
+    ] {
+        ws.write("images.yml", with(labels));
+        let mut c = ws.cmd();
+        c.arg("validate");
+        let out = run(c);
+        assert_eq!(out.code, 2, "{labels}");
+        assert!(out.stderr.contains(said), "{labels}: {}", out.stderr);
+    }
+}

@@ -322,6 +322,7 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
     let targets = f.get("targets").map(|n| strings(n, d));
     let config = f.get("config").and_then(|n| runtime_config(n, d));
     let verify = f.get("verify").and_then(|n| verify(n, d));
+    let labels = f.get("labels").map(|n| labels(n, d)).unwrap_or_default();
     let os = os.unwrap_or(Os {
         distro: String::new(),
         version: String::new(),
@@ -353,8 +354,73 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
         targets,
         config,
         verify,
+        labels,
         span: node.span,
     })
+}
+
+/// Annotation keys imagepipe writes itself.
+const RESERVED_LABELS: &[&str] = &[
+    "io.imagepipe.",
+    "org.opencontainers.image.created",
+    "org.opencontainers.image.ref.name",
+    "org.opencontainers.image.version",
+];
+
+/// `labels:`: keys as OCI annotation keys are written (reverse domain
+/// notation: `org.opencontainers.image.authors`), values strings.
+fn labels(node: &Node, d: &mut Diagnostics) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let NodeKind::Map(entries) = &node.kind else {
+        d.error(
+            node.span,
+            format!("`labels` must be a mapping, found {}", node.describe()),
+            "write `org.opencontainers.image.authors: \"Kubespray maintainers\"` lines",
+        );
+        return out;
+    };
+    for (k, v) in entries {
+        let Some(key) = string(k, d) else { continue };
+        let valid = key.value.len() <= 256
+            && key.value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && key
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if !valid {
+            d.error(
+                k.span,
+                format!("label key `{}` is not an annotation key", key.value),
+                "use letters, digits, `.`, `-`, `_` and `/`, in reverse domain notation: `org.opencontainers.image.authors`, `io.kubespray.ci`",
+            );
+            continue;
+        }
+        if let Some(r) = RESERVED_LABELS.iter().find(|r| key.value.starts_with(**r)) {
+            d.error(
+                k.span,
+                format!("label key `{}` is written by imagepipe (`{r}`)", key.value),
+                "choose a key of your own domain",
+            );
+            continue;
+        }
+        let value = match &v.kind {
+            NodeKind::Scalar { value, .. } => value.clone(),
+            _ => {
+                d.error(
+                    v.span,
+                    format!(
+                        "label `{}` must be a string, found {}",
+                        key.value,
+                        v.describe()
+                    ),
+                    "quote the value",
+                );
+                continue;
+            }
+        };
+        out.insert(key.value, value);
+    }
+    out
 }
 
 fn runtime_config(node: &Node, d: &mut Diagnostics) -> Option<RuntimeConfig> {

@@ -68,6 +68,7 @@ pub const IMAGE_KEYS: &[&str] = &[
     "targets",
     "config",
     "verify",
+    "labels",
 ];
 pub const CONFIG_KEYS: &[&str] = &["env", "entrypoint", "cmd", "working_dir", "user"];
 pub const OS_KEYS: &[&str] = &["distro", "version"];
