@@ -28,6 +28,9 @@ pub struct Recipe {
     /// The recipe does not pin its inputs (e.g. mmdebstrap from a moving mirror):
     /// the same recipe can give other bytes tomorrow.
     pub unpinned: Option<String>,
+    /// The sha256 of each platform's `file` source that is a file (by
+    /// platform): the bytes packaging must read.
+    pub files: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +56,12 @@ pub fn recipe(
     let mut platforms = Vec::new();
     let mut unpinned = None;
     let mut uses_builder = false;
+    let mut files = BTreeMap::new();
     for ps in &image.platforms {
-        let source = source_identity(&ps.source, &base, resolver).map_err(err)?;
+        let (source, file) = source_identity(&ps.source, &base, resolver).map_err(err)?;
+        if let Some(sha256) = file {
+            files.insert(ps.platform.to_string(), sha256);
+        }
         if let Source::Mmdebstrap(m) = &ps.source
             && !m.is_pinned()
         {
@@ -101,18 +108,24 @@ pub fn recipe(
         canonical,
         hash,
         unpinned,
+        files,
     })
 }
 
+/// A source's part of the recipe, and the sha256 of the file it packages
+/// as it is (a `file` source that is a file).
 fn source_identity(
     source: &Source,
     base: &Path,
     resolver: &dyn SourceResolver,
-) -> Result<Value, SourceError> {
-    Ok(match source {
+) -> Result<(Value, Option<String>), SourceError> {
+    let mut file = None;
+    let v = match source {
         Source::File { path } => {
-            let full = base.join(path);
-            let Resolved { sha256, kind } = resolver.local(&full)?;
+            let Resolved { sha256, kind } = resolver.local(&base.join(path))?;
+            if kind == "file" {
+                file = Some(sha256.clone());
+            }
             json!({ "kind": "file", "name": file_name(path), "entry": kind, "sha256": sha256 })
         }
         Source::Url { url, checksum, .. } => {
@@ -166,7 +179,8 @@ fn source_identity(
                 "inputs": inputs(base, &c.inputs, resolver)?, "artifact": c.artifact,
             })
         }
-    })
+    };
+    Ok((v, file))
 }
 
 fn input_file(

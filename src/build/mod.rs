@@ -115,7 +115,7 @@ fn build_inner(
             .map_err(io(store))?
             .mirrored(opts.streams.clone());
         let codec = Codec::new(image.compression(&catalog.defaults), opts.threads);
-        let recorded = recorded_disk_sha(id, &ps.platform, &material);
+        let recorded = recorded_disk_sha(id, ps, &material);
         let desc = package(
             &layout,
             codec,
@@ -306,15 +306,18 @@ fn provenance(
 /// The sha256 the recipe was computed from for the disk file that is
 /// packaged as it is: a `file` source that is a file, or a download kept as
 /// downloaded. Packaging checks the bytes it reads against it.
-fn recorded_disk_sha(id: &Identity, platform: &Platform, m: &Material) -> Option<Digest> {
-    let recipe: serde_json::Value = serde_json::from_str(&id.recipe.canonical).ok()?;
-    let source = &recipe["platforms"]
-        .as_array()?
-        .iter()
-        .find(|p| p["platform"] == platform.to_string())?["source"];
-    let sha = match source["kind"].as_str()? {
-        "file" if source["entry"] == "file" => source["sha256"].as_str()?,
-        "url" if source["decompress"].is_null() => m.source_sha256.as_deref()?,
+fn recorded_disk_sha(
+    id: &Identity,
+    ps: &crate::catalog::PlatformSource,
+    m: &Material,
+) -> Option<Digest> {
+    let sha = match &ps.source {
+        crate::catalog::Source::File { .. } => id.recipe.files.get(&ps.platform.to_string())?,
+        crate::catalog::Source::Url { url, .. }
+            if crate::source::download_name(url).1.is_none() =>
+        {
+            m.source_sha256.as_ref()?
+        }
         _ => return None,
     };
     Digest::from_hex(sha).ok()
