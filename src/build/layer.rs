@@ -8,7 +8,7 @@ use std::path::Path;
 use indicatif::ProgressBar;
 
 use super::compress::{Codec, Encoder, layer_media_type, suffix};
-use crate::oci::hash::{HashReader, HashWriter};
+use crate::oci::hash::{CheckedReader, HashWriter, Mismatch};
 use crate::oci::{Descriptor, Digest, annotation, media};
 use crate::store::layout::{BlobWriter, Layout};
 
@@ -55,57 +55,31 @@ pub fn tar_layer(
 /// and the descriptor were given, and, where the recipe recorded them, the
 /// bytes the recipe was computed from. A file that shrinks (or changes)
 /// while it is read fails the build at its end, before anything is tagged.
-struct Exactly<R> {
-    inner: HashReader<R>,
-    size: u64,
-    recorded: Option<Digest>,
-    path: std::path::PathBuf,
-}
-
-impl<R: Read> Read for Exactly<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 || buf.is_empty() {
-            return Ok(n);
-        }
-        let (digest, len) = self.inner.snapshot();
-        let p = self.path.display();
-        if len != self.size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "{p} changed while it was packaged: it ended after {len} of its {} bytes (is a process still writing it? let it finish, or copy the file first)",
-                    self.size
-                ),
-            ));
-        }
-        if let Some(recorded) = &self.recorded
-            && digest != *recorded
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{p} changed while it was packaged: its bytes hash to {digest}, the recipe was computed from {recorded} (is a process writing it? run again once it is stable)"
-                ),
-            ));
-        }
-        Ok(0)
-    }
-}
-
-/// `file` (of `size` bytes at `path`) read exactly, checked against `recorded`.
 fn exactly(
     file: File,
     size: u64,
     recorded: Option<&Digest>,
     path: &Path,
-) -> Exactly<io::Take<File>> {
-    Exactly {
-        inner: HashReader::new(file.take(size)),
-        size,
-        recorded: recorded.cloned(),
-        path: path.to_path_buf(),
-    }
+) -> CheckedReader<io::Take<File>> {
+    let p = path.display().to_string();
+    CheckedReader::new(file.take(size), size, recorded, move |m| match m {
+        Mismatch::Digest { got, expected } => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{p} changed while it was packaged: its bytes hash to {got}, the recipe was computed from {expected} (is a process writing it? run again once it is stable)"
+            ),
+        ),
+        Mismatch::Shorter { len, size } => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{p} changed while it was packaged: it ended after {len} of its {size} bytes (is a process still writing it? let it finish, or copy the file first)"
+            ),
+        ),
+        // Not read: `take(size)` stops at the size.
+        Mismatch::Longer { size } => io::Error::other(format!(
+            "{p} changed while it was packaged: it grew past its {size} bytes"
+        )),
+    })
 }
 
 /// Ownership and mode of a KubeVirt containerDisk: the `qemu` user (107).

@@ -82,54 +82,76 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
-/// Reads a blob through, checking it against its descriptor: more bytes
-/// than its size fail at once, and at the end of the stream a short body or
-/// another digest fails, naming the expected digest. Whoever reads to the
-/// end has read exactly the blob (a store serving other bytes under a
-/// digest is an error, never content).
-#[derive(Debug)]
-pub struct VerifyingReader<R> {
-    inner: HashReader<R>,
-    digest: Digest,
-    size: u64,
+/// What a [`CheckedReader`] found at odds with what it expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// More bytes than the size (reported at once).
+    Longer { size: u64 },
+    /// The stream ended after `len` of `size` bytes.
+    Shorter { len: u64, size: u64 },
+    /// The bytes hash to `got`, not to `expected`.
+    Digest { got: Digest, expected: Digest },
 }
 
-impl<R: Read> VerifyingReader<R> {
-    pub fn new(inner: R, digest: &Digest, size: u64) -> Self {
+/// Reads through, checking the stream against a size and, if given, a
+/// digest: more bytes than the size fail at once; at the end of the stream
+/// a short read or another digest fail, with the error `explain` makes of
+/// it. Whoever reads to the end has read exactly the expected bytes.
+pub struct CheckedReader<R> {
+    inner: HashReader<R>,
+    size: u64,
+    digest: Option<Digest>,
+    explain: Box<dyn Fn(Mismatch) -> io::Error + Send>,
+}
+
+impl<R: Read> CheckedReader<R> {
+    pub fn new(
+        inner: R,
+        size: u64,
+        digest: Option<&Digest>,
+        explain: impl Fn(Mismatch) -> io::Error + Send + 'static,
+    ) -> Self {
         Self {
             inner: HashReader::new(inner),
-            digest: digest.clone(),
             size,
+            digest: digest.cloned(),
+            explain: Box::new(explain),
         }
     }
-}
 
-impl<R: Read> Read for VerifyingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let bad = |what: String| {
+    /// A blob of a store, against its descriptor's digest and size.
+    pub fn blob(inner: R, digest: &Digest, size: u64) -> Self {
+        let d = digest.clone();
+        Self::new(inner, size, Some(digest), move |m| {
+            let what = match m {
+                Mismatch::Longer { size } => format!("more than its {size} bytes"),
+                Mismatch::Shorter { len, size } => format!("{len} bytes instead of {size}"),
+                Mismatch::Digest { got, .. } => format!("its bytes hash to {got}"),
+            };
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "blob {}: {what}; the store serves other bytes under this digest (corrupt or tampered), nothing of it is used",
-                    self.digest
+                    "blob {d}: {what}; the store serves other bytes under this digest (corrupt or tampered), nothing of it is used"
                 ),
             )
-        };
-        if self.inner.len > self.size {
-            return Err(bad(format!("more than its {} bytes", self.size)));
+        })
+    }
+}
+
+impl<R: Read> Read for CheckedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let size = self.size;
+        if self.inner.len > size {
+            return Err((self.explain)(Mismatch::Longer { size }));
         }
         if n == 0 && !buf.is_empty() {
-            if self.inner.len != self.size {
-                return Err(bad(format!(
-                    "{} bytes instead of {}",
-                    self.inner.len, self.size
-                )));
+            let (got, len) = self.inner.snapshot();
+            if len != size {
+                return Err((self.explain)(Mismatch::Shorter { len, size }));
             }
-            let got =
-                Digest::from_hex(&hex(&self.inner.hasher.clone().finalize())).expect("sha256 hex");
-            if got != self.digest {
-                return Err(bad(format!("its bytes hash to {got}")));
+            if let Some(expected) = self.digest.clone().filter(|e| *e != got) {
+                return Err((self.explain)(Mismatch::Digest { got, expected }));
             }
         }
         Ok(n)

@@ -61,7 +61,7 @@ pub fn extract(
         .ok_or("the manifest has no layer")?;
     // Hashed while it is read, and read to its end below: a store serving
     // other bytes under the layer's digest fails, and nothing boots.
-    let blob = crate::oci::hash::VerifyingReader::new(
+    let blob = crate::oci::hash::CheckedReader::blob(
         store.open_blob(&layer, 0).map_err(|e| e.to_string())?,
         &layer.digest,
         layer.size,
