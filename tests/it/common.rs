@@ -41,7 +41,19 @@ impl Workspace {
     /// of the machine's CI, registry credentials, home directory or
     /// imagepipe settings reaches it (tests set what they need after this).
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("imagepipe").unwrap();
+        Command::from_std(self.process())
+    }
+
+    /// [`Self::cmd`] as a process to spawn (signals, concurrent runs).
+    pub fn process(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"));
+        self.clean_env(&mut c);
+        c
+    }
+
+    /// The clean environment of [`Self::cmd`] on any command (a wrapper
+    /// such as `taskset` that runs imagepipe), started in this directory.
+    pub fn clean_env(&self, c: &mut std::process::Command) {
         c.current_dir(self.path());
         for (var, _) in std::env::vars_os() {
             let name = var.to_string_lossy();
@@ -74,7 +86,6 @@ impl Workspace {
         ] {
             c.env_remove(var);
         }
-        c
     }
 }
 

@@ -138,25 +138,19 @@ fn two_fresh_clones_agree_with_one_pinned_to_one_core() {
         );
         (ws, dest)
     };
-    let (_a, a) = clone("a");
-    let (_b, b) = clone("b");
-    let build_in = |dir: &Path, pinned: bool| {
-        let bin = assert_cmd::cargo::cargo_bin("imagepipe");
+    let (wa, a) = clone("a");
+    let (wb, b) = clone("b");
+    let build_in = |ws: &Workspace, dir: &Path, pinned: bool| {
         let mut c = if pinned {
             let mut c = std::process::Command::new("taskset");
-            c.args(["-c", "0"]).arg(&bin);
+            c.args(["-c", "0"])
+                .arg(assert_cmd::cargo::cargo_bin("imagepipe"));
+            ws.clean_env(&mut c);
             c
         } else {
-            std::process::Command::new(&bin)
+            ws.process()
         };
-        let out = c
-            .args(["build", "-q"])
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("HOME", dir)
-            .output()
-            .unwrap();
+        let out = c.args(["build", "-q"]).current_dir(dir).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -165,8 +159,8 @@ fn two_fresh_clones_agree_with_one_pinned_to_one_core() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(sh("taskset", &["-c", "0", "nproc"], &a).trim(), "1");
-    let everywhere = build_in(&a, false);
-    let one_core = build_in(&b, true);
+    let everywhere = build_in(&wa, &a, false);
+    let one_core = build_in(&wb, &b, true);
     assert!(everywhere.starts_with("ci-disk ci-disk-"), "{everywhere}");
     assert_eq!(one_core, everywhere);
 }

@@ -130,13 +130,9 @@ fn words(n: usize) -> Vec<u8> {
 /// blob of the store larger than any metadata file: the layer), runs
 /// `change`, and returns the build's result.
 fn change_while_packaging(ws: &Workspace, change: impl FnOnce()) -> crate::common::Output {
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"));
-    let child = c
+    let child = ws
+        .process()
         .args(["build", "-q"])
-        .current_dir(ws.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap())
-        .env("HOME", ws.path())
         .env("IMAGEPIPE_THREADS", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -147,9 +147,9 @@ fn downloads_are_bounded_and_leave_nothing_behind() {
     assert!(out.stderr.contains("declare `size:`"), "{}", out.stderr);
     // SIGTERM in the middle of a download removes the partial file.
     let ws = Workspace::with_catalog(&url_catalog(&endless, None));
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
+    let mut child = ws
+        .process()
         .arg("build")
-        .current_dir(ws.path())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

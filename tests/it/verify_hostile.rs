@@ -210,12 +210,8 @@ fn two_verify_runs_of_one_image_each_read_their_own_console() {
     let reg = Registry::start();
     let (ws, _) = built_vm(&reg);
     let start = |mode: &str| {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"));
-        c.args(["verify", "--format", "json"])
-            .current_dir(ws.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("HOME", ws.path())
+        ws.process()
+            .args(["verify", "--format", "json"])
             .env("IMAGEPIPE_QEMU", fixture("fake-qemu.sh"))
             .env("FAKE_QEMU_MODE", mode)
             .env("FAKE_QEMU_PIDS", ws.path().join("qemu.pids"))
@@ -251,12 +247,9 @@ fn two_verify_runs_of_one_image_each_read_their_own_console() {
 fn killing_verify_with_sigkill_takes_qemu_with_it_and_the_next_run_sweeps_its_scratch() {
     let reg = Registry::start();
     let (ws, _) = built_vm(&reg);
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imagepipe"))
+    let mut child = ws
+        .process()
         .args(["verify"])
-        .current_dir(ws.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap())
-        .env("HOME", ws.path())
         .env("IMAGEPIPE_QEMU", fixture("fake-qemu.sh"))
         .env("FAKE_QEMU_MODE", "hang")
         .env("FAKE_QEMU_PIDS", ws.path().join("qemu.pids"))
