@@ -259,6 +259,23 @@ images:
     )
 }
 
+/// Reads an HTTP request's head from `stream`: its first line, and its
+/// header lines (as sent, with their line ends), up to the blank line.
+pub fn request_head(stream: &std::net::TcpStream) -> (String, Vec<String>) {
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    let _ = reader.read_line(&mut first);
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        headers.push(line);
+    }
+    (first, headers)
+}
+
 /// Runs a program, panicking with its stderr when it fails; returns stdout.
 pub fn sh(program: &str, args: &[&str], dir: &Path) -> String {
     let out = std::process::Command::new(program)

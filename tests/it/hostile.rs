@@ -2,7 +2,7 @@
 //! for — not to an upload `Location` or a tag-list `Link` on another host,
 //! and a password never to a plain-HTTP token realm elsewhere.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -25,19 +25,11 @@ impl Witness {
         let log = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                let _ = reader.read_line(&mut first);
-                let mut auth = String::from("none");
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if line.to_ascii_lowercase().starts_with("authorization:") {
-                        auth = line.trim().to_owned();
-                    }
-                }
+                let (first, headers) = crate::common::request_head(&stream);
+                let auth = headers
+                    .iter()
+                    .rfind(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .map_or_else(|| "none".to_owned(), |l| l.trim().to_owned());
                 log.lock().unwrap().push(format!("{} {auth}", first.trim()));
                 let mut s = stream;
                 let _ = s.write_all(
@@ -210,15 +202,7 @@ fn stalling_server(trickle: bool) -> String {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                let _ = reader.read_line(&mut first);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
+                let (first, _) = crate::common::request_head(&stream);
                 let mut s = stream;
                 if first.contains("/tags/list") {
                     let body = "{\"name\":\"ci/disk\",\"tags\":[\"t\"]}";
@@ -346,13 +330,7 @@ fn canned_registry(response: Vec<u8>) -> String {
         for stream in listener.incoming().flatten() {
             let response = response.clone();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
+                crate::common::request_head(&stream);
                 let mut s = stream;
                 let _ = s.write_all(&response);
             });

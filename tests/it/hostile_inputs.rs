@@ -3,7 +3,7 @@
 //! that are not what their place expects; each bounded, cleaned up, and
 //! named for what it is.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 
 use crate::common::{Workspace, run};
@@ -61,13 +61,7 @@ fn endless_server(announce: Option<u64>) -> String {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
+                crate::common::request_head(&stream);
                 let mut s = stream;
                 let length = announce.map_or(String::new(), |n| format!("Content-Length: {n}\r\n"));
                 if s.write_all(
