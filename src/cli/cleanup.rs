@@ -35,7 +35,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
 
     // Git references (fail closed: an unreadable branch deletes nothing),
     // and the immutable tags each kept branch's catalog builds.
-    let mut branch_built: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut branch_built = BTreeMap::new();
     let (refs, git_error, unsupported) = match &ret.git {
         None => (References::default(), None, Vec::new()),
         Some(g) => {
@@ -79,26 +79,8 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                             b.reference,
                             b.files.len()
                         );
-                        let Some(text) = &b.catalog else { continue };
-                        let text = String::from_utf8_lossy(text);
-                        match settings::branch_tags(&c.config, &text, env) {
-                            Ok((tags, left_out)) => {
-                                for (image, tag) in tags {
-                                    branch_built.entry(image).or_default().push(tag);
-                                }
-                                for (image, why) in left_out {
-                                    tracing::info!(
-                                        "git: {}: which tag {image} builds there is not known here ({why}); the other rules judge its tags",
-                                        b.branch
-                                    );
-                                }
-                            }
-                            Err(e) => tracing::warn!(
-                                "git: {}: its catalog: {e}; the tags it builds are judged by the other rules",
-                                b.branch
-                            ),
-                        }
                     }
+                    branch_built = branch_tags(&scan, &c.config, env);
                     (References::from_scan(&scan), None, scan.unsupported)
                 }
                 Err(e) => (References::default(), Some(e.to_string()), Vec::new()),
@@ -256,6 +238,41 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         _ => print_table(&plan, args.apply),
     }
     Ok(if failed { EXIT_FAILED } else { 0 })
+}
+
+/// The immutable tags the kept branches' catalogs build, by image. A
+/// catalog several branches (or a branch and its remote-tracking ref) share
+/// is evaluated once.
+fn branch_tags(
+    scan: &gitrefs::Scan,
+    config: &std::path::Path,
+    env: &Environment,
+) -> BTreeMap<String, Vec<String>> {
+    let mut built: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for b in &scan.branches {
+        let Some(text) = b.catalog.as_ref().filter(|t| seen.insert(t.as_slice())) else {
+            continue;
+        };
+        match settings::branch_tags(config, &String::from_utf8_lossy(text), env) {
+            Ok((tags, left_out)) => {
+                for (image, tag) in tags {
+                    built.entry(image).or_default().push(tag);
+                }
+                for (image, why) in left_out {
+                    tracing::info!(
+                        "git: {}: which tag {image} builds there is not known here ({why}); the other rules judge its tags",
+                        b.branch
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                "git: {}: its catalog: {e}; the tags it builds are judged by the other rules",
+                b.branch
+            ),
+        }
+    }
+    built
 }
 
 fn print_table(plan: &retention::Plan, apply: bool) {
