@@ -51,6 +51,12 @@ pub fn unregister_child(pid: u32) {
         .retain(|p| *p != pid);
 }
 
+/// Whether process `pid` still runs: files named after a process that is
+/// gone (killed with SIGKILL) are left-overs the next run removes.
+pub fn running(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Called before the process exits on its own: while a signal is being

@@ -279,9 +279,7 @@ fn sweep(work_root: &std::path::Path) {
         else {
             continue;
         };
-        if !std::path::Path::new("/proc").join(pid.to_string()).exists()
-            && std::fs::remove_dir_all(e.path()).is_ok()
-        {
+        if !crate::interrupt::running(pid) && std::fs::remove_dir_all(e.path()).is_ok() {
             tracing::info!("removed {}, left by a run that is gone", e.path().display());
         }
     }

@@ -135,7 +135,7 @@ fn sweep_partials(dir: &Path) {
             .split('-')
             .next()
             .and_then(|p| p.parse::<u32>().ok())
-            .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+            .is_some_and(crate::interrupt::running);
         // Partials without a process id are from before they had one.
         if !alive && fs::remove_file(e.path()).is_ok() {
             tracing::info!("removed {}, left by a run that is gone", e.path().display());

@@ -347,7 +347,7 @@ impl Layout {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let pid: Option<u32> = name.split('-').nth(1).and_then(|p| p.parse().ok());
-            let alive = pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists());
+            let alive = pid.is_some_and(crate::interrupt::running);
             if !alive && fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
