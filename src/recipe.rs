@@ -102,6 +102,13 @@ pub fn recipe(
     if !image.labels.is_empty() {
         doc["labels"] = json!(image.labels);
     }
+    if let Some(c) = &image.disk {
+        doc["disk"] = json!({
+            "format": c.format.map(|f| f.as_str()),
+            "resize": c.resize.map(|r| r.canonical()),
+            "writer": crate::build::disk::WRITER,
+        });
+    }
     let canonical = doc.to_string();
     let hash = sha256_hex(canonical.as_bytes());
     Ok(Recipe {

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use super::error::BuildErrorKind;
+use super::qcow2;
+use crate::catalog::{DiskChange, DiskFormat, Resize};
 
 /// Disk formats KubeVirt boots from a containerDisk.
 pub const SUPPORTED: &[&str] = &["qcow2", "raw"];
@@ -204,4 +206,73 @@ pub fn refers_outside(path: &Path) -> io::Result<Option<Outside>> {
         )));
     }
     Ok(None)
+}
+
+/// The version of what `disk:` writes (`qcow2::write_qcow2`, `write_raw`):
+/// part of the recipe of every image with `disk:`, changed whenever the
+/// bytes written for the same guest change.
+pub const WRITER: &str = "imagepipe-disk/1";
+
+/// The virtual size `change` asks for, from the source's; growing only.
+pub fn new_size(source: &Disk, resize: Option<Resize>) -> Result<u64, String> {
+    let size = match resize {
+        None => source.virtual_size,
+        Some(Resize::Grow(n)) => source.virtual_size.saturating_add(n),
+        Some(Resize::To(n)) if n < source.virtual_size => {
+            return Err(format!(
+                "`resize: {n}` would shrink the disk from its {} bytes: a disk only grows (shrinking cuts the guest's file systems); write `+<size>` to add space",
+                source.virtual_size
+            ));
+        }
+        Some(Resize::To(n)) => n,
+    };
+    if size > qcow2::MAX_VIRTUAL_SIZE {
+        return Err(format!(
+            "the grown disk would be {size} bytes, over the 16 TiB imagepipe writes"
+        ));
+    }
+    Ok(size)
+}
+
+/// The file name of a disk written as `format`: `noble.img` → `noble.qcow2`.
+pub fn renamed(name: &str, format: DiskFormat) -> String {
+    let stem = [".qcow2", ".img", ".raw"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
+    let ext = match format {
+        DiskFormat::Qcow2 => "qcow2",
+        DiskFormat::Raw => "raw",
+    };
+    format!("{stem}.{ext}")
+}
+
+/// Writes the checked disk at `path` as `change` says to `out`: the bytes
+/// depend only on the guest's bytes, the format and the size.
+pub fn apply(
+    path: &Path,
+    source: &Disk,
+    change: &DiskChange,
+    out: &Path,
+) -> Result<DiskFormat, BuildErrorKind> {
+    let size = new_size(source, change.resize).map_err(BuildErrorKind::Unusable)?;
+    let format = change.format.unwrap_or(if source.format == "qcow2" {
+        DiskFormat::Qcow2
+    } else {
+        DiskFormat::Raw
+    });
+    let unreadable = |e: io::Error| match e.kind() {
+        io::ErrorKind::InvalidData => BuildErrorKind::Unusable(format!("{}: {e}", path.display())),
+        _ => BuildErrorKind::io(path, e),
+    };
+    let mut guest = qcow2::open(path, &source.format).map_err(unreadable)?;
+    match format {
+        DiskFormat::Qcow2 => qcow2::write_qcow2(guest.as_mut(), size, out),
+        DiskFormat::Raw => qcow2::write_raw(guest.as_mut(), size, out),
+    }
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => unreadable(e),
+        _ => BuildErrorKind::io(out, e),
+    })?;
+    Ok(format)
 }

@@ -55,6 +55,17 @@ pub fn tar_layer(
 /// and the descriptor were given, and, where the recipe recorded them, the
 /// bytes the recipe was computed from. A file that shrinks (or changes)
 /// while it is read fails the build at its end, before anything is tagged.
+/// Reads the file at `path` through, checking it against `digest`.
+pub fn check_file(path: &Path, digest: &Digest) -> io::Result<()> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    io::copy(
+        &mut exactly(file, size, Some(digest), path),
+        &mut io::sink(),
+    )
+    .map(|_| ())
+}
+
 fn exactly(
     file: File,
     size: u64,

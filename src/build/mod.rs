@@ -5,6 +5,7 @@ pub mod disk;
 pub mod error;
 pub mod layer;
 pub mod pgzip;
+pub mod qcow2;
 pub mod rootfs;
 
 use std::collections::BTreeMap;
@@ -105,6 +106,16 @@ fn build_inner(
             ps.source.kind()
         );
         let material = fetch(&ps.source, &dirs, &env)?;
+        let mut recorded = recorded_disk_sha(id, ps, &material);
+        let material = match (&image.disk, image.format) {
+            (Some(change), Format::ContainerDisk | Format::Artifact) => {
+                let changed = changed(material, recorded.as_ref(), change, &dirs)?;
+                // The bytes packaged are imagepipe's own, just written.
+                recorded = None;
+                changed
+            }
+            _ => material,
+        };
         if let (crate::catalog::Source::Url { url, .. }, Some(sha)) =
             (&ps.source, &material.source_sha256)
         {
@@ -115,7 +126,6 @@ fn build_inner(
             .map_err(io(store))?
             .mirrored(opts.streams.clone());
         let codec = Codec::new(image.compression(&catalog.defaults), opts.threads);
-        let recorded = recorded_disk_sha(id, ps, &material);
         let desc = package(
             &layout,
             codec,
@@ -323,6 +333,48 @@ fn recorded_disk_sha(
     Digest::from_hex(sha).ok()
 }
 
+/// The disk `change` makes of `m`, in scratch space of its own; `m` is
+/// checked first, and against the sha256 the recipe has for it if any.
+fn changed(
+    m: Material,
+    recorded: Option<&Digest>,
+    change: &crate::catalog::DiskChange,
+    dirs: &Dirs,
+) -> Result<Material, BuildErrorKind> {
+    let source = checked_disk(&m.path)?;
+    if let Some(d) = recorded {
+        layer::check_file(&m.path, d).map_err(|e| BuildErrorKind::io(&m.path, e))?;
+    }
+    let work = dirs.scratch()?;
+    let out = work.path().join("disk");
+    let started = std::time::Instant::now();
+    let format = disk::apply(&m.path, &source, change, &out)?;
+    tracing::info!(
+        "{}: written as {} of {} bytes in {:.1}s",
+        m.name,
+        format.as_str(),
+        disk::new_size(&source, change.resize).unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Material {
+        path: out,
+        name: disk::renamed(&m.name, format),
+        source_sha256: m.source_sha256.clone(),
+        _work: Some(work),
+    })
+}
+
+/// The disk image at `path`, checked; a directory is refused.
+fn checked_disk(path: &Path) -> Result<disk::Disk, BuildErrorKind> {
+    if path.is_dir() {
+        return Err(BuildErrorKind::Unusable(format!(
+            "{} is a directory; a containerdisk needs a disk image (qcow2 or raw)",
+            path.display()
+        )));
+    }
+    disk::check(path)
+}
+
 /// Packages one platform's material as a manifest in the layout.
 #[allow(clippy::too_many_arguments)]
 fn package(
@@ -341,13 +393,7 @@ fn package(
     let started = std::time::Instant::now();
     let (config, layers, artifact_type) = match image.format {
         Format::ContainerDisk => {
-            if m.path.is_dir() {
-                return Err(BuildErrorKind::Unusable(format!(
-                    "{} is a directory; a containerdisk needs a disk image (qcow2 or raw)",
-                    m.path.display()
-                )));
-            }
-            disk::check(&m.path)?;
+            checked_disk(&m.path)?;
             let layer =
                 layer::containerdisk_layer(layout, codec, &m.path, recorded, &m.name, mtime, &pb)
                     .map_err(|e| BuildErrorKind::io(&m.path, e))?;

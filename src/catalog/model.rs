@@ -303,7 +303,54 @@ pub struct Image {
     /// Labels a user adds: OCI config labels (where the image has a config)
     /// and manifest annotations.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// What is done to the disk before it is packaged (`containerdisk`,
+    /// `artifact`); `None`: packaged as the source gives it.
+    pub disk: Option<DiskChange>,
     pub span: Span,
+}
+
+/// `disk:` — convert and grow a disk image before packaging it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskChange {
+    /// The format written; `None`: the source's own.
+    pub format: Option<DiskFormat>,
+    pub resize: Option<Resize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub const NAMES: &'static [&'static str] = &["qcow2", "raw"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qcow2 => "qcow2",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// `resize:` — a new virtual size, never smaller than the source's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resize {
+    /// `+8G`: this many bytes more.
+    Grow(u64),
+    /// `20G`: this size (at least the source's).
+    To(u64),
+}
+
+impl Resize {
+    /// The canonical spelling in the recipe: `+8589934592` or `21474836480`.
+    pub fn canonical(self) -> String {
+        match self {
+            Self::Grow(n) => format!("+{n}"),
+            Self::To(n) => n.to_string(),
+        }
+    }
 }
 
 /// `verify:` — how `imagepipe verify` boots a disk image, and whether its

@@ -170,6 +170,14 @@ pub fn schema() -> Value {
             "labels": { "type": "object", "description": "Labels you add: OCI config labels (containerdisk, rootfs) and manifest annotations; keys in reverse domain notation (`org.opencontainers.image.authors`), never imagepipe's own (`io.imagepipe.*`, `org.opencontainers.image.created|ref.name|version`). Part of the recipe.",
                 "propertyNames": { "pattern": "^[A-Za-z0-9][A-Za-z0-9._/-]{0,255}$" },
                 "additionalProperties": { "type": "string" } },
+            "disk": object(
+                "Convert and grow the disk before packaging (containerdisk, artifact): written by imagepipe itself, the same bytes on every machine. Part of the recipe.",
+                json!({
+                    "format": { "enum": crate::catalog::DiskFormat::NAMES, "description": "qcow2 or raw (default: the source's own format)." },
+                    "resize": { "type": "string", "pattern": "^\\+?[0-9]+([KkMmGgTt](i?B)?)?$", "description": "`+8G` adds 8 GiB; `20G` grows to 20 GiB. A disk never shrinks." },
+                }),
+                &[],
+            ),
             "config": object(
                 "Container runtime configuration of a `format: rootfs` image.",
                 json!({

@@ -50,7 +50,8 @@ impl Dirs {
         }
     }
 
-    fn scratch(&self) -> Result<tempfile::TempDir, SourceError> {
+    /// A fresh directory under `work`, removed when dropped (and if the run is interrupted).
+    pub fn scratch(&self) -> Result<tempfile::TempDir, SourceError> {
         fs::create_dir_all(&self.work).map_err(|e| SourceError::io(&self.work, e))?;
         let dir = tempfile::Builder::new()
             .prefix("build-")

@@ -394,3 +394,15 @@ pub fn skopeo_pull(ws: &Workspace, registry: &str, reference: &str) {
         ws.path(),
     );
 }
+
+/// The committed real ext4 image (4 MiB: license texts, an HTML manual,
+/// four ELF binaries, gzip changelogs; see tests/fixtures/README.md).
+pub fn ext4_fixture() -> Vec<u8> {
+    let xz = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-files.ext4.xz"),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(&xz[..]), &mut out).unwrap();
+    out
+}

@@ -7,13 +7,13 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::{Workspace, qcow2, run, sh};
 
-struct Containerd {
+pub struct Containerd {
     dir: tempfile::TempDir,
     child: Child,
 }
 
 impl Containerd {
-    fn start() -> Self {
+    pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let config = d.join("config.toml");
@@ -62,7 +62,7 @@ impl Drop for Containerd {
 
 /// `ctr images import` of a layout (as an OCI archive), unpacked with the
 /// native snapshotter; returns the image names containerd gave.
-fn import(ctr: &Containerd, ws: &Workspace, layout: &std::path::Path) -> Vec<String> {
+pub fn import(ctr: &Containerd, ws: &Workspace, layout: &std::path::Path) -> Vec<String> {
     let archive = ws.path().join("archive.tar");
     sh(
         "tar",

@@ -4,19 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{Workspace, git, run, sh};
-
-/// The committed real ext4 image (4 MiB: license texts, an HTML manual,
-/// four ELF binaries, gzip changelogs; see tests/fixtures/README.md).
-fn ext4_fixture() -> Vec<u8> {
-    let xz = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-files.ext4.xz"),
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(&xz[..]), &mut out).unwrap();
-    out
-}
+use crate::common::{Workspace, ext4_fixture, git, run, sh};
 
 /// The first `limit` bytes of GNU tar's archive of `dir`.
 fn tar_of(dir: &str, limit: usize) -> Vec<u8> {

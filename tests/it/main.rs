@@ -24,6 +24,7 @@ mod hostile;
 mod hostile_disks;
 mod hostile_inputs;
 mod identity;
+mod kubespray;
 mod plan;
 mod provenance;
 mod publish;

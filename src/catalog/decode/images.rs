@@ -323,6 +323,7 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
     let config = f.get("config").and_then(|n| runtime_config(n, d));
     let verify = f.get("verify").and_then(|n| verify(n, d));
     let labels = f.get("labels").map(|n| labels(n, d)).unwrap_or_default();
+    let disk = f.get("disk").and_then(|n| disk_change(n, d));
     let os = os.unwrap_or(Os {
         distro: String::new(),
         version: String::new(),
@@ -342,6 +343,13 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
             "verification applies to `format: containerdisk` and `format: artifact` images: remove it",
         );
     }
+    if let (Some(n), Format::Rootfs | Format::MachineImage) = (f.get("disk"), format) {
+        d.error(
+            n.span,
+            format!("`disk` converts and grows disk images; {what} is not one"),
+            "`disk:` applies to `format: containerdisk` and `format: artifact` images: remove it",
+        );
+    }
     Some(Image {
         name,
         os,
@@ -355,8 +363,75 @@ pub(super) fn image(node: &Node, d: &mut Diagnostics) -> Option<Image> {
         config,
         verify,
         labels,
+        disk,
         span: node.span,
     })
+}
+
+/// `disk:` — `format: qcow2 | raw` and `resize: "+8G" | "20G"`.
+fn disk_change(node: &Node, d: &mut Diagnostics) -> Option<DiskChange> {
+    let f = Fields::of(node, "`disk`", DISK_KEYS, d)?;
+    let format = f.get("format").and_then(|n| {
+        let s = string(n, d)?;
+        match s.value.as_str() {
+            "qcow2" => Some(DiskFormat::Qcow2),
+            "raw" => Some(DiskFormat::Raw),
+            other => {
+                d.error(
+                    s.span,
+                    format!("unknown disk format `{other}`"),
+                    suggestion(other, DiskFormat::NAMES),
+                );
+                None
+            }
+        }
+    });
+    let resize = f.get("resize").and_then(|n| {
+        let s = string(n, d)?;
+        let (grow, size) = match s.value.trim().strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, s.value.trim()),
+        };
+        let bytes = parse_size(size).filter(|b| *b > 0 && *b % 512 == 0);
+        let limit = crate::build::qcow2::MAX_VIRTUAL_SIZE;
+        match bytes {
+            Some(b) if b > limit => {
+                d.error(
+                    s.span,
+                    format!("`resize: {}` is over the 16 TiB imagepipe writes", s.value),
+                    "choose a smaller size",
+                );
+                None
+            }
+            Some(b) if grow => Some(Resize::Grow(b)),
+            Some(b) => Some(Resize::To(b)),
+            None => {
+                let hint = if s.value.trim().starts_with('-') {
+                    "a disk only grows (shrinking would cut the guest's file systems): write `+8G` to add 8 GiB, or `20G` for a size"
+                } else {
+                    "write `+8G` to add 8 GiB, or `20G` for a size (K, M, G, T are powers of 1024; a whole number of 512-byte sectors)"
+                };
+                d.error(
+                    s.span,
+                    format!("`{}` is not a disk size", s.value),
+                    hint,
+                );
+                None
+            }
+        }
+    });
+    if format.is_none()
+        && resize.is_none()
+        && f.get("format").is_none()
+        && f.get("resize").is_none()
+    {
+        d.error(
+            node.span,
+            "`disk` sets neither `format` nor `resize`".to_owned(),
+            "add `format: qcow2` or `resize: +8G`, or remove `disk`",
+        );
+    }
+    Some(DiskChange { format, resize })
 }
 
 /// Annotation keys imagepipe writes itself.

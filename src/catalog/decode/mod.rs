@@ -12,9 +12,9 @@ use super::diag::{Diagnostics, Span, suggestion};
 use super::model::{
     Catalog, Check, Checksum, Command, Compression, DEFAULT_LAYOUT, DEFAULT_MAX_DELETE,
     DEFAULT_RELEASE_PATTERN, DEFAULT_TAGS, DEFAULT_TARGET, DEFAULT_VERIFY_MEMORY_MIB,
-    DEFAULT_VERIFY_TIMEOUT, Defaults, Firmware, Format, GitRetention, Image, Mmdebstrap, Os,
-    Packer, Platform, PlatformSource, Retention, RuntimeConfig, Source, Spanned, Target,
-    TargetKind, Variable, Verify,
+    DEFAULT_VERIFY_TIMEOUT, Defaults, DiskChange, DiskFormat, Firmware, Format, GitRetention,
+    Image, Mmdebstrap, Os, Packer, Platform, PlatformSource, Resize, Retention, RuntimeConfig,
+    Source, Spanned, Target, TargetKind, Variable, Verify,
 };
 use super::yaml::{Node, NodeKind, plain_bool};
 
@@ -69,7 +69,9 @@ pub const IMAGE_KEYS: &[&str] = &[
     "config",
     "verify",
     "labels",
+    "disk",
 ];
+pub const DISK_KEYS: &[&str] = &["format", "resize"];
 pub const CONFIG_KEYS: &[&str] = &["env", "entrypoint", "cmd", "working_dir", "user"];
 pub const OS_KEYS: &[&str] = &["distro", "version"];
 pub const PLATFORM_KEYS: &[&str] = &["platform", "source"];
@@ -351,6 +353,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
         "K" | "k" => 1 << 10,
         "M" | "m" => 1 << 20,
         "G" | "g" => 1 << 30,
+        "T" | "t" => 1 << 40,
         _ => return None,
     };
     n.checked_mul(unit)
@@ -394,7 +397,8 @@ mod tests {
         assert_eq!(parse_size("5242880"), Some(5 << 20));
         assert_eq!(parse_size("5 MB"), Some(5 << 20));
         assert_eq!(parse_size("lots"), None);
-        assert_eq!(parse_size("3T"), None);
+        assert_eq!(parse_size("3T"), Some(3 << 40));
+        assert_eq!(parse_size("3P"), None);
     }
 
     #[test]

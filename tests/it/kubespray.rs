@@ -1,0 +1,288 @@
+//! Kubespray's CI disks as Kubespray builds them (`test-infra/image-builder`):
+//! every source shape of its list from loopback stand-ins (a `.img` that is
+//! a compressed qcow2, a plain `.qcow2`, a raw disk converted, a
+//! `.qcow2.xz`; SHA-256 and SHA-512; GNU and BSD checksum files),
+//! converted to qcow2 and grown by `+8G`, with the authors label; read back
+//! by umoci, qemu-img, skopeo and containerd's `ctr`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{FileServer, Workspace, ext4_fixture, run, sh, sha256_hex};
+
+const GIB8: u64 = 8 << 30;
+const AUTHORS: &str = "The Kubespray Project <kubespray@googlegroups.com>";
+
+fn sha512_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    imagepipe::oci::hash::hex(&sha2::Sha512::digest(bytes))
+}
+
+/// The guest every stand-in holds: a real ext4 image of real files, on a
+/// 24 MiB disk.
+fn guest(dir: &Path) -> std::path::PathBuf {
+    let mut disk = ext4_fixture();
+    disk.resize(24 << 20, 0);
+    let path = dir.join("guest.raw");
+    std::fs::write(&path, disk).unwrap();
+    path
+}
+
+fn qemu_img_convert(dir: &Path, from: &Path, to: &str, extra: &[&str]) -> Vec<u8> {
+    let out = dir.join(to);
+    let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
+    args.extend(extra);
+    args.extend([from.to_str().unwrap(), out.to_str().unwrap()]);
+    sh("qemu-img", &args, dir);
+    std::fs::read(out).unwrap()
+}
+
+fn xz(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = liblzma::write::XzEncoder::new(&mut out, 6);
+    std::io::Write::write_all(&mut enc, bytes).unwrap();
+    enc.finish().unwrap();
+    out
+}
+
+/// Kubespray's shapes on `server`: the catalog's `images:` entries.
+fn standins(server: &FileServer, dir: &Path) -> String {
+    let raw_path = guest(dir);
+    let raw = std::fs::read(&raw_path).unwrap();
+    // ubuntu: `.img` that is a compressed qcow2 (`converted: false`), sha256.
+    let ubuntu = qemu_img_convert(dir, &raw_path, "noble.img", &["-c"]);
+    // debian: `.qcow2`, sha512 from a GNU SHA512SUMS.
+    let debian = qemu_img_convert(dir, &raw_path, "debian.qcow2", &[]);
+    // openeuler: `.qcow2.xz`, sha256 of the `.xz`.
+    let openeuler = xz(&debian);
+    let ubuntu_url = server.put("/noble/noble-server-cloudimg-amd64.img", ubuntu.clone());
+    let debian_url = server.put("/trixie/debian-13-generic-amd64.qcow2", debian.clone());
+    let debian_sums = server.put(
+        "/trixie/SHA512SUMS",
+        format!(
+            "{}  debian-13-generic-arm64.qcow2\n{}  debian-13-generic-amd64.qcow2\n",
+            sha512_hex(b"other"),
+            sha512_hex(&debian)
+        ),
+    );
+    let euler_url = server.put("/oe/openEuler-24.03-LTS-x86_64.qcow2.xz", openeuler.clone());
+    // A raw disk, converted, with a BSD-style SHA256SUMS.
+    let raw_url = server.put("/raw/disk-kvm.raw", raw.clone());
+    let raw_sums = server.put(
+        "/raw/SHA256SUMS",
+        format!("SHA256 (disk-kvm.raw) = {}\n", sha256_hex(&raw)),
+    );
+    let image = |name: &str, source: String| {
+        format!(
+            "  - name: vm-{name}\n    os: {{ distro: {name}, version: \"1\" }}\n    source: {source}\n    format: containerdisk\n    disk: {{ format: qcow2, resize: \"+8G\" }}\n    labels:\n      org.opencontainers.image.authors: \"{AUTHORS}\"\n"
+        )
+    };
+    [
+        image(
+            "ubuntu-2404",
+            format!(
+                "{{ url: \"{ubuntu_url}\", sha256: \"sha256:{}\" }}",
+                sha256_hex(&ubuntu)
+            ),
+        ),
+        image(
+            "debian-13",
+            format!("{{ url: \"{debian_url}\", checksums_url: \"{debian_sums}\" }}"),
+        ),
+        image(
+            "debian-13-pinned",
+            format!(
+                "{{ url: \"{debian_url}\", sha512: \"sha512:{}\" }}",
+                sha512_hex(&debian)
+            ),
+        ),
+        image(
+            "openeuler-2403",
+            format!(
+                "{{ url: \"{euler_url}\", sha256: \"{}\" }}",
+                sha256_hex(&openeuler)
+            ),
+        ),
+        image(
+            "raw",
+            format!("{{ url: \"{raw_url}\", checksums_url: \"{raw_sums}\" }}"),
+        ),
+    ]
+    .concat()
+}
+
+fn build(ws: &Workspace, threads: &str) -> String {
+    let mut c = ws.cmd();
+    c.args(["build", "-q"]).env("IMAGEPIPE_THREADS", threads);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+}
+
+fn qemu_info(path: &Path) -> Value {
+    serde_json::from_str(&sh(
+        "qemu-img",
+        &["info", "--output=json", "--", path.to_str().unwrap()],
+        path.parent().unwrap(),
+    ))
+    .unwrap()
+}
+
+#[test]
+fn every_kubespray_shape_becomes_a_grown_qcow2_containerdisk_with_one_digest() {
+    let server = FileServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let images = standins(&server, scratch.path());
+    let catalog = format!("version: 1\nimages:\n{images}");
+    let ws = Workspace::with_catalog(&catalog);
+    let lines = build(&ws, "4");
+    assert_eq!(lines.lines().count(), 5, "{lines}");
+    let guest_size = 24u64 << 20;
+    let ctr = crate::containerd::Containerd::start();
+    for line in lines.lines() {
+        let mut parts = line.split_whitespace();
+        let (name, tag) = (parts.next().unwrap(), parts.next().unwrap());
+        let layout = ws.path().join(".imagepipe/store").join(name);
+        let unpack = tempfile::tempdir().unwrap();
+        let bundle = crate::common::umoci_unpack(&layout, tag, unpack.path());
+        // One file under /disk/, owned by qemu (107:107), a qcow2 grown by
+        // exactly 8 GiB that reads as the guest.
+        let files: Vec<_> = std::fs::read_dir(bundle.join("rootfs/disk"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{name}: {files:?}");
+        let disk = &files[0];
+        assert!(
+            disk.to_string_lossy().ends_with(".qcow2"),
+            "{name}: {}",
+            disk.display()
+        );
+        let meta = std::fs::metadata(disk).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (107, 107), "{name}");
+        let info = qemu_info(disk);
+        assert_eq!(info["format"], "qcow2", "{name}: {info}");
+        assert_eq!(info["virtual-size"], guest_size + GIB8, "{name}: {info}");
+        sh(
+            "qemu-img",
+            &["check", "-f", "qcow2", disk.to_str().unwrap()],
+            ws.path(),
+        );
+        sh(
+            "qemu-img",
+            &[
+                "compare",
+                "-f",
+                "raw",
+                "-F",
+                "qcow2",
+                scratch.path().join("guest.raw").to_str().unwrap(),
+                disk.to_str().unwrap(),
+            ],
+            ws.path(),
+        );
+        // The authors label in the image configuration.
+        let inspect: Value = serde_json::from_str(&sh(
+            "skopeo",
+            &["inspect", &format!("oci:{}:{tag}", layout.display())],
+            ws.path(),
+        ))
+        .unwrap();
+        assert_eq!(
+            inspect["Labels"]["org.opencontainers.image.authors"], AUTHORS,
+            "{name}"
+        );
+        // containerd imports and unpacks it.
+        let names = crate::containerd::import(&ctr, &ws, &layout);
+        assert!(
+            names.contains(&format!("imagepipe.local/{name}:{tag}")),
+            "{name}: {names:?}"
+        );
+    }
+    // The same source bytes give the same images, whichever way they came.
+    let digest = |name: &str| {
+        lines
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(digest("vm-debian-13"), digest("vm-ubuntu-2404"));
+    // A fresh store and cache elsewhere, on one thread: the same digests.
+    let other = Workspace::with_catalog(&catalog);
+    assert_eq!(build(&other, "1"), lines);
+}
+
+#[test]
+fn a_disk_only_grows_and_says_so() {
+    let ws = Workspace::with_catalog(
+        "version: 1\nimages:\n  - name: vm\n    os: { distro: x, version: \"1\" }\n    source: { file: disk.qcow2 }\n    format: containerdisk\n    disk: { resize: \"16M\" }\n",
+    );
+    crate::common::qcow2(&ws, "disk.qcow2", "32M");
+    let mut c = ws.cmd();
+    c.arg("build");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("would shrink the disk from its 33554432 bytes"),
+        "{}",
+        out.stderr
+    );
+    // No partial image is left in the store.
+    assert!(!ws.path().join(".imagepipe/store/vm/index.json").exists());
+    // Growing to a size keeps the format, and the recipe changes with it.
+    let plan = |ws: &Workspace| {
+        let mut c = ws.cmd();
+        c.args(["build", "-q"]);
+        run(c)
+    };
+    ws.write(
+        "images.yml",
+        "version: 1\nimages:\n  - name: vm\n    os: { distro: x, version: \"1\" }\n    source: { file: disk.qcow2 }\n    format: containerdisk\n    disk: { resize: \"64M\" }\n",
+    );
+    let grown = plan(&ws);
+    assert_eq!(grown.code, 0, "{}", grown.stderr);
+    let tag = grown.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let layout = ws.path().join(".imagepipe/store/vm");
+    let unpack = tempfile::tempdir().unwrap();
+    let bundle = crate::common::umoci_unpack(&layout, &tag, unpack.path());
+    let info = qemu_info(&bundle.join("rootfs/disk/disk.qcow2"));
+    assert_eq!(info["virtual-size"], 64u64 << 20, "{info}");
+}
+
+#[test]
+fn disk_mistakes_are_named_by_validate() {
+    for (disk, says) in [
+        ("{ resize: \"-8G\" }", "a disk only grows"),
+        ("{ resize: \"8 apples\" }", "is not a disk size"),
+        ("{ resize: \"1000\" }", "is not a disk size"),
+        ("{ format: vmdk }", "unknown disk format `vmdk`"),
+        ("{ size: 8G }", "size"),
+        ("{ }", "neither `format` nor `resize`"),
+    ] {
+        let ws = Workspace::with_catalog(&format!(
+            "version: 1\nimages:\n  - name: vm\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n    disk: {disk}\n"
+        ));
+        let mut c = ws.cmd();
+        c.arg("validate");
+        let out = run(c);
+        assert_eq!(out.code, 2, "{disk}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{disk}: {}", out.stderr);
+    }
+    let ws = Workspace::with_catalog(
+        "version: 1\nimages:\n  - name: r\n    os: { distro: x, version: \"1\" }\n    source: { file: root.tar }\n    format: rootfs\n    disk: { format: qcow2 }\n",
+    );
+    let mut c = ws.cmd();
+    c.arg("validate");
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`disk` converts and grows disk images"),
+        "{}",
+        out.stderr
+    );
+}
