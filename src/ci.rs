@@ -155,7 +155,7 @@ pub fn gitlab_pipeline(p: &Plan, config: &Path, store_dir: &Path, image: Option<
     for i in work(p) {
         let name = format!("publish {} {}", i.image, i.target);
         let script = format!(
-            "imagepipe publish -c {cfg} --only {} --target {}{release}",
+            "imagepipe publish -c {cfg} --only {} --target {} --immutable-only{release}",
             shell_quote(&i.image),
             shell_quote(&i.target)
         );

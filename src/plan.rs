@@ -492,6 +492,29 @@ fn verification(state: &State, image: &str, digest: Option<&Digest>) -> Option<b
 /// The plan of `publish --force`: every OCI item is built afresh and
 /// copied, replacing an immutable tag that holds other bytes.
 #[must_use]
+/// The plan of a run that pushes immutable tags only (a fan-out job, with
+/// `--immutable-only`): every mutable tag that would move is held, for the
+/// tags job to move on every target together.
+pub fn immutable_only(mut plan: Plan) -> Plan {
+    for i in &mut plan.items {
+        for t in i
+            .tags
+            .iter_mut()
+            .filter(|t| matches!(t.action, TagAction::Move | TagAction::Blocked))
+        {
+            t.action = TagAction::Hold;
+            t.reason =
+                "--immutable-only: `publish --tags-only` moves it once every target holds the image"
+                    .into();
+        }
+        if i.action == Action::Tag {
+            i.action = Action::Skip;
+            i.reason = format!("{} (held: --immutable-only)", i.reason);
+        }
+    }
+    plan
+}
+
 pub fn forced(mut plan: Plan) -> Plan {
     for i in plan
         .items

@@ -53,10 +53,9 @@ pub struct Item {
 pub struct Options {
     /// Overwrite an immutable tag that holds other bytes.
     pub force: bool,
-    /// Only move mutable tags; every target must hold the immutable tag already.
+    /// Only move mutable tags; every selected target must hold the
+    /// immutable tag already.
     pub tags_only: bool,
-    /// Move mutable tags at all (not in a run that covers part of the targets).
-    pub move_mutable: bool,
 }
 
 /// Builds an image into the build store and returns its immutable tag; the
@@ -220,7 +219,7 @@ fn publish_image(
     }
     let lacking = |i: &&PlanItem| !i.present && i.reason_code != ReasonCode::LocalCache;
     if opts.tags_only {
-        let missing: Vec<&str> = all
+        let missing: Vec<&str> = items
             .iter()
             .filter(|i| lacking(i))
             .map(|i| i.target.as_str())
@@ -274,7 +273,7 @@ fn publish_image(
             }
         }
     }
-    // Phase 2: mutable tags, once every target holds the immutable tag.
+    // Phase 2: mutable tags, once every selected target holds the immutable tag.
     // What the plan holds back is reported without asking the registry.
     for (i, r) in items.iter().zip(results.iter_mut()) {
         for t in i.tags.iter().filter(|t| t.action == TagAction::Hold) {
@@ -286,7 +285,7 @@ fn publish_image(
             .iter()
             .any(|t| matches!(t.action, TagAction::Move | TagAction::Blocked))
     });
-    if !opts.move_mutable || !wanted {
+    if !wanted {
         return results;
     }
     if let Some(failed) = results.iter().find(|r| r.outcome == Outcome::Failed) {

@@ -160,9 +160,12 @@ pub struct PublishArgs {
     /// Replace immutable tags that hold other bytes (never done otherwise).
     #[arg(long)]
     pub force: bool,
-    /// Only move mutable tags, once every target holds the immutable tag (the fan-out's last job).
-    #[arg(long)]
+    /// Only move mutable tags, once every selected target holds the immutable tag (the fan-out's last job).
+    #[arg(long, conflicts_with = "immutable_only")]
     pub tags_only: bool,
+    /// Push immutable tags only and leave mutable tags to a later `publish --tags-only` (the fan-out's per-target jobs, so that every target's `latest` moves together).
+    #[arg(long)]
+    pub immutable_only: bool,
     /// Print the plan that would be executed, and change nothing.
     #[arg(long)]
     pub dry_run: bool,

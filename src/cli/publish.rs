@@ -23,6 +23,9 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     if args.force {
         plan = crate::plan::forced(plan);
     }
+    if args.immutable_only {
+        plan = crate::plan::immutable_only(plan);
+    }
     let selected: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     if let Some(file) = &args.metadata_file {
         metadata_dir(file)?;
@@ -50,22 +53,11 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
             );
         }
     }
-    // Mutable tags move only when this run covers every target; a run
-    // narrowed by --target (a fan-out job) leaves them to `--tags-only`,
-    // which moves them on the targets it names once each holds the immutable tag.
-    let covers_all = catalog
-        .targets
-        .iter()
-        .all(|t| targets.iter().any(|s| s.name.value == t.name.value));
-    if !covers_all && !args.tags_only {
-        tracing::info!(
-            "--target covers part of the targets: mutable tags are left for `publish --tags-only`"
-        );
-    }
+    // Mutable tags move on the selected targets once each of them holds
+    // the immutable tag (`--immutable-only` planned them held).
     let opts = publish::Options {
         force: args.force,
         tags_only: args.tags_only,
-        move_mutable: covers_all || args.tags_only,
     };
     let builder = |image: &catalog::Image,
                    id: &crate::plan::Identity,

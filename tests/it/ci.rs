@@ -299,7 +299,18 @@ fn a_release_fans_out_job_by_job_and_latest_waits_for_the_rerun() {
             ],
             ws.path(),
         );
-        let out = job(&dir, &["publish", "--only", image, "--target", target]);
+        // As the generated jobs run it: immutable tags only.
+        let out = job(
+            &dir,
+            &[
+                "publish",
+                "--only",
+                image,
+                "--target",
+                target,
+                "--immutable-only",
+            ],
+        );
         assert!(
             !out.stderr.contains("building"),
             "the artifact is reused, not rebuilt: {}",

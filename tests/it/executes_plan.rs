@@ -275,7 +275,7 @@ fn a_missing_mutable_tag_is_repaired_by_the_next_run() {
     )));
     // Fan-out jobs pushed the immutable tag; the tags job never ran.
     for t in ["a", "b"] {
-        items(&publish(&ws, &["--target", t]));
+        items(&publish(&ws, &["--target", t, "--immutable-only"]));
     }
     assert!(remote(&reg.addr, "a/disk", "latest").is_none());
     let mut c = ws.cmd();
@@ -304,13 +304,13 @@ fn a_narrowed_job_copies_from_any_target_and_targets_must_agree() {
         "  - {{ name: a, registry: {r}, namespace: a, insecure: true }}\n  - {{ name: b, registry: {r}, namespace: b, insecure: true }}\n",
         r = reg.addr
     )));
-    let first = items(&publish(&ws, &["--target", "a"]));
+    let first = items(&publish(&ws, &["--target", "a", "--immutable-only"]));
     let (tag, digest) = (
         first[0]["tag"].as_str().unwrap().to_owned(),
         first[0]["digest"].as_str().unwrap().to_owned(),
     );
     std::fs::remove_dir_all(ws.path().join(".imagepipe")).unwrap();
-    let out = publish(&ws, &["--target", "b"]);
+    let out = publish(&ws, &["--target", "b", "--immutable-only"]);
     assert!(!out.stderr.contains("building"), "{}", out.stderr);
     let b = items(&out);
     assert_eq!(b[0]["from"], "a");

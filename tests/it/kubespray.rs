@@ -286,3 +286,77 @@ fn disk_mistakes_are_named_by_validate() {
         out.stderr
     );
 }
+
+/// Kubespray's staging job (Cloud Build): `make push-single-staging
+/// image_name=ubuntu-2404` pushes one image to the Kubernetes staging
+/// registry and expects `:latest` there, while quay is not reachable.
+#[test]
+fn the_staging_push_moves_latest_on_staging_while_quay_is_down() {
+    let staging = crate::registry_fixture::Registry::start();
+    let quay = crate::registry_fixture::Registry::start();
+    let quay_addr = quay.addr.clone();
+    drop(quay);
+    let image = |name: &str| {
+        format!(
+            "  - name: {name}\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: {name}.qcow2 }}\n    format: containerdisk\n    disk: {{ format: qcow2, resize: \"+8G\" }}\n"
+        )
+    };
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: local, layout: ./.imagepipe/store }}\n  - {{ name: quay, registry: \"{quay_addr}\", namespace: kubespray, insecure: true }}\n  - {{ name: staging, registry: \"{}\", namespace: k8s-staging-images/kubespray, insecure: true }}\nimages:\n{}{}",
+        staging.addr,
+        image("vm-ubuntu-2404"),
+        image("vm-debian-13"),
+    ));
+    crate::common::qcow2(&ws, "vm-ubuntu-2404.qcow2", "8M");
+    crate::common::qcow2(&ws, "vm-debian-13.qcow2", "4M");
+    let mut c = ws.cmd();
+    c.args([
+        "publish",
+        "--only",
+        "vm-ubuntu-2404",
+        "--target",
+        "staging",
+        "--format",
+        "json",
+    ]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v}");
+    assert_eq!(items[0]["target"], "staging");
+    assert_eq!(items[0]["moved"], serde_json::json!(["latest"]), "{v}");
+    let tag = items[0]["tag"].as_str().unwrap();
+    let repo = format!(
+        "docker://{}/k8s-staging-images/kubespray/vm-ubuntu-2404",
+        staging.addr
+    );
+    let digest = |t: &str| {
+        let raw = sh(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("{repo}:{t}"),
+            ],
+            ws.path(),
+        );
+        sha256_hex(raw.as_bytes())
+    };
+    assert_eq!(digest("latest"), digest(tag));
+    // The other image was not selected: nothing of it on staging.
+    let other = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!(
+                "docker://{}/k8s-staging-images/kubespray/vm-debian-13:latest",
+                staging.addr
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+}

@@ -350,7 +350,7 @@ fn gitlab_child_pipeline_has_one_job_per_item_and_a_final_tag_job() {
     assert_eq!(job["stage"], "publish");
     assert_eq!(
         job["script"][0],
-        "imagepipe publish -c images.yml --only node-ubuntu-2404 --target dev --release v1.33.6/runc-1.2.6"
+        "imagepipe publish -c images.yml --only node-ubuntu-2404 --target dev --immutable-only --release v1.33.6/runc-1.2.6"
     );
     let last = &doc["move mutable tags"];
     assert_eq!(last["stage"], "tags");

@@ -138,23 +138,47 @@ fn fan_out_jobs_then_tags_only() {
     let reg = Registry::start();
     let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
     qcow2(&ws, "disk.qcow2", "4M");
-    // One job per target: immutable tags only.
-    for t in ["eu", "us"] {
-        let out = publish(&ws, &["--target", t]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    }
-    assert!(
-        remote_digest(&reg.addr, "eu/k8s/disk", "latest").is_none(),
-        "a job does not move latest"
-    );
-    // The final job, on a fresh runner without the local store.
-    std::fs::remove_dir_all(ws.path().join(".imagepipe")).unwrap();
-    let out = publish(&ws, &["--tags-only", "--target", "eu", "--target", "us"]);
+    let latest = |t: &str| remote_digest(&reg.addr, &format!("{t}/k8s/disk"), "latest");
+    // The eu job finishes first: the immutable tag only, shown as held.
+    let dry = publish(&ws, &["--target", "eu", "--immutable-only", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("--immutable-only"), "{}", dry.stdout);
+    let out = publish(&ws, &["--target", "eu", "--immutable-only"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let tag = first_item(&out.stdout, "tag");
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", &tag).is_some());
+    assert!(latest("eu").is_none(), "a fan-out job does not move latest");
+    // The tags job cannot run before every target holds the image.
+    let early = publish(&ws, &["--tags-only"]);
+    assert_eq!(early.code, 1, "{}", early.stderr);
+    assert!(early.stderr.contains("missing on us"), "{}", early.stderr);
+    assert!(latest("eu").is_none(), "eu's latest waits for us");
+    let out = publish(&ws, &["--target", "us", "--immutable-only"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(latest("us").is_none());
+    // The final job, on a fresh runner without the local store.
+    std::fs::remove_dir_all(ws.path().join(".imagepipe")).unwrap();
+    let out = publish(&ws, &["--tags-only"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let d = remote_digest(&reg.addr, "eu/k8s/disk", &tag);
-    assert_eq!(remote_digest(&reg.addr, "eu/k8s/disk", "latest"), d);
+    assert_eq!(latest("eu"), d);
+    assert_eq!(latest("us"), d);
+}
+
+#[test]
+fn a_run_narrowed_to_one_target_moves_its_mutable_tags() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, ""));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let out = publish(&ws, &["--target", "us"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tag = first_item(&out.stdout, "tag");
+    let d = remote_digest(&reg.addr, "us/k8s/disk", &tag);
+    assert!(d.is_some());
     assert_eq!(remote_digest(&reg.addr, "us/k8s/disk", "latest"), d);
+    // The target the run did not select is untouched.
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", &tag).is_none());
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", "latest").is_none());
 }
 
 #[test]
