@@ -64,6 +64,16 @@ fn every_documented_command_runs_as_written() {
         "version: 1\ntargets:\n  - { name: local, layout: ./.imagepipe/store }\nvariables:\n  runc: \"1.2.6\"\n  containerd: \"2.0.4\"\nimages:\n  - name: vm-ubuntu-2404\n    os: { distro: ubuntu, version: \"24.04\" }\n    source: { file: disk.qcow2 }\n    format: containerdisk\n  - name: node\n    kubernetes: true\n    os: { distro: ubuntu, version: \"24.04\" }\n    source: { file: disk.qcow2 }\n    format: containerdisk\n    tags: [\"{name}-{kubernetes}-{hash}\"]\nretention:\n  keep_last: 3\n  git: { repo: ., branches: [\"release-*\"], paths: [\"**/*.yml\"] }\n",
     );
     qcow2(&ws, "disk.qcow2", "4M");
+    // The example catalogs, for the lines that name them.
+    crate::common::sh(
+        "cp",
+        &[
+            "-r",
+            root.join("examples").to_str().unwrap(),
+            ws.path().to_str().unwrap(),
+        ],
+        ws.path(),
+    );
     git(ws.path(), &["init", "-q", "-b", "main"]);
     git(ws.path(), &["add", "-A"]);
     git(ws.path(), &["commit", "-qm", "catalog"]);

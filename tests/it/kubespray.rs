@@ -360,3 +360,88 @@ fn the_staging_push_moves_latest_on_staging_while_quay_is_down() {
         .unwrap();
     assert!(!other.status.success());
 }
+
+/// Kubespray's list as the repository beside this one has it
+/// (`../shared/adoption/kubespray`), when it is there: key → (url, checksum).
+fn upstream_list() -> Option<Vec<(String, String, String)>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/adoption/kubespray/roles/kubevirt-images/defaults/main.yml");
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut out = Vec::new();
+    let mut key = None;
+    let mut url = None;
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
+            && !k.starts_with(' ')
+            && !k.starts_with('#')
+        {
+            key = Some(k.to_owned());
+        } else if let Some(u) = line.trim().strip_prefix("url: ") {
+            url = Some(u.to_owned());
+        } else if let Some(c) = line.trim().strip_prefix("checksum: ") {
+            out.push((key.clone()?, url.take()?, c.to_owned()));
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn the_example_catalog_is_kubesprays_real_list() {
+    use imagepipe::catalog::{Checksum, DiskChange, DiskFormat, Format, Resize, Source};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubespray-ci/images.yml");
+    let catalog = imagepipe::catalog::load(&path).expect("the example validates");
+    assert_eq!(catalog.images.len(), 27);
+    let mut listed = Vec::new();
+    for image in &catalog.images {
+        let name = image.name.value.as_str();
+        assert_eq!(image.format, Format::ContainerDisk, "{name}");
+        assert_eq!(
+            image.disk,
+            Some(DiskChange {
+                format: Some(DiskFormat::Qcow2),
+                resize: Some(Resize::Grow(GIB8)),
+            }),
+            "{name}"
+        );
+        assert_eq!(
+            image
+                .labels
+                .get("org.opencontainers.image.authors")
+                .map(String::as_str),
+            Some(AUTHORS),
+            "{name}"
+        );
+        let Source::Url {
+            url,
+            checksum: Checksum::Pinned(digest),
+            ..
+        } = &image.platforms[0].source
+        else {
+            panic!("{name}: a pinned url source");
+        };
+        listed.push((
+            name.trim_start_matches("vm-").to_owned(),
+            url.clone(),
+            digest.to_string(),
+        ));
+    }
+    let sha512: Vec<&str> = listed
+        .iter()
+        .filter(|(_, _, c)| c.starts_with("sha512:"))
+        .map(|(k, _, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        sha512,
+        [
+            "debian-10",
+            "debian-11",
+            "debian-12",
+            "debian-13",
+            "flatcar-4081"
+        ]
+    );
+    // Key by key, the same URLs and checksums as Kubespray's own file.
+    if let Some(upstream) = upstream_list() {
+        assert_eq!(listed, upstream);
+    }
+}
