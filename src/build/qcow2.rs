@@ -117,6 +117,7 @@ pub struct Qcow2 {
     /// The guest cluster last decompressed.
     cluster: Option<(u64, Vec<u8>)>,
     scratch: Vec<u8>,
+    file_len: u64,
 }
 
 impl Qcow2 {
@@ -216,7 +217,9 @@ impl Qcow2 {
         let mut raw = vec![0u8; usize::try_from(needed * 8).expect("bounded")];
         read_exact_at(&file, l1_at, &mut raw, "L1 table")?;
         let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
+        let file_len = file.metadata()?.len();
         Ok(Self {
+            file_len,
             file,
             cluster_bits,
             size,
@@ -283,7 +286,7 @@ impl Qcow2 {
         let at = entry & ((1u64 << x) - 1);
         let sectors = ((entry & !COMPRESSED & !COPIED) >> x) + 1;
         let len = (sectors * 512).saturating_sub(at & 511);
-        let file_len = self.file.metadata()?.len();
+        let file_len = self.file_len;
         if at >= file_len {
             return Err(invalid(format!(
                 "the qcow2 compressed cluster at byte {at} lies past the end of the file (a truncated or damaged image)"
@@ -304,7 +307,9 @@ impl Qcow2 {
                 .and_then(|mut d| d.read_exact(out))
                 .map_err(failed)?,
         }
-        self.cluster = Some((index, out.to_vec()));
+        if self.cluster_bits > CLUSTER_BITS {
+            self.cluster = Some((index, out.to_vec()));
+        }
         Ok(())
     }
 }
@@ -371,8 +376,8 @@ pub fn write_raw(guest: &mut dyn Guest, size: u64, out: &Path) -> io::Result<()>
         }
         at += n as u64;
     }
-    file.set_len(size)?;
-    file.sync_all()
+    // Not synced: a scratch file, read at once by the packaging.
+    file.set_len(size)
 }
 
 /// Writes `guest`, `size` bytes long (the guest's own size or more; bytes
@@ -465,8 +470,8 @@ pub fn write_qcow2(guest: &mut dyn Guest, size: u64, out: &Path) -> io::Result<(
     h[100..104].copy_from_slice(&104u32.to_be_bytes());
     // Bytes 104–111: the end of the header extensions (type 0, length 0).
     file.write_all_at(&h, 0)?;
-    file.set_len(total * CLUSTER)?;
-    file.sync_all()
+    // Not synced: a scratch file, read at once by the packaging.
+    file.set_len(total * CLUSTER)
 }
 
 #[cfg(test)]

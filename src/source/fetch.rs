@@ -331,7 +331,7 @@ fn decompressed(
     };
     let mut tmp = partial(&dir)?;
     let mut reader = capped(reader, super::MAX_DECOMPRESSED);
-    io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| SourceError::Decompress {
+    sparse_copy(&mut reader, tmp.as_file_mut()).map_err(|e| SourceError::Decompress {
         name: name.to_owned(),
         algo: algo.to_owned(),
         source: if e.kind() == io::ErrorKind::FileTooLarge {
@@ -348,6 +348,36 @@ fn decompressed(
     })?;
     persist(tmp, &out)?;
     Ok(out)
+}
+
+/// Copies `reader` into `file`, leaving holes where whole 64 KiB blocks are
+/// zeros: a decompressed raw disk takes the space of its data only.
+fn sparse_copy(reader: &mut dyn Read, file: &mut File) -> io::Result<u64> {
+    use io::{Seek, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match reader.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            file.seek(io::SeekFrom::Current(i64::try_from(n).unwrap_or(i64::MAX)))?;
+        } else {
+            file.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+    }
+    file.set_len(total)?;
+    Ok(total)
 }
 
 /// The single artifact a builder left in `dir`, or the one `glob` names.

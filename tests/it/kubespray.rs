@@ -445,3 +445,27 @@ fn the_example_catalog_is_kubesprays_real_list() {
         assert_eq!(listed, upstream);
     }
 }
+
+#[test]
+fn a_decompressed_raw_download_stays_sparse() {
+    let server = FileServer::start();
+    let mut disk = ext4_fixture();
+    disk.resize(256 << 20, 0);
+    let packed = xz(&disk);
+    let url = server.put("/images/disk.raw.xz", packed.clone());
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\nimages:\n  - name: vm\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"{url}\", sha256: \"{}\" }}\n    format: containerdisk\n    disk: {{ format: raw, resize: \"+1G\" }}\n",
+        sha256_hex(&packed)
+    ));
+    build(&ws, "2");
+    let cached = ws
+        .path()
+        .join(".imagepipe/cache/decompressed")
+        .join(sha256_hex(&packed))
+        .join("disk.raw");
+    let meta = std::fs::metadata(&cached).unwrap();
+    assert_eq!(meta.len(), 256 << 20);
+    let allocated = meta.blocks() * 512;
+    assert!(allocated < 16 << 20, "{allocated} bytes allocated");
+    assert_eq!(std::fs::read(&cached).unwrap(), disk);
+}
