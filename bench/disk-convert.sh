@@ -10,19 +10,14 @@
 #   Needs: hyperfine e2fsprogs qemu-utils
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs="${1:-3}"
 out="$PWD/bench/out/disk-convert"
 mkdir -p "$out"
 cargo build --release --locked -q
 bin="$PWD/target/release/imagepipe"
 if [ ! -f "$out/upstream.img" ]; then
-  stage="$out/stage"
-  rm -rf "$stage" && mkdir -p "$stage"
-  for d in /usr/lib/x86_64-linux-gnu /usr/share/doc /usr/bin /usr/share/locale /usr/share/man /usr/lib/python3; do
-    [ -e "$d" ] && cp -a "$d" "$stage/"
-  done
-  mke2fs -q -t ext4 -d "$stage" "$out/real.ext4" 3G
-  rm -rf "$stage"
+  real_files_ext4 "$out/real.ext4" 3G
   qemu-img convert -c -f raw -O qcow2 "$out/real.ext4" "$out/upstream.img"
   rm -f "$out/real.ext4"
 fi

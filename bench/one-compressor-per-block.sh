@@ -8,6 +8,7 @@
 #   Needs: hyperfine e2fsprogs
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 old="$(realpath "$1")"
 runs="${2:-3}"
 out="$PWD/bench/out/per-block"
@@ -15,13 +16,7 @@ mkdir -p "$out"
 cargo build --release --locked -q
 new="$PWD/target/release/imagepipe"
 if [ ! -f "$out/real.ext4" ]; then
-  stage="$out/stage"
-  rm -rf "$stage" && mkdir -p "$stage"
-  for d in /usr/lib/x86_64-linux-gnu /usr/share/doc /usr/bin /usr/share/locale /usr/share/man /usr/lib/python3; do
-    [ -e "$d" ] && cp -a "$d" "$stage/"
-  done
-  mke2fs -q -t ext4 -d "$stage" "$out/real.ext4" 1536M
-  rm -rf "$stage"
+  real_files_ext4 "$out/real.ext4" 1536M
 fi
 cat >"$out/images.yml" <<'YML'
 version: 1
