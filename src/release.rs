@@ -1,7 +1,10 @@
 //! Release tags: the git tag grammar that names a Kubernetes release.
 //!
-//! `v1.33.6`, `v1.34.0-rc.1`, `v1.33.6/runc-1.2.6` (everything after the first
-//! `/` is a free comment and ignored).
+//! `v1.33.6`, `v1.34.0-rc.1`, `v1.33.6/runc-1.2.6`, `v1.33.6-runc-v1.2.9`:
+//! `vMAJOR.MINOR.PATCH`, an optional Kubernetes pre-release
+//! (`-alpha.N`, `-beta.N`, `-rc.N`), then an optional free comment after `/`
+//! or after a `-` that does not start a pre-release (GitHub's `v*` tag
+//! filter does not match `/`, so projects such as Outscale's use `-`).
 
 use std::fmt;
 
@@ -15,8 +18,10 @@ pub struct Release {
     pub major: u64,
     pub minor: u64,
     pub patch: u64,
-    /// Pre-release identifiers such as `rc.1`, without the dash.
+    /// The Kubernetes pre-release (`rc.1`, `alpha.2`), without the dash.
     pub pre: Option<String>,
+    /// The free comment after `/` or `-` (`runc-v1.2.9`).
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,9 +30,15 @@ pub struct ReleaseError {
     pub tag: String,
     pub reason: String,
     pub help: &'static str,
+    /// The tag names a Kubernetes pre-release, but wrongly (`-rc1`): an
+    /// error even where other tags are just "not a release".
+    pub malformed_prerelease: bool,
 }
 
-const HELP: &str = "use `vMAJOR.MINOR.PATCH`, optionally `-rc.N` and a `/comment`, e.g. `v1.33.6` or `v1.33.6/runc-1.2.6`";
+const HELP: &str = "use `vMAJOR.MINOR.PATCH`, optionally `-alpha.N`, `-beta.N` or `-rc.N`, and a comment after `/` or `-`, e.g. `v1.33.6`, `v1.34.0-rc.1`, `v1.33.6/runc-1.2.6` or `v1.33.6-runc-v1.2.9`";
+
+/// The Kubernetes pre-release kinds.
+const PRE_KINDS: &[&str] = &["alpha", "beta", "rc"];
 
 impl Release {
     pub fn parse(tag: &str) -> Result<Self, ReleaseError> {
@@ -35,6 +46,7 @@ impl Release {
             tag: tag.escape_debug().to_string(),
             reason,
             help: HELP,
+            malformed_prerelease: false,
         };
         if tag.is_empty() {
             return Err(fail("it is empty".into()));
@@ -45,23 +57,12 @@ impl Release {
         if tag.contains("..") {
             return Err(fail("it contains `..`".into()));
         }
-        let (version, comment) = match tag.split_once('/') {
+        let (version, slash_comment) = match tag.split_once('/') {
             Some((v, c)) => (v, Some(c)),
             None => (tag, None),
         };
-        if comment == Some("") {
+        if slash_comment == Some("") {
             return Err(fail("the comment after `/` is empty".into()));
-        }
-        if let Some(c) = comment
-            && (c.ends_with('/')
-                || c.contains("//")
-                || c.contains('\\')
-                || c.ends_with(".lock")
-                || c.contains("@{"))
-        {
-            return Err(fail(
-                "the comment after `/` is not a valid git ref name".into(),
-            ));
         }
         let Some(rest) = version.strip_prefix('v') else {
             return Err(fail("it must start with `v`".into()));
@@ -71,7 +72,7 @@ impl Release {
                 "build metadata (`+...`) cannot appear in image tags".into(),
             ));
         }
-        let (core, pre) = match rest.split_once('-') {
+        let (core, suffix) = match rest.split_once('-') {
             Some((c, p)) => (c, Some(p)),
             None => (rest, None),
         };
@@ -89,20 +90,36 @@ impl Release {
             s.parse().map_err(|_| fail(format!("`{s}` is too large")))
         };
         let (major, minor, patch) = (number(major)?, number(minor)?, number(patch)?);
-        if let Some(p) = pre {
-            let ident_ok = |id: &str| {
-                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            };
-            if !p.split('.').all(ident_ok) {
-                return Err(fail(format!("`{p}` is not a pre-release such as `rc.1`")));
-            }
+        let (pre, dash_comment) = match suffix {
+            None => (None, None),
+            Some("") => return Err(fail("nothing follows the `-`".into())),
+            Some(s) => split_pre(s).map_err(|(reason, pre)| ReleaseError {
+                malformed_prerelease: pre,
+                ..fail(reason)
+            })?,
+        };
+        let comment = match (dash_comment, slash_comment) {
+            (Some(d), Some(s)) => Some(format!("{d}/{s}")),
+            (d, s) => d.or(s).map(str::to_owned),
+        };
+        if let Some(c) = &comment
+            && (c.ends_with('/')
+                || c.contains("//")
+                || c.contains('\\')
+                || c.ends_with(".lock")
+                || c.contains("@{"))
+        {
+            return Err(fail(format!(
+                "the comment `{c}` is not a valid git ref name"
+            )));
         }
         Ok(Self {
             tag: tag.to_owned(),
             major,
             minor,
             patch,
-            pre: pre.map(str::to_owned),
+            pre,
+            comment,
         })
     }
 
@@ -142,6 +159,35 @@ impl Release {
         }
     }
 
+    /// The component versions the comment names: `runc-v1.2.9` →
+    /// (`runc`, `1.2.9`); `containerd-2.0.4/runc-1.2.6` → both.
+    pub fn named_versions(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for part in self.comment.iter().flat_map(|c| c.split(['/', ','])) {
+            let tokens: Vec<&str> = part.split('-').collect();
+            for (i, pair) in tokens.windows(2).enumerate() {
+                let (name, value) = (pair[0], pair[1].strip_prefix('v').unwrap_or(pair[1]));
+                let is_name = name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                let is_version = value.starts_with(|c: char| c.is_ascii_digit())
+                    && value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+                if !is_name || !is_version {
+                    continue;
+                }
+                let mut version = value.to_owned();
+                if let Some(pre) = tokens.get(i + 2)
+                    && split_pre(pre).is_ok_and(|(p, _)| p.is_some())
+                {
+                    version = format!("{version}-{pre}");
+                }
+                out.push((name.to_owned(), version));
+            }
+        }
+        out
+    }
+
     pub fn is_prerelease(&self) -> bool {
         self.pre.is_some()
     }
@@ -158,6 +204,49 @@ impl Release {
             None => format!("{}.{}.{}-1.1", self.major, self.minor, self.patch),
         }
     }
+}
+
+/// A pre-release and the comment after it.
+type PreAndComment<'a> = (Option<String>, Option<&'a str>);
+
+/// Splits what follows the first `-` into a Kubernetes pre-release
+/// (`rc.1`) and a comment: `rc.1` → (rc.1, none), `rc.1-runc-1.2.9` →
+/// (rc.1, runc-1.2.9), `runc-v1.2.9` → (none, runc-v1.2.9). A suffix that
+/// looks like a pre-release but is not one (`rc1`, `beta`, `RC.1`) is an
+/// error, never a comment: it would silently make a release of `vX.Y.Z`.
+fn split_pre(s: &str) -> Result<PreAndComment<'_>, (String, bool)> {
+    let (head, rest) = match s.split_once('-') {
+        Some((h, r)) => (h, Some(r)),
+        None => (s, None),
+    };
+    if rest == Some("") {
+        return Err((format!("nothing follows the `-` after `{head}`"), false));
+    }
+    let word: String = head
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let looks_pre = PRE_KINDS.iter().any(|k| word == *k)
+        || (PRE_KINDS.iter().any(|k| word.starts_with(k)) && head.len() > word.len());
+    let exact = head.split_once('.').is_some_and(|(kind, n)| {
+        PRE_KINDS.contains(&kind)
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && (n == "0" || !n.starts_with('0'))
+    });
+    if exact {
+        return Ok((Some(head.to_owned()), rest));
+    }
+    if looks_pre {
+        return Err((
+            format!(
+                "`-{head}` looks like a pre-release but is not one: Kubernetes pre-releases are `-alpha.N`, `-beta.N` and `-rc.N` (lower case, a dot, a number)"
+            ),
+            true,
+        ));
+    }
+    Ok((None, Some(s)))
 }
 
 impl fmt::Display for Release {
@@ -194,6 +283,58 @@ mod tests {
             Release::parse("v1.33.6/a/b").unwrap().kubernetes(),
             "v1.33.6"
         );
+        // Outscale's tags: a `-` comment, not a pre-release.
+        let r = Release::parse("v1.33.6-runc-v1.2.9").unwrap();
+        assert_eq!(
+            (r.kubernetes(), r.deb_version(), r.is_prerelease()),
+            ("v1.33.6".into(), "1.33.6-1.1".into(), false)
+        );
+        assert_eq!(r.comment.as_deref(), Some("runc-v1.2.9"));
+        let r = Release::parse("v1.35.0-rc.1-runc-1.3.0").unwrap();
+        assert_eq!(
+            (r.kubernetes(), r.comment.as_deref()),
+            ("v1.35.0-rc.1".into(), Some("runc-1.3.0"))
+        );
+        let r = Release::parse("v1.33.6-containerd-2.0.4/runc-1.2.6").unwrap();
+        assert_eq!(r.comment.as_deref(), Some("containerd-2.0.4/runc-1.2.6"));
+        assert!(Release::parse("v1.34.0-beta.0").unwrap().is_prerelease());
+    }
+
+    #[test]
+    fn comments_name_component_versions() {
+        let named = |t: &str| Release::parse(t).unwrap().named_versions();
+        assert_eq!(
+            named("v1.33.6-runc-v1.2.9"),
+            [("runc".into(), "1.2.9".into())]
+        );
+        assert_eq!(
+            named("v1.33.6/containerd-2.0.4,runc-1.3.0-rc.1"),
+            [
+                ("containerd".into(), "2.0.4".into()),
+                ("runc".into(), "1.3.0-rc.1".into())
+            ]
+        );
+        assert!(named("v1.33.6/hotfix").is_empty());
+        assert!(named("v1.33.6").is_empty());
+    }
+
+    #[test]
+    fn a_malformed_pre_release_is_an_error_not_a_comment() {
+        for bad in [
+            "v1.33.6-rc1",
+            "v1.33.6-beta",
+            "v1.33.6-RC.1",
+            "v1.33.6-rc.01",
+            "v1.33.6-alpha1-runc-1.2.9",
+            "v1.33.6-rc.1.2",
+            "v1.33.6-runc-",
+        ] {
+            let err = Release::parse(bad).expect_err(bad).to_string();
+            assert!(
+                err.contains("pre-release") || err.contains("nothing follows"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -231,16 +372,19 @@ mod tests {
         #[test]
         fn well_formed_tags_round_trip(
             major in 0u64..100, minor in 0u64..100, patch in 0u64..100,
-            pre in proptest::option::of("(alpha|beta|rc)\\.[0-9]{1,2}"),
+            pre in proptest::option::of("(alpha|beta|rc)\\.(0|[1-9][0-9]?)"),
+            dash in proptest::option::of("(runc|containerd|cri-o)-v?[0-9]\\.[0-9]{1,2}\\.[0-9]{1,2}"),
             comment in proptest::option::of("[a-z0-9][a-z0-9.-]{0,20}"),
         ) {
             prop_assume!(comment.as_deref().is_none_or(|c| !c.contains("..") && !c.ends_with(".lock")));
             let mut tag = format!("v{major}.{minor}.{patch}");
             if let Some(p) = &pre { tag.push('-'); tag.push_str(p); }
             let k8s = tag.clone();
+            if let Some(d) = &dash { tag.push('-'); tag.push_str(d); }
             if let Some(c) = &comment { tag.push('/'); tag.push_str(c); }
             let r = Release::parse(&tag).unwrap();
             prop_assert_eq!(r.kubernetes(), k8s);
+            prop_assert_eq!(r.is_prerelease(), pre.is_some());
             prop_assert_eq!(r.series(), format!("v{major}.{minor}"));
             prop_assert!(crate::template::is_valid_tag(&r.kubernetes()));
         }

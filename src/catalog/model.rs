@@ -35,6 +35,15 @@ pub struct Catalog {
     pub defaults: Defaults,
     pub images: Vec<Image>,
     pub retention: Option<Retention>,
+    pub release: ReleaseSettings,
+}
+
+/// `release:` — which CI tags name a Kubernetes release.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseSettings {
+    /// Release tags start with this (`k8s-v1.33.6`); a CI tag without it is
+    /// not a release. `None`: every CI tag that parses is one.
+    pub tag_prefix: Option<String>,
 }
 
 impl Catalog {

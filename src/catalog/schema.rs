@@ -245,6 +245,11 @@ pub fn schema() -> Value {
             "defaults": object("Defaults for every image.", json!({ "tags": tags(), "prerelease_tags": prerelease_tags(), "compression": compression(), "verify": verify() }), &[]),
             "images": { "type": "array", "items": image },
             "retention": retention,
+            "release": object(
+                "Which CI tags name a Kubernetes release.",
+                json!({ "tag_prefix": { "type": "string", "pattern": "^[A-Za-z0-9._/-]+$", "description": "Release tags start with this (`k8s-` for `k8s-v1.33.6`); a CI tag without it is not a release (the run behaves as in a branch pipeline). Default: none." } }),
+                &[],
+            ),
         }),
         &["version", "images"],
     );
@@ -282,6 +287,7 @@ mod tests {
         assert_eq!(keys(&s), sorted(decode::TOP_KEYS));
         assert_eq!(keys(&p["targets"]["items"]), sorted(decode::TARGET_KEYS));
         assert_eq!(keys(&p["defaults"]), sorted(decode::DEFAULTS_KEYS));
+        assert_eq!(keys(&p["release"]), sorted(decode::RELEASE_KEYS));
         assert_eq!(
             keys(&p["variables"]["additionalProperties"]["oneOf"][1]),
             sorted(decode::VARIABLE_KEYS)
@@ -296,6 +302,10 @@ mod tests {
         assert_eq!(
             keys(&image["properties"]["verify"]),
             sorted(decode::VERIFY_KEYS)
+        );
+        assert_eq!(
+            keys(&image["properties"]["disk"]),
+            sorted(decode::DISK_KEYS)
         );
         assert_eq!(
             keys(&image["properties"]["verify"]["properties"]["checks"]["items"]),

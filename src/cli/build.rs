@@ -7,7 +7,7 @@ use crate::env::Environment;
 use crate::error::{EXIT_FAILED, Error, Result};
 
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
-    let s = settings::Settings::resolve(&args.common, args.release.as_deref(), env, None, None)?;
+    let s = settings::Settings::resolve(&args.common, &args.release, env, None, None)?;
     let (catalog, ctx) = (&s.catalog, &s.ctx);
     let threads = env.threads().map_err(Error::Usage)?;
     let identities = s.identities()?;

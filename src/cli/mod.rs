@@ -87,6 +87,20 @@ pub struct Common {
     pub target: Vec<String>,
 }
 
+/// Which Kubernetes release a run is for.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ReleaseArgs {
+    /// Kubernetes release tag (`v1.33.6`, `v1.34.0-rc.1`, `v1.33.6/runc-1.2.6`, `v1.33.6-runc-v1.2.9`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
+    #[arg(long = "release", value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Not a release, whatever tag the CI environment names.
+    #[arg(long, conflicts_with = "tag")]
+    pub no_release: bool,
+    /// A release tag whose comment contradicts a variable (`runc-1.2.7` with runc 1.2.6) is an error (exit 2), not a warning.
+    #[arg(long)]
+    pub strict: bool,
+}
+
 /// How to reach registries, as skopeo, crane and regctl users type it.
 #[derive(Debug, Args, Default)]
 pub struct RegistryArgs {
@@ -122,9 +136,8 @@ pub struct PlanArgs {
     /// Output format: a table, JSON, or CI fan-out.
     #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
     pub format: PlanFormat,
-    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
-    #[arg(long)]
-    pub release: Option<String>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Do not query registry targets (their state is reported as unknown).
     #[arg(long)]
     pub offline: bool,
@@ -137,9 +150,8 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
-    #[arg(long)]
-    pub release: Option<String>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Rebuild even if the store has the immutable tag, and overwrite it.
     #[arg(long)]
     pub force: bool,
@@ -154,9 +166,8 @@ pub struct PublishArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
-    #[arg(long)]
-    pub release: Option<String>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Replace immutable tags that hold other bytes (never done otherwise).
     #[arg(long)]
     pub force: bool,
@@ -186,9 +197,8 @@ pub struct ReleaseNotesArgs {
     /// `table` prints Markdown; `json` the same facts as data.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Kubernetes release tag (`v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
-    #[arg(long)]
-    pub release: Option<String>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
 }
 
 #[derive(Debug, Args)]
@@ -217,9 +227,8 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Kubernetes release tag (`v1.33.6`, `v1.33.6/runc-1.2.6`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
-    #[arg(long)]
-    pub release: Option<String>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Verify the images a target holds (a staging registry) instead of the local store; the result is recorded there.
     #[arg(long, value_name = "TARGET")]
     pub from: Option<String>,

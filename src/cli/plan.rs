@@ -32,7 +32,7 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
     let s = settings::Settings::resolve(
         c,
-        args.release.as_deref(),
+        &args.release,
         env,
         Some(&args.registry),
         Some(Policy {

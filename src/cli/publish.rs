@@ -10,8 +10,7 @@ use crate::state::Reach;
 
 pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let c = &args.common;
-    let s =
-        settings::Settings::resolve(c, args.release.as_deref(), env, Some(&args.registry), None)?;
+    let s = settings::Settings::resolve(c, &args.release, env, Some(&args.registry), None)?;
     let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
     let threads = env.threads().map_err(Error::Usage)?;
     let targets = s.targets();
@@ -235,13 +234,8 @@ fn report(items: &[Item], format: Format) -> Result<()> {
 }
 
 pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
-    let s = settings::Settings::resolve(
-        &args.common,
-        args.release.as_deref(),
-        env,
-        Some(&args.registry),
-        None,
-    )?;
+    let s =
+        settings::Settings::resolve(&args.common, &args.release, env, Some(&args.registry), None)?;
     let release = s.ctx.release.clone().ok_or_else(|| {
         Error::Usage(
             "no release: pass `--release vX.Y.Z`, or run in a tag pipeline (CI_COMMIT_TAG, or GITHUB_REF_NAME with GITHUB_REF_TYPE=tag)".into(),

@@ -29,12 +29,12 @@ impl Settings {
     /// read), then loads the catalog, the run's facts and the registry client.
     pub fn resolve(
         common: &super::Common,
-        release_flag: Option<&str>,
+        release_args: &super::ReleaseArgs,
         env: &Environment,
         registry: Option<&super::RegistryArgs>,
         policy: Option<crate::registry::retry::Policy>,
     ) -> Result<Self> {
-        let (catalog, ctx) = load(&common.config, release_flag, env)?;
+        let (catalog, ctx) = load(&common.config, release_args, env)?;
         select_targets(&catalog, &common.target)?;
         tracing::debug!(
             "{}: {} image(s), {} target(s); release {}",
@@ -84,25 +84,93 @@ impl Settings {
     }
 }
 
-/// The release of this run: `--release`, else the CI tag, else none.
-pub fn release(flag: Option<&str>, env: &Environment) -> Result<Option<Release>> {
-    flag.or_else(|| env.release_tag())
-        .map(Release::parse)
-        .transpose()
-        .map_err(Error::from)
+/// The release of this run: `--release` (which must parse), else the CI
+/// tag when it names one, else none. A CI tag is not a release (and the
+/// run says so in one line) when `--no-release` is given, when the catalog
+/// has no `kubernetes: true` image, when it lacks the catalog's
+/// `release.tag_prefix`, or when it does not parse, unless it names a
+/// pre-release wrongly (`v1.33.6-rc1`), which is an error.
+pub fn release(
+    catalog: &Catalog,
+    args: &super::ReleaseArgs,
+    env: &Environment,
+) -> Result<Option<Release>> {
+    let prefix = catalog.release.tag_prefix.as_deref().unwrap_or("");
+    if let Some(flag) = &args.tag {
+        let tag = flag.strip_prefix(prefix).unwrap_or(flag);
+        return Release::parse(tag).map(Some).map_err(Error::from);
+    }
+    let Some(tag) = env.release_tag().filter(|_| !args.no_release) else {
+        return Ok(None);
+    };
+    let not_a_release = |why: String| {
+        tracing::info!(
+            "the CI tag `{tag}` is not a release ({why}): running as in a branch pipeline"
+        );
+        Ok(None)
+    };
+    if !catalog.images.iter().any(|i| i.kubernetes) {
+        return not_a_release("the catalog has no `kubernetes: true` image".into());
+    }
+    let Some(rest) = tag.strip_prefix(prefix) else {
+        return not_a_release(format!(
+            "it does not start with the catalog's `release.tag_prefix` `{prefix}`"
+        ));
+    };
+    match Release::parse(rest) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if e.malformed_prerelease => Err(Error::from(e)),
+        Err(e) => not_a_release(e.reason),
+    }
 }
 
-/// The catalog and the run context: the release (flag or CI tag) is checked
-/// first, then the catalog is loaded and the run's facts resolved.
+/// The catalog and the run context: the catalog is loaded, then the
+/// release (flag or CI tag) is checked, then the run's facts resolved.
 pub fn load(
     config: &std::path::Path,
-    release_flag: Option<&str>,
+    release_args: &super::ReleaseArgs,
     env: &Environment,
 ) -> Result<(Catalog, RunContext)> {
-    let release = release(release_flag, env)?;
     let catalog = catalog::load(config)?;
+    let release = release(&catalog, release_args, env)?;
     let ctx = run_context(&catalog, release, env)?;
+    check_named_versions(&catalog, &ctx, release_args.strict)?;
     Ok((catalog, ctx))
+}
+
+/// A release tag whose comment names a component version (`runc-1.2.7`)
+/// other than the variable's: a warning, an error with `--strict`.
+fn check_named_versions(catalog: &Catalog, ctx: &RunContext, strict: bool) -> Result<()> {
+    let Some(release) = &ctx.release else {
+        return Ok(());
+    };
+    for (name, named) in release.named_versions() {
+        let Some(value) = ctx.variables.get(&name) else {
+            continue;
+        };
+        let bare = value.strip_prefix('v').unwrap_or(value);
+        if bare == named {
+            continue;
+        }
+        let from = catalog
+            .variables
+            .iter()
+            .find(|v| v.name.value == name)
+            .and_then(|v| v.env.clone())
+            .map_or_else(
+                || format!("the catalog's `{name}` variable"),
+                |e| format!("`{e}` or the catalog's default"),
+            );
+        let msg = format!(
+            "the release tag `{}` names {name} {named}, but {name} is {value} (from {from}): the images get {name} {value}; fix the tag or set the variable",
+            release.tag
+        );
+        if strict {
+            return Err(Error::Usage(format!("{msg} (--strict)")));
+        }
+        tracing::warn!("{msg}");
+    }
+    Ok(())
 }
 
 /// Everything recipes and tags need from the run.

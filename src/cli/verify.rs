@@ -20,13 +20,8 @@ struct Pending {
 }
 
 pub fn run(args: &VerifyArgs, env: &Environment) -> Result<u8> {
-    let s = settings::Settings::resolve(
-        &args.common,
-        args.release.as_deref(),
-        env,
-        Some(&args.registry),
-        None,
-    )?;
+    let s =
+        settings::Settings::resolve(&args.common, &args.release, env, Some(&args.registry), None)?;
     let (catalog, ctx) = (&s.catalog, &s.ctx);
     let base = catalog.base_dir();
     let source = match &args.from {

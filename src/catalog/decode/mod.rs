@@ -13,8 +13,8 @@ use super::model::{
     Catalog, Check, Checksum, Command, Compression, DEFAULT_LAYOUT, DEFAULT_MAX_DELETE,
     DEFAULT_RELEASE_PATTERN, DEFAULT_TAGS, DEFAULT_TARGET, DEFAULT_VERIFY_MEMORY_MIB,
     DEFAULT_VERIFY_TIMEOUT, Defaults, DiskChange, DiskFormat, Firmware, Format, GitRetention,
-    Image, Mmdebstrap, Os, Packer, Platform, PlatformSource, Resize, Retention, RuntimeConfig,
-    Source, Spanned, Target, TargetKind, Variable, Verify,
+    Image, Mmdebstrap, Os, Packer, Platform, PlatformSource, ReleaseSettings, Resize, Retention,
+    RuntimeConfig, Source, Spanned, Target, TargetKind, Variable, Verify,
 };
 use super::yaml::{Node, NodeKind, plain_bool};
 
@@ -37,6 +37,7 @@ pub const TOP_KEYS: &[&str] = &[
     "defaults",
     "images",
     "retention",
+    "release",
 ];
 pub const VARIABLE_KEYS: &[&str] = &["default", "env"];
 pub const TARGET_KEYS: &[&str] = &[
@@ -72,6 +73,7 @@ pub const IMAGE_KEYS: &[&str] = &[
     "disk",
 ];
 pub const DISK_KEYS: &[&str] = &["format", "resize"];
+pub const RELEASE_KEYS: &[&str] = &["tag_prefix"];
 pub const CONFIG_KEYS: &[&str] = &["env", "entrypoint", "cmd", "working_dir", "user"];
 pub const OS_KEYS: &[&str] = &["distro", "version"];
 pub const PLATFORM_KEYS: &[&str] = &["platform", "source"];
@@ -158,6 +160,10 @@ pub fn catalog(path: &Path, root: &Node, d: &mut Diagnostics) -> Option<Catalog>
         }
     };
     let retention = f.get("retention").and_then(|n| retention(n, d));
+    let release = f
+        .get("release")
+        .and_then(|n| release_settings(n, d))
+        .unwrap_or_default();
     Some(Catalog {
         path: path.to_path_buf(),
         version,
@@ -166,7 +172,30 @@ pub fn catalog(path: &Path, root: &Node, d: &mut Diagnostics) -> Option<Catalog>
         defaults,
         images,
         retention,
+        release,
     })
+}
+
+/// `release: { tag_prefix }`: which CI tags name a Kubernetes release.
+fn release_settings(node: &Node, d: &mut Diagnostics) -> Option<ReleaseSettings> {
+    let f = Fields::of(node, "`release`", RELEASE_KEYS, d)?;
+    let tag_prefix = f.get("tag_prefix").and_then(|n| {
+        let s = string(n, d)?;
+        let ok = !s.value.is_empty()
+            && s.value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if !ok {
+            d.error(
+                s.span,
+                format!("`{}` is not a tag prefix", s.value),
+                "use letters, digits, `.`, `_`, `-` or `/`, e.g. `k8s-` for tags such as `k8s-v1.33.6`",
+            );
+            return None;
+        }
+        Some(s.value.clone())
+    });
+    Some(ReleaseSettings { tag_prefix })
 }
 
 /// The entries of a mapping, checked against the keys allowed there.
