@@ -26,11 +26,13 @@ fn has_tags(p: &Plan) -> bool {
 }
 
 /// The images no store holds yet: one build job each.
+/// The images a build job makes into the local store: not machine images,
+/// which `publish` builds in each cloud region.
 pub fn images_to_build(p: &Plan) -> Vec<String> {
     let mut v: Vec<String> = p
         .items
         .iter()
-        .filter(|i| i.action == Action::Build)
+        .filter(|i| i.action == Action::Build && i.format != "machine-image")
         .map(|i| i.image.clone())
         .collect();
     v.sort();
@@ -42,7 +44,7 @@ pub fn images_to_build(p: &Plan) -> Vec<String> {
 /// `strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}`.
 pub fn github_matrix(p: &Plan) -> Value {
     let include: Vec<Value> = work(p)
-        .map(|i| json!({ "image": i.image, "target": i.target, "tag": i.tag, "hash": i.hash, "action": i.action }))
+        .map(|i| json!({ "image": i.image, "target": i.target, "tag": i.tag, "hash": i.hash, "action": i.action, "format": i.format }))
         .collect();
     json!({ "include": include })
 }

@@ -11,7 +11,7 @@ use crate::build::build_env;
 use crate::catalog::{Catalog, Image, Source, Target, TargetKind};
 use crate::plan::Identity;
 use crate::recipe::RunContext;
-use crate::source::fetch::{Dirs, packer_build, packer_last_build};
+use crate::source::fetch::{Dirs, PackerRun, packer_build, packer_last_build};
 
 /// Where publish records machine images: `.imagepipe/machine-images.json` next to the catalog.
 pub fn results_path(base: &Path) -> PathBuf {
@@ -30,6 +30,62 @@ pub struct Record {
     /// What Packer's manifest says, e.g. `eu-west-2:ami-0123…`.
     pub artifact_id: Option<String>,
     pub error: Option<String>,
+}
+
+/// The machine images a `publish --metadata-file` FILE lists, for the
+/// catalog's cloud targets (a region job's artifact, read by a release job
+/// on another runner), keyed `image/target`.
+pub fn read_metadata(file: &Path, targets: &[Target]) -> Result<BTreeMap<String, Record>, String> {
+    let text = std::fs::read(file)
+        .map_err(|e| format!("{}: {}", file.display(), crate::io_reason::io_reason(&e)))?;
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "{}: not a `publish --metadata-file` output: {e}",
+            file.display()
+        )
+    })?;
+    let items = v["items"].as_array().ok_or_else(|| {
+        format!(
+            "{}: not a `publish --metadata-file` output: no `items`",
+            file.display()
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    for item in items {
+        let field = |k: &str| item[k].as_str().map(str::to_owned);
+        let (Some(image), Some(target), Some(name)) =
+            (field("image"), field("target"), field("tag"))
+        else {
+            continue;
+        };
+        let Some(TargetKind::Cloud {
+            provider, region, ..
+        }) = targets
+            .iter()
+            .find(|t| t.name.value == target)
+            .map(|t| &t.kind)
+        else {
+            continue;
+        };
+        let failed = item["outcome"] == "failed";
+        out.insert(
+            format!("{image}/{target}"),
+            Record {
+                image,
+                target,
+                provider: provider.clone(),
+                region: region.clone(),
+                name,
+                artifact_id: if failed { None } else { field("reference") },
+                error: if failed {
+                    Some(field("error").unwrap_or_else(|| "failed".into()))
+                } else {
+                    None
+                },
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// The recorded results, keyed `image/target`.
@@ -157,7 +213,8 @@ pub fn publish(
             .collect();
     };
     let mut env = build_env(image, id, ctx);
-    env.packer_vars.insert("image_name".into(), name.clone());
+    env.packer_vars
+        .insert(packer.name_var().to_owned(), name.clone());
     let dirs = Dirs::new(&base);
     let mut out: Vec<Record> = Vec::new();
     for chunk in targets.chunks(jobs.max(1)) {
@@ -186,19 +243,7 @@ pub fn publish(
                         }
                         tracing::info!("{}: building {name} with Packer", t.name.value);
                         let result = packer_build(packer, dirs, &region_vars, &region_env(t, name))
-                            .and_then(|(_work, out)| {
-                                let last = packer_last_build(&out)?;
-                                last["artifact_id"]
-                                    .as_str()
-                                    .filter(|a| !a.is_empty())
-                                    .map(str::to_owned)
-                                    .ok_or_else(|| {
-                                        crate::source::error::SourceError::PackerManifest {
-                                            path: out.join("packer-manifest.json"),
-                                            reason: "its last build has no artifact_id".into(),
-                                        }
-                                    })
-                            });
+                            .and_then(artifact_id);
                         match result {
                             Ok(a) => record(t, Some(a), None),
                             Err(e) => record(t, None, Some(e.to_string())),
@@ -217,4 +262,30 @@ pub fn publish(
         tracing::error!("recording results: {e}");
     }
     out
+}
+
+/// The machine image a Packer build made: its manifest post-processor's
+/// last `artifact_id` when the template writes one, else the last artifact
+/// id of Packer's machine-readable output (image-builder's templates have
+/// no manifest post-processor).
+fn artifact_id(run: PackerRun) -> Result<String, crate::source::error::SourceError> {
+    let manifest = run.out.join("packer-manifest.json");
+    if manifest.is_file() {
+        let last = packer_last_build(&run.out)?;
+        return last["artifact_id"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .ok_or(crate::source::error::SourceError::PackerManifest {
+                path: manifest,
+                reason: "its last build has no artifact_id".into(),
+            });
+    }
+    run.artifact_ids
+        .last()
+        .cloned()
+        .ok_or(crate::source::error::SourceError::PackerManifest {
+            path: manifest,
+            reason: "there is none, and Packer reported no artifact id either (did the build make an image?)".into(),
+        })
 }

@@ -156,21 +156,29 @@ fn source_identity(
             })
         }
         Source::Packer(p) => {
+            let dir = p.dir(base);
             let mut v = json!({
                 "kind": "packer",
-                "template": input_file(base, &p.template, resolver)?,
+                "template": input_file(&dir, &p.template, resolver)?,
                 "vars": p.vars.iter().cloned().collect::<BTreeMap<_, _>>(),
-                "inputs": inputs(base, &p.inputs, resolver)?,
+                "inputs": inputs(&dir, &p.inputs, resolver)?,
                 "artifact": p.artifact,
             });
-            // Only when used: recipes without var files keep their hash.
+            // Only when used: recipes without them keep their hash. The
+            // runtime variables are not part of it.
             if !p.var_files.is_empty() {
                 v["var_files"] = Value::Array(
                     p.var_files
                         .iter()
-                        .map(|f| input_file(base, f, resolver))
+                        .map(|f| input_file(&dir, f, resolver))
                         .collect::<Result<_, _>>()?,
                 );
+            }
+            if let Some(w) = &p.working_dir {
+                v["working_dir"] = json!(w.display().to_string());
+            }
+            if let Some(n) = &p.name_var {
+                v["name_var"] = json!(n);
             }
             v
         }

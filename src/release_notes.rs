@@ -64,7 +64,9 @@ impl Notes {
     }
 }
 
-/// Reads every target for the images of a release.
+/// Reads every target for the images of a release; machine images come
+/// from `results` (what this runner recorded, and the region jobs'
+/// metadata files).
 pub fn gather(
     release: &Release,
     ctx: &RunContext,
@@ -72,8 +74,8 @@ pub fn gather(
     targets: &[&Target],
     base: &Path,
     client: &Arc<Client>,
+    results: &std::collections::BTreeMap<String, crate::cloud::Record>,
 ) -> Notes {
-    let results = crate::cloud::read_results(base);
     let images = identities
         .iter()
         .map(|(image, id)| ImageNotes {
@@ -85,7 +87,7 @@ pub fn gather(
                 targets
                     .iter()
                     .filter(|t| image.goes_to(t))
-                    .map(|t| entry(image, t, tag, base, client, &results))
+                    .map(|t| entry(image, t, tag, base, client, results))
                     .collect()
             }),
         })
@@ -136,7 +138,7 @@ fn entry(
             }
             _ => {
                 e.problem = Some(format!(
-                    "missing: no build of `{tag}` recorded in {}",
+                    "missing: no build of `{tag}` recorded in {} (on another runner, pass the region jobs' `publish --metadata-file` outputs with `--metadata-file`)",
                     crate::cloud::results_path(base).display()
                 ));
             }

@@ -618,6 +618,32 @@ pub struct Packer {
     /// Packer var files, applied in order before imagepipe's generated one
     /// (image-builder's layered kubernetes.json, cni.json, …).
     pub var_files: Vec<PathBuf>,
+    /// Packer's working directory, relative to the catalog (image-builder's
+    /// `images/capi`); `template`, `var_files`, `inputs` and `artifact`
+    /// resolve from it. `None`: the catalog's directory.
+    pub working_dir: Option<PathBuf>,
+    /// The Packer variable that carries the machine-image name (`omi_name`
+    /// in image-builder's Outscale template); `None`: `image_name`.
+    pub name_var: Option<String>,
+    /// Packer variable → environment variable: passed to Packer, not part
+    /// of the recipe (`ssh_source_cidr` from the runner). They must not
+    /// change what is built.
+    pub runtime_vars: Vec<(String, String)>,
+}
+
+impl Packer {
+    /// Where Packer runs and its paths resolve, under the catalog's `base`.
+    pub fn dir(&self, base: &std::path::Path) -> PathBuf {
+        match &self.working_dir {
+            Some(d) => base.join(d),
+            None => base.to_path_buf(),
+        }
+    }
+
+    /// The variable that names the machine image.
+    pub fn name_var(&self) -> &str {
+        self.name_var.as_deref().unwrap_or("image_name")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

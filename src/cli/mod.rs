@@ -199,6 +199,9 @@ pub struct ReleaseNotesArgs {
     pub format: Format,
     #[command(flatten)]
     pub release: ReleaseArgs,
+    /// Also read the machine images that `publish --metadata-file` recorded in FILE (repeatable: one per region job of a fan-out).
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_files: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

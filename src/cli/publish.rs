@@ -244,6 +244,10 @@ pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
     let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
     let targets = s.targets();
     let identities = s.identities()?;
+    let mut results = crate::cloud::read_results(&catalog.base_dir());
+    for file in &args.metadata_files {
+        results.extend(crate::cloud::read_metadata(file, &catalog.targets).map_err(Error::Usage)?);
+    }
     let notes = crate::release_notes::gather(
         &release,
         ctx,
@@ -251,6 +255,7 @@ pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
         &targets,
         &catalog.base_dir(),
         client,
+        &results,
     );
     match args.format {
         Format::Json => {

@@ -39,6 +39,10 @@ pub enum SourceError {
     },
     #[error("{what}: program not found (is it installed and on PATH?)")]
     NotInstalled { what: String },
+    #[error(
+        "the Packer variable `{var}` comes from the environment variable `{env}`, which is not set (`packer.runtime_vars`): set it in the job, e.g. `{env}=$(curl -s https://api.ipify.org)/32`"
+    )]
+    RuntimeVar { var: String, env: String },
     #[error("{what}: {source}")]
     Spawn {
         what: String,

@@ -417,12 +417,33 @@ fn pick_artifact(dir: &Path, glob: Option<&str>, what: &str) -> Result<PathBuf, 
     }
 }
 
-fn run(mut cmd: Process, what: &str) -> Result<(), SourceError> {
+fn run(cmd: Process, what: &str) -> Result<(), SourceError> {
+    run_with(cmd, what, None)
+}
+
+/// Runs `cmd`, handing each line of its standard output to `line`.
+fn run_reading(cmd: Process, what: &str, line: &mut dyn FnMut(&str)) -> Result<(), SourceError> {
+    run_with(cmd, what, Some(line))
+}
+
+fn run_with(
+    mut cmd: Process,
+    what: &str,
+    on_line: Option<&mut dyn FnMut(&str)>,
+) -> Result<(), SourceError> {
     tracing::info!("running {what}");
+    if on_line.is_some() {
+        cmd.stdout(std::process::Stdio::piped());
+    }
     let status = cmd
         .spawn()
         .and_then(|mut child| {
             crate::interrupt::register_child(child.id());
+            if let (Some(f), Some(out)) = (on_line, child.stdout.take()) {
+                for l in io::BufRead::lines(io::BufReader::new(out)).map_while(Result::ok) {
+                    f(&l);
+                }
+            }
             let status = child.wait();
             crate::interrupt::unregister_child(child.id());
             status
@@ -475,18 +496,35 @@ fn run_command(c: &Command, dirs: &Dirs, env: &BuildEnv) -> Result<Material, Sou
 /// Runs `packer build` with a generated var file (the variables a JSON template
 /// declares, all of them for HCL) and `extra_env`; returns the scratch
 /// directory and the `output_directory` handed to the template.
+/// What a Packer build left: its scratch directory, the output directory
+/// in it, and the artifact ids Packer reported (`-machine-readable`), last
+/// one last.
+pub struct PackerRun {
+    pub work: tempfile::TempDir,
+    pub out: PathBuf,
+    pub artifact_ids: Vec<String>,
+}
+
 pub fn packer_build(
     p: &Packer,
     dirs: &Dirs,
     env: &BuildEnv,
     extra_env: &[(String, String)],
-) -> Result<(tempfile::TempDir, PathBuf), SourceError> {
-    let template = dirs.base.join(&p.template);
+) -> Result<PackerRun, SourceError> {
+    let dir = p.dir(&dirs.base);
+    let template = dir.join(&p.template);
     let text = fs::read_to_string(&template).map_err(|e| SourceError::io(&template, e))?;
     let work = dirs.scratch()?;
     let out = work.path().join("output");
     let mut vars = env.packer_vars.clone();
     vars.insert("output_directory".into(), out.display().to_string());
+    for (var, from) in &p.runtime_vars {
+        let value = std::env::var(from).map_err(|_| SourceError::RuntimeVar {
+            var: var.clone(),
+            env: from.clone(),
+        })?;
+        vars.insert(var.clone(), value);
+    }
     // Legacy JSON templates refuse variables they do not declare: pass only theirs.
     if let Ok(serde_json::Value::Object(t)) = serde_json::from_str::<serde_json::Value>(&text) {
         let declared: Vec<String> = t
@@ -503,11 +541,11 @@ pub fn packer_build(
     )
     .map_err(|e| SourceError::io(&var_file, e))?;
     let mut cmd = Process::new("packer");
-    cmd.arg("build");
+    cmd.args(["build", "-machine-readable"]);
     // The catalog's var files first, in order; imagepipe's own last, so its
     // release facts win.
     for f in &p.var_files {
-        let full = dirs.base.join(f);
+        let full = dir.join(f);
         if !full.is_file() {
             return Err(SourceError::io(
                 &full,
@@ -518,20 +556,62 @@ pub fn packer_build(
     }
     cmd.arg(format!("-var-file={}", var_file.display()))
         .arg(&template);
-    cmd.current_dir(&dirs.base)
+    cmd.current_dir(&dir)
         .envs(&env.vars)
         .env("PACKER_NO_COLOR", "1")
         .env("CHECKPOINT_DISABLE", "1")
         .envs(extra_env.iter().map(|(k, v)| (k, v)));
-    cmd.stdout(std::process::Stdio::from(io::stderr().as_fd_owned()?));
-    run(cmd, &format!("packer build {}", p.template.display()))?;
-    Ok((work, out))
+    let mut artifact_ids = Vec::new();
+    run_reading(
+        cmd,
+        &format!("packer build {}", p.template.display()),
+        &mut |line| {
+            if let Some(id) = machine_readable(line) {
+                artifact_ids.push(id);
+            }
+        },
+    )?;
+    Ok(PackerRun {
+        work,
+        out,
+        artifact_ids,
+    })
+}
+
+/// A builder's message, on stderr as the builder printed it.
+fn show(text: &str) {
+    use io::Write;
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
+/// One line of `packer -machine-readable` output (`time,target,type,data…`):
+/// `ui` messages are shown on stderr as Packer would print them; an
+/// artifact's id (`…,artifact,0,id,<id>`) is returned.
+fn machine_readable(line: &str) -> Option<String> {
+    let unescape = |s: &str| {
+        s.replace("%!(PACKER_COMMA)", ",")
+            .replace("\\n", "\n")
+            .replace("\\r", "")
+    };
+    let fields: Vec<&str> = line.splitn(6, ',').collect();
+    match fields.as_slice() {
+        [_, _, "ui", _, msg @ ..] => {
+            show(&unescape(&msg.join(",")));
+            None
+        }
+        [_, _, "artifact", _, "id", id] => Some(unescape(id)),
+        [_, _, _, ..] => None,
+        _ => {
+            show(line);
+            None
+        }
+    }
 }
 
 fn run_packer(p: &Packer, dirs: &Dirs, env: &BuildEnv) -> Result<Material, SourceError> {
-    let (work, out) = packer_build(p, dirs, env, &[])?;
+    let PackerRun { work, out, .. } = packer_build(p, dirs, env, &[])?;
     let path = match &p.artifact {
-        Some(g) => pick_artifact(&dirs.base, Some(g), "packer")?,
+        Some(g) => pick_artifact(&p.dir(&dirs.base), Some(g), "packer")?,
         None => packer_manifest_artifact(&out).or_else(|_| pick_artifact(&out, None, "packer"))?,
     };
     Ok(Material {

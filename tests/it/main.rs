@@ -24,6 +24,7 @@ mod hostile;
 mod hostile_disks;
 mod hostile_inputs;
 mod identity;
+mod image_builder;
 mod kubespray;
 mod plan;
 mod provenance;

@@ -89,7 +89,16 @@ pub const SOURCE_KEYS: &[&str] = &[
     "command",
 ];
 pub const MMDEBSTRAP_KEYS: &[&str] = &["suite", "variant", "packages", "components", "mirror"];
-pub const PACKER_KEYS: &[&str] = &["template", "vars", "inputs", "artifact", "var_files"];
+pub const PACKER_KEYS: &[&str] = &[
+    "template",
+    "vars",
+    "inputs",
+    "artifact",
+    "var_files",
+    "working_dir",
+    "name_var",
+    "runtime_vars",
+];
 pub const COMMAND_KEYS: &[&str] = &["run", "inputs", "artifact"];
 pub const RETENTION_KEYS: &[&str] = &["keep_last", "max_age", "protect", "max_delete", "git"];
 pub const GIT_KEYS: &[&str] = &[

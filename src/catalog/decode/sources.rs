@@ -129,6 +129,26 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
                     .into_iter()
                     .map(PathBuf::from)
                     .collect(),
+                working_dir: p
+                    .get("working_dir")
+                    .and_then(|n| string(n, d))
+                    .map(|s| PathBuf::from(s.value)),
+                name_var: p.get("name_var").and_then(|n| {
+                    let s = string(n, d)?;
+                    if !is_packer_var(&s.value) {
+                        d.error(
+                            s.span,
+                            format!("`{}` is not a Packer variable name", s.value),
+                            "use letters, digits and `_`, e.g. `omi_name`",
+                        );
+                        return None;
+                    }
+                    Some(s.value)
+                }),
+                runtime_vars: p
+                    .get("runtime_vars")
+                    .map(|n| runtime_vars(n, d))
+                    .unwrap_or_default(),
             }))
         }
         "command" => {
@@ -221,4 +241,29 @@ fn file_digest(key: HashAlgorithm, node: &Node, d: &mut Diagnostics) -> Option<F
         algorithm: key,
         hex,
     })
+}
+
+fn is_packer_var(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `runtime_vars: { ssh_source_cidr: SSH_SOURCE_CIDR }`: Packer variable →
+/// the environment variable its value comes from.
+fn runtime_vars(node: &Node, d: &mut Diagnostics) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in string_map(node, d) {
+        let env_ok = v.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !is_packer_var(&k) || !env_ok {
+            d.error(
+                node.span,
+                format!("`{k}: {v}` is not a Packer variable and an environment variable"),
+                "write `ssh_source_cidr: SSH_SOURCE_CIDR`: the value is the name of the environment variable to read",
+            );
+            continue;
+        }
+        out.push((k, v));
+    }
+    out
 }
