@@ -19,6 +19,10 @@ use std::path::Path;
 /// The largest virtual size read or written: 16 TiB.
 pub const MAX_VIRTUAL_SIZE: u64 = 16 << 40;
 
+/// The most guest data (not holes) read from one qcow2 image: 64 GiB, the
+/// cap of a decompressed download.
+pub const MAX_DATA: u64 = crate::source::MAX_DECOMPRESSED;
+
 /// Guest bytes of a disk image, read by offset.
 pub trait Guest {
     /// The size the guest sees.
@@ -27,6 +31,11 @@ pub trait Guest {
     /// `false` when the range is known to read as zeros (then `buf` is
     /// left as it was).
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool>;
+    /// The first offset at or after `offset` that may hold data: everything
+    /// before it reads as zeros (the guest's size when nothing follows).
+    fn next_data(&mut self, offset: u64) -> io::Result<u64> {
+        Ok(offset)
+    }
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -112,12 +121,16 @@ pub struct Qcow2 {
     l1: Vec<u64>,
     compression: Compression,
     version: u32,
-    /// The L2 table last read, by its host offset.
+    /// The L2 table last read, by its L1 index.
     l2: Option<(u64, Vec<u64>)>,
     /// The guest cluster last decompressed.
     cluster: Option<(u64, Vec<u8>)>,
-    scratch: Vec<u8>,
     file_len: u64,
+    /// Guest data read so far, against [`MAX_DATA`].
+    data_read: u64,
+    /// Host offset → the L1 index (L2 tables) or guest cluster (data) that
+    /// names it: in the active image every cluster is named once.
+    named: std::collections::HashMap<u64, (bool, u64)>,
 }
 
 impl Qcow2 {
@@ -214,6 +227,11 @@ impl Qcow2 {
             )));
         }
         let l1_at = be64(&h, 40);
+        if l1_at & (cluster - 1) != 0 {
+            return Err(invalid(format!(
+                "the qcow2 L1 table at byte {l1_at} is not aligned to a cluster (a damaged image)"
+            )));
+        }
         let mut raw = vec![0u8; usize::try_from(needed * 8).expect("bounded")];
         read_exact_at(&file, l1_at, &mut raw, "L1 table")?;
         let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
@@ -228,7 +246,8 @@ impl Qcow2 {
             version,
             l2: None,
             cluster: None,
-            scratch: Vec::new(),
+            data_read: 0,
+            named: std::collections::HashMap::new(),
         })
     }
 
@@ -244,22 +263,38 @@ impl Qcow2 {
         if at == 0 {
             return Ok(0);
         }
-        if self.l2.as_ref().is_none_or(|(o, _)| *o != at) {
+        if at & (self.cluster_size() - 1) != 0 {
+            return Err(invalid(format!(
+                "the qcow2 L2 table at byte {at} is not aligned to a cluster (a damaged image)"
+            )));
+        }
+        let l1_index = index / l2_entries;
+        if self.l2.as_ref().is_none_or(|(i, _)| *i != l1_index) {
+            self.claim(at, true, l1_index)?;
             let mut raw = vec![0u8; usize::try_from(self.cluster_size()).expect("bounded")];
             read_exact_at(&self.file, at, &mut raw, "L2 table")?;
-            self.l2 = Some((at, raw.chunks_exact(8).map(|c| be64(c, 0)).collect()));
+            self.l2 = Some((l1_index, raw.chunks_exact(8).map(|c| be64(c, 0)).collect()));
         }
         let (_, table) = self.l2.as_ref().expect("just read");
         Ok(table[usize::try_from(index % l2_entries).expect("bounded")])
     }
 
-    /// Guest cluster `index` into `out` (one cluster); `false`: zeros.
-    fn read_cluster(&mut self, index: u64, out: &mut [u8]) -> io::Result<bool> {
+    /// The bytes of guest cluster `index` from `within` on, into `out`
+    /// (at most to the cluster's end); `false`: they read as zeros.
+    fn read_part(&mut self, index: u64, within: usize, out: &mut [u8]) -> io::Result<bool> {
         let entry = self.l2_entry(index)?;
         if entry & COMPRESSED != 0 {
-            return self.read_compressed(index, entry, out).map(|()| true);
+            let cluster = self.decompressed(index, entry)?;
+            out.copy_from_slice(&cluster[within..within + out.len()]);
+            return Ok(true);
         }
-        if self.version >= 3 && entry & ZERO != 0 {
+        if entry & ZERO != 0 {
+            if self.version < 3 {
+                return Err(invalid(
+                    "a qcow2 v2 image has a zero-cluster entry, which only v3 knows (a damaged image)"
+                        .into(),
+                ));
+            }
             return Ok(false);
         }
         let at = entry & OFFSET_MASK;
@@ -271,19 +306,45 @@ impl Qcow2 {
                 "the qcow2 data cluster at byte {at} is not aligned to a cluster (a damaged image)"
             )));
         }
-        read_exact_at(&self.file, at, out, "data cluster")?;
+        self.claim(at, false, index)?;
+        read_exact_at(&self.file, at + within as u64, out, "data cluster")?;
+        self.budget(out.len())?;
         Ok(true)
     }
 
-    fn read_compressed(&mut self, index: u64, entry: u64, out: &mut [u8]) -> io::Result<()> {
-        if let Some((i, bytes)) = &self.cluster
-            && *i == index
-        {
-            out.copy_from_slice(bytes);
-            return Ok(());
+    /// Refuses a host offset that another table entry names already: a
+    /// hostile image would make terabytes of data from one cluster.
+    fn claim(&mut self, host: u64, is_table: bool, by: u64) -> io::Result<()> {
+        match self.named.insert(host, (is_table, by)) {
+            Some(prior) if prior != (is_table, by) => Err(invalid(format!(
+                "the qcow2 image names the cluster at byte {host} twice (a damaged or hostile image: in an image every cluster holds one thing)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts guest data read against [`MAX_DATA`]: a small hostile image
+    /// whose tables name the same clusters again and again must not make
+    /// terabytes of data out of them.
+    fn budget(&mut self, n: usize) -> io::Result<()> {
+        self.data_read += n as u64;
+        if self.data_read > MAX_DATA {
+            return Err(invalid(format!(
+                "the qcow2 image holds more than {} GiB of data, imagepipe's cap for a disk it converts (are its tables naming the same clusters again and again?)",
+                MAX_DATA >> 30
+            )));
+        }
+        Ok(())
+    }
+
+    /// Compressed guest cluster `index`, decompressed (the last one is kept).
+    fn decompressed(&mut self, index: u64, entry: u64) -> io::Result<&[u8]> {
+        if self.cluster.as_ref().is_some_and(|(i, _)| *i == index) {
+            return Ok(&self.cluster.as_ref().expect("just checked").1);
         }
         let x = 62 - (self.cluster_bits - 8);
         let at = entry & ((1u64 << x) - 1);
+        self.claim(at, false, index)?;
         let sectors = ((entry & !COMPRESSED & !COPIED) >> x) + 1;
         let len = (sectors * 512).saturating_sub(at & 511);
         let file_len = self.file_len;
@@ -299,18 +360,36 @@ impl Qcow2 {
                 "the qcow2 compressed cluster at byte {at} does not decompress: {e}"
             ))
         };
+        let mut out = self.cluster.take().map(|(_, v)| v).unwrap_or_default();
+        out.resize(usize::try_from(self.cluster_size()).expect("bounded"), 0);
         match self.compression {
             Compression::Deflate => flate2::read::DeflateDecoder::new(&input[..])
-                .read_exact(out)
+                .read_exact(&mut out)
                 .map_err(failed)?,
-            Compression::Zstd => zstd::stream::read::Decoder::with_buffer(&input[..])
-                .and_then(|mut d| d.read_exact(out))
-                .map_err(failed)?,
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::with_buffer(&input[..]).map_err(failed)?;
+                // No window larger than a cluster needs.
+                d.window_log_max((self.cluster_bits + 1).max(10))
+                    .map_err(failed)?;
+                d.read_exact(&mut out).map_err(failed)?;
+            }
         }
-        if self.cluster_bits > CLUSTER_BITS {
-            self.cluster = Some((index, out.to_vec()));
+        self.budget(out.len())?;
+        self.cluster = Some((index, out));
+        Ok(&self.cluster.as_ref().expect("just stored").1)
+    }
+
+    /// The first guest offset at or after `offset` whose L1 entry is set
+    /// (everything before it reads as zeros).
+    fn next_mapped(&self, offset: u64) -> u64 {
+        let span = self.cluster_size() * (self.cluster_size() / 8);
+        let mut i = offset / span;
+        while usize::try_from(i).is_ok_and(|i| i < self.l1.len())
+            && self.l1[usize::try_from(i).expect("checked")] & OFFSET_MASK == 0
+        {
+            i += 1;
         }
-        Ok(())
+        (i * span).max(offset).min(self.size)
     }
 }
 
@@ -319,29 +398,30 @@ impl Guest for Qcow2 {
         self.size
     }
 
+    fn next_data(&mut self, offset: u64) -> io::Result<u64> {
+        Ok(self.next_mapped(offset))
+    }
+
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
         let cs = self.cluster_size();
-        let mut cluster = std::mem::take(&mut self.scratch);
-        cluster.resize(usize::try_from(cs).expect("bounded"), 0);
         let mut any = false;
         let mut done = 0usize;
         while done < buf.len() {
             let at = offset + done as u64;
             let within = usize::try_from(at % cs).expect("bounded");
-            let n = (cluster.len() - within).min(buf.len() - done);
-            let data = at < self.size && self.read_cluster(at / cs, &mut cluster)?;
+            let n = (usize::try_from(cs).expect("bounded") - within).min(buf.len() - done);
+            let data =
+                at < self.size && self.read_part(at / cs, within, &mut buf[done..done + n])?;
             if data {
                 if !any {
                     buf[..done].fill(0);
                     any = true;
                 }
-                buf[done..done + n].copy_from_slice(&cluster[within..within + n]);
             } else if any {
                 buf[done..done + n].fill(0);
             }
             done += n;
         }
-        self.scratch = cluster;
         Ok(any)
     }
 }
@@ -369,6 +449,13 @@ pub fn write_raw(guest: &mut dyn Guest, size: u64, out: &Path) -> io::Result<()>
     let end = guest.size().min(size);
     let mut at = 0;
     while at < end {
+        // Skip what reads as zeros, a whole cluster at a time.
+        let next = guest.next_data(at)?.min(end);
+        let aligned = next - next % CLUSTER;
+        if aligned > at || next == end {
+            at = if next == end { end } else { aligned };
+            continue;
+        }
         let n = usize::try_from((end - at).min(CLUSTER)).expect("small");
         let chunk = &mut buf[..n];
         if guest.read_at(at, chunk)? && chunk.iter().any(|&b| b != 0) {
@@ -399,6 +486,13 @@ pub fn write_qcow2(guest: &mut dyn Guest, size: u64, out: &Path) -> io::Result<(
     let end = guest.size().min(size);
     for (group, l1_entry) in l1.iter_mut().enumerate() {
         let first = group as u64 * L2_ENTRIES;
+        if first * CLUSTER >= end {
+            break;
+        }
+        // A group the guest has no data in is skipped whole.
+        if guest.next_data(first * CLUSTER)? >= ((first + L2_ENTRIES) * CLUSTER).min(end) {
+            continue;
+        }
         let mut l2 = vec![0u64; usize::try_from(L2_ENTRIES).expect("small")];
         let mut any = false;
         for (i, entry) in l2.iter_mut().enumerate() {
@@ -407,8 +501,12 @@ pub fn write_qcow2(guest: &mut dyn Guest, size: u64, out: &Path) -> io::Result<(
                 break;
             }
             let n = usize::try_from((end - at).min(CLUSTER)).expect("small");
-            buf.fill(0);
-            if !guest.read_at(at, &mut buf[..n])? || buf.iter().all(|&b| b == 0) {
+            if !guest.read_at(at, &mut buf[..n])? {
+                continue;
+            }
+            // Past the guest's end, in the last cluster: zeros.
+            buf[n..].fill(0);
+            if buf.iter().all(|&b| b == 0) {
                 continue;
             }
             file.write_all_at(&buf, next * CLUSTER)?;
@@ -695,5 +793,126 @@ mod against_qemu {
             sparse.to_str().unwrap(),
             o,
         ]);
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// A qcow2 v3 image, 64 KiB clusters: the L1 table from cluster 1,
+    /// then one L2 table that every L1 entry names when `l2` has entries.
+    fn image(size: u64, l2: &[(usize, u64)], extra: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let cs = CLUSTER as usize;
+        let l1_size = size.div_ceil(CLUSTER).div_ceil(L2_ENTRIES);
+        let l1_clusters = usize::try_from((l1_size * 8).div_ceil(CLUSTER)).unwrap();
+        let l2_at = (1 + l1_clusters) * cs;
+        let mut f = vec![0u8; l2_at + cs];
+        f[..4].copy_from_slice(b"QFI\xfb");
+        f[4..8].copy_from_slice(&3u32.to_be_bytes());
+        f[20..24].copy_from_slice(&16u32.to_be_bytes());
+        f[24..32].copy_from_slice(&size.to_be_bytes());
+        f[36..40].copy_from_slice(&u32::try_from(l1_size).unwrap().to_be_bytes());
+        f[40..48].copy_from_slice(&CLUSTER.to_be_bytes());
+        f[100..104].copy_from_slice(&104u32.to_be_bytes());
+        if !l2.is_empty() {
+            for i in 0..usize::try_from(l1_size).unwrap() {
+                f[cs + i * 8..cs + i * 8 + 8]
+                    .copy_from_slice(&(l2_at as u64 | COPIED).to_be_bytes());
+            }
+        }
+        for (i, e) in l2 {
+            f[l2_at + i * 8..l2_at + i * 8 + 8].copy_from_slice(&e.to_be_bytes());
+        }
+        for (at, bytes) in extra {
+            let at = usize::try_from(*at).unwrap();
+            if f.len() < at + bytes.len() {
+                f.resize(at + bytes.len(), 0);
+            }
+            f[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        f
+    }
+
+    #[test]
+    fn a_huge_empty_disk_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.qcow2");
+        std::fs::write(&p, image(MAX_VIRTUAL_SIZE, &[], &[])).unwrap();
+        let started = std::time::Instant::now();
+        let out = dir.path().join("o.qcow2");
+        write_qcow2(&mut Qcow2::open(&p).unwrap(), MAX_VIRTUAL_SIZE, &out).unwrap();
+        // (ext4 files end below 16 TiB.)
+        write_raw(
+            &mut Qcow2::open(&p).unwrap(),
+            8 << 40,
+            &dir.path().join("o.raw"),
+        )
+        .unwrap();
+        // Not a timing assertion of speed, a bound on pathological work: a
+        // per-cluster walk of 16 TiB would take hours.
+        assert!(started.elapsed() < std::time::Duration::from_secs(120));
+        assert!(std::fs::metadata(&out).unwrap().len() < 8 << 20);
+    }
+
+    #[test]
+    fn tables_that_name_one_cluster_again_and_again_are_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.qcow2");
+        // 1 TiB whose every L2 entry names cluster 3; and, apart, every L1
+        // entry naming one L2 table.
+        let entries: Vec<(usize, u64)> = (0..8192).map(|i| (i, (3 * CLUSTER) | COPIED)).collect();
+        std::fs::write(
+            &p,
+            image(1 << 40, &entries, &[(3 * CLUSTER, vec![0xab; 65536])]),
+        )
+        .unwrap();
+        let out = dir.path().join("o");
+        let err = write_qcow2(&mut Qcow2::open(&p).unwrap(), 1 << 40, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("names the cluster at byte 196608 twice"),
+            "{err}"
+        );
+        assert!(std::fs::metadata(&out).unwrap().len() < 1 << 20);
+        let one: Vec<(usize, u64)> = vec![(0, (3 * CLUSTER) | COPIED)];
+        std::fs::write(
+            &p,
+            image(1 << 40, &one, &[(3 * CLUSTER, vec![0xab; 65536])]),
+        )
+        .unwrap();
+        let err = write_qcow2(&mut Qcow2::open(&p).unwrap(), 1 << 40, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("names the cluster at byte 131072 twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn misaligned_tables_and_v2_zero_flags_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.qcow2");
+        let mut f = image(CLUSTER, &[(0, (3 * CLUSTER + 512) | COPIED)], &[]);
+        let l2_at = 2 * CLUSTER as usize;
+        std::fs::write(&p, &f).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let err = Qcow2::open(&p)
+            .unwrap()
+            .read_at(0, &mut buf)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not aligned"), "{err}");
+        f[4..8].copy_from_slice(&2u32.to_be_bytes());
+        f[l2_at..l2_at + 8].copy_from_slice(&ZERO.to_be_bytes());
+        std::fs::write(&p, &f).unwrap();
+        let err = Qcow2::open(&p)
+            .unwrap()
+            .read_at(0, &mut buf)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only v3 knows"), "{err}");
     }
 }
