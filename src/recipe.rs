@@ -31,6 +31,10 @@ pub struct Recipe {
     /// The sha256 of each platform's `file` source that is a file (by
     /// platform): the bytes packaging must read.
     pub files: BTreeMap<String, String>,
+    /// The checksum each platform's `url` source was resolved to (pinned,
+    /// read from the lock, or from `checksums_url`): the download must
+    /// match it. Resolved once, here; the build never resolves again.
+    pub downloads: BTreeMap<String, crate::catalog::FileDigest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +61,12 @@ pub fn recipe(
     let mut unpinned = None;
     let mut uses_builder = false;
     let mut files = BTreeMap::new();
+    let mut downloads = BTreeMap::new();
     for ps in &image.platforms {
-        let (source, file) = source_identity(&ps.source, &base, resolver).map_err(err)?;
+        let (source, file, download) = source_identity(&ps.source, &base, resolver).map_err(err)?;
+        if let Some(d) = download {
+            downloads.insert(ps.platform.to_string(), d);
+        }
         if let Some(sha256) = file {
             files.insert(ps.platform.to_string(), sha256);
         }
@@ -116,17 +124,19 @@ pub fn recipe(
         hash,
         unpinned,
         files,
+        downloads,
     })
 }
 
-/// A source's part of the recipe, and the sha256 of the file it packages
-/// as it is (a `file` source that is a file).
+/// A source's part of the recipe, the sha256 of the file it packages as it
+/// is (a `file` source that is a file), and the checksum a download must have.
 fn source_identity(
     source: &Source,
     base: &Path,
     resolver: &dyn SourceResolver,
-) -> Result<(Value, Option<String>), SourceError> {
+) -> Result<(Value, Option<String>, Option<crate::catalog::FileDigest>), SourceError> {
     let mut file = None;
+    let mut download = None;
     let v = match source {
         Source::File { path } => {
             let Resolved { sha256, kind } = resolver.local(&base.join(path))?;
@@ -144,6 +154,7 @@ fn source_identity(
             // `sha256` or `sha512`: the algorithm upstream publishes.
             let mut v = json!({ "kind": "url", "name": name, "decompress": decompress });
             v[digest.algorithm.name()] = json!(digest.hex);
+            download = Some(digest);
             v
         }
         Source::Mmdebstrap(m) => {
@@ -195,7 +206,7 @@ fn source_identity(
             })
         }
     };
-    Ok((v, file))
+    Ok((v, file, download))
 }
 
 fn input_file(

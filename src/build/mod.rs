@@ -105,7 +105,12 @@ fn build_inner(
             ps.platform,
             ps.source.kind()
         );
-        let material = fetch(&ps.source, &dirs, &env)?;
+        let material = fetch(
+            &ps.source,
+            &dirs,
+            &env,
+            id.recipe.downloads.get(&ps.platform.to_string()),
+        )?;
         let mut recorded = recorded_disk_sha(id, ps, &material);
         let material = match (&image.disk, image.format) {
             (Some(change), Format::ContainerDisk | Format::Artifact) => {

@@ -6,6 +6,7 @@ mod output;
 mod plan;
 mod publish;
 mod settings;
+mod update;
 mod validate;
 mod verify;
 
@@ -52,6 +53,10 @@ enum Command {
     Cleanup(CleanupArgs),
     /// Boot each disk image under QEMU with a cloud-init seed, run its checks, record the result.
     Verify(VerifyArgs),
+    /// Resolve every `url` source (its `checksums_url`, whether upstream still serves it) into the lock beside the catalog.
+    Update(UpdateArgs),
+    /// Write the images' immutable references into a consumer file (a YAML map CI templates read), in place.
+    Pin(PinArgs),
     /// Print the JSON Schema of the catalog.
     Schema,
     /// Print a shell completion script (`imagepipe completions bash > /etc/bash_completion.d/imagepipe`).
@@ -125,6 +130,33 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Change nothing; exit 1 when upstream moved (a checksum changed, a file is gone, the lock lacks a source).
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// The consumer file: a YAML map `image: reference`, updated in place (other lines are kept).
+    pub file: PathBuf,
+    /// Also pin the digest (`…:tag@sha256:…`), read from the target.
+    #[arg(long)]
+    pub digest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +336,8 @@ pub fn run() -> ExitCode {
         Command::ReleaseNotes(args) => publish::release_notes(&args, &env),
         Command::Cleanup(args) => cleanup::run(&args, &env),
         Command::Verify(args) => verify::run(&args, &env),
+        Command::Update(args) => update::run(&args, &env),
+        Command::Pin(args) => update::pin(&args, &env),
         Command::Schema => output::json(&crate::catalog::schema::schema()),
         Command::Completions { shell } => {
             clap_complete::generate(

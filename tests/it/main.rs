@@ -26,6 +26,7 @@ mod hostile_inputs;
 mod identity;
 mod image_builder;
 mod kubespray;
+mod lock_and_pin;
 mod plan;
 mod provenance;
 mod publish;

@@ -1,0 +1,197 @@
+//! The lock beside the catalog (`images.lock` next to `images.yml`): what
+//! `imagepipe update` resolved for every `url` source — the checksum its
+//! `checksums_url` listed, the size and whether upstream still serves it —
+//! so that a recipe changes only through a reviewed change of the lock.
+//! `plan` and `build` read `checksums_url` sources from it, offline.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, Checksum, FileDigest, HashAlgorithm, Source};
+use crate::source::error::SourceError;
+use crate::source::resolve::{DefaultResolver, Resolved, SourceResolver};
+
+/// The lock format version.
+pub const LOCK_VERSION: u64 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub version: u64,
+    /// By source URL.
+    pub sources: BTreeMap<String, Entry>,
+}
+
+/// What `update` found for one URL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The checksum file the digest was read from; `None`: pinned in the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums_url: Option<String>,
+    /// `sha256` or `sha512`.
+    pub algorithm: String,
+    pub digest: String,
+    /// The size upstream announced (`Content-Length`), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// When this digest was first resolved (RFC 3339, UTC).
+    pub resolved_at: String,
+    /// The URL is a moving pointer (`…/current/…`, `…-latest…`): upstream
+    /// replaces its bytes, so its checksum moves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moving_pointer: bool,
+    /// Upstream no longer served it when last checked (why, and when): the
+    /// entry is the last good one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone: Option<String>,
+}
+
+impl Entry {
+    pub fn digest(&self) -> Option<FileDigest> {
+        let algorithm = match self.algorithm.as_str() {
+            "sha256" => HashAlgorithm::Sha256,
+            "sha512" => HashAlgorithm::Sha512,
+            _ => return None,
+        };
+        Some(FileDigest {
+            algorithm,
+            hex: self.digest.clone(),
+        })
+    }
+}
+
+/// `images.yml` → `images.lock`, beside it.
+pub fn path_for(catalog: &Path) -> PathBuf {
+    catalog.with_extension("lock")
+}
+
+/// The lock of `catalog`, if it has one.
+pub fn read(catalog: &Path) -> Result<Option<Lock>, String> {
+    let path = path_for(catalog);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "{}: {}",
+                path.display(),
+                crate::io_reason::io_reason(&e)
+            ));
+        }
+    };
+    let lock: Lock = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "{} is not an imagepipe lock ({e}): run `imagepipe update` to write it again",
+            path.display()
+        )
+    })?;
+    if lock.version != LOCK_VERSION {
+        return Err(format!(
+            "{}: lock version {} is not {LOCK_VERSION}: run `imagepipe update`",
+            path.display(),
+            lock.version
+        ));
+    }
+    Ok(Some(lock))
+}
+
+/// Writes the lock beside `catalog`, atomically.
+pub fn write(catalog: &Path, lock: &Lock) -> Result<(), String> {
+    let path = path_for(catalog);
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut text = serde_json::to_vec_pretty(lock).map_err(|e| fail(&e))?;
+    text.push(b'\n');
+    crate::files::write_atomic(&path, &text).map_err(|e| fail(&e))
+}
+
+/// Resolves `checksums_url` sources from the lock, never from the network.
+pub struct Locked<'a> {
+    pub lock: &'a Lock,
+    pub path: PathBuf,
+}
+
+impl SourceResolver for Locked<'_> {
+    fn local(&self, path: &Path) -> Result<Resolved, SourceError> {
+        DefaultResolver.local(path)
+    }
+
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<FileDigest, SourceError> {
+        let lock = self.path.display();
+        let problem = |reason: String| SourceError::Lock {
+            url: url.to_owned(),
+            reason,
+        };
+        match self.lock.sources.get(url) {
+            None => Err(problem(format!(
+                "{lock} has no entry for it: run `imagepipe update` and commit {lock}"
+            ))),
+            Some(e) if e.checksums_url.as_deref() != Some(sums_url) => Err(problem(format!(
+                "{lock} is stale: its entry was read from {}, the catalog now names {sums_url}; run `imagepipe update` and commit {lock}",
+                e.checksums_url
+                    .as_deref()
+                    .unwrap_or("the catalog's pinned checksum")
+            ))),
+            Some(e) => e.digest().ok_or_else(|| {
+                problem(format!(
+                    "{lock}: unknown algorithm `{}`; run `imagepipe update`",
+                    e.algorithm
+                ))
+            }),
+        }
+    }
+}
+
+/// Whether a URL names a moving pointer rather than one upstream build.
+pub fn is_moving_pointer(url: &str) -> bool {
+    let path = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.split('/').skip(1).any(|segment| {
+        let s = segment.to_ascii_lowercase();
+        s == "current"
+            || s.starts_with("current-")
+            || s == "latest"
+            || s.contains("-latest")
+            || s.contains("latest.")
+    })
+}
+
+/// Every `url` source of the catalog: (url, checksum as the catalog writes it).
+pub fn url_sources(catalog: &Catalog) -> Vec<(String, Checksum)> {
+    let mut out: Vec<(String, Checksum)> = Vec::new();
+    for image in &catalog.images {
+        for ps in &image.platforms {
+            if let Source::Url { url, checksum, .. } = &ps.source
+                && !out.iter().any(|(u, _)| u == url)
+            {
+                out.push((url.clone(), checksum.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_pointers_are_told_from_builds() {
+        for moving in [
+            "https://cloud-images.ubuntu.com/focal/current/focal-server-cloudimg-amd64-disk-kvm.img",
+            "https://cdimage.debian.org/cdimage/openstack/current-10/debian-10-openstack-amd64.qcow2",
+            "https://repo.almalinux.org/almalinux/9/cloud/x86_64/images/AlmaLinux-9-GenericCloud-latest.x86_64.qcow2",
+            "https://dl.rockylinux.org/pub/rocky/9/images/x86_64/Rocky-9-GenericCloud-Base.latest.x86_64.qcow2",
+            "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2",
+        ] {
+            assert!(is_moving_pointer(moving), "{moving}");
+        }
+        for fixed in [
+            "https://cloud-images.ubuntu.com/noble/20260323/noble-server-cloudimg-amd64.img",
+            "https://cdimage.debian.org/cdimage/cloud/trixie/20250806-2196/debian-13-generic-amd64-20250806-2196.qcow2",
+            "https://current.example.com/images/disk.qcow2",
+        ] {
+            assert!(!is_moving_pointer(fixed), "{fixed}");
+        }
+    }
+}
