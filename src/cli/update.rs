@@ -24,6 +24,12 @@ struct Row {
     note: Option<String>,
 }
 
+/// Whether upstream answered that the file is not there (rather than not
+/// answering at all).
+fn is_gone(why: &str) -> bool {
+    why.contains("HTTP 404") || why.contains("HTTP 410") || why.contains("lists no checksum")
+}
+
 /// The size upstream announces for `url`, or why it is not there.
 fn probe(url: &str) -> std::result::Result<Option<u64>, String> {
     let resp = crate::http::get(url)?;
@@ -90,6 +96,12 @@ pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<u8> {
                     Some(_) => "unchanged",
                 };
                 (entry, status, None)
+            }
+            // Upstream cannot be reached: nothing is known, nothing written.
+            (Err(why), _) if !is_gone(&why) => {
+                return Err(Error::Failed(format!(
+                    "{url}: {why}; nothing was written (is upstream reachable from here? run again)"
+                )));
             }
             // Upstream lost it: the last good entry stays, marked.
             (Err(why), Some(prev)) => {

@@ -469,3 +469,73 @@ fn a_decompressed_raw_download_stays_sparse() {
     assert!(allocated < 16 << 20, "{allocated} bytes allocated");
     assert_eq!(std::fs::read(&cached).unwrap(), disk);
 }
+
+/// `disk:` on an artifact and on every platform of a multi-arch index.
+#[test]
+fn artifacts_and_every_platform_are_converted_too() {
+    let ws = Workspace::with_catalog(
+        "version: 1\nimages:\n  - name: art\n    os: { distro: x, version: \"1\" }\n    source: { file: disk.raw }\n    format: artifact\n    compression: none\n    disk: { format: qcow2, resize: \"+1G\" }\n  - name: multi\n    os: { distro: x, version: \"1\" }\n    platforms:\n      - { platform: linux/amd64, source: { file: disk.raw } }\n      - { platform: linux/arm64, source: { file: disk.raw } }\n    format: containerdisk\n    disk: { format: qcow2 }\n",
+    );
+    let mut disk = ext4_fixture();
+    disk.resize(8 << 20, 0);
+    ws.write("disk.raw", disk);
+    let lines = build(&ws, "2");
+    let art_tag = lines
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    let layout = ws.path().join(".imagepipe/store/art");
+    let manifest: Value = serde_json::from_str(&sh(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{art_tag}", layout.display()),
+        ],
+        ws.path(),
+    ))
+    .unwrap();
+    let layer = &manifest["layers"][0];
+    assert_eq!(
+        layer["mediaType"], "application/vnd.imagepipe.disk.qcow2",
+        "{manifest}"
+    );
+    assert_eq!(
+        layer["annotations"]["org.opencontainers.image.title"],
+        "disk.qcow2"
+    );
+    let blob = layout.join("blobs/sha256").join(
+        layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let info = qemu_info(&blob);
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], (8u64 << 20) + (1 << 30));
+    // Both platforms of the index hold the converted disk.
+    let multi_tag = lines
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    let index: Value = serde_json::from_str(&sh(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!(
+                "oci:{}:{multi_tag}",
+                ws.path().join(".imagepipe/store/multi").display()
+            ),
+        ],
+        ws.path(),
+    ))
+    .unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+}

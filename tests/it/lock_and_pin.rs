@@ -271,3 +271,31 @@ fn pins_on_each_branch_keep_their_images_through_cleanup() {
     assert!(!exists(&t2), "master's old image goes");
     assert!(exists(&t3));
 }
+
+#[test]
+fn an_unreachable_upstream_is_no_reason_to_call_a_file_gone() {
+    let upstream = FileServer::start();
+    let disk = vec![1u8; 4096];
+    let url = upstream.put("/a/disk.img", disk.clone());
+    let sums = upstream.put(
+        "/a/SHA256SUMS",
+        format!("{}  disk.img\n", sha256_hex(&disk)),
+    );
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\nimages:\n  - name: vm\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"{url}\", checksums_url: \"{sums}\" }}\n    format: containerdisk\n"
+    ));
+    assert_eq!(update(&ws, &[]).code, 0);
+    let before = std::fs::read_to_string(ws.path().join("images.lock")).unwrap();
+    drop(upstream);
+    let out = update(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("nothing was written"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("images.lock")).unwrap(),
+        before
+    );
+    // And the build still works from the lock and the cache.
+    let mut c = ws.cmd();
+    c.args(["plan", "--offline"]);
+    assert_eq!(run(c).code, 0);
+}
