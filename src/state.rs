@@ -33,7 +33,7 @@ pub fn gather(
     targets: &[&Target],
     build_store: &Target,
     base: &Path,
-    client: &Arc<Client>,
+    client: &(dyn Fn(&Target) -> Arc<Client> + Sync),
     reach: Reach,
 ) -> State {
     let mut work: Vec<(&Image, &Identity, &Target, bool)> = Vec::new();
@@ -48,7 +48,7 @@ pub fn gather(
         }
     }
     let states = crate::pool::map(&work, PARALLEL_READS, |(image, id, target, is_target)| {
-        read_one(image, id, target, *is_target, base, client, reach)
+        read_one(image, id, target, *is_target, base, &client(target), reach)
     });
     State {
         stores: work

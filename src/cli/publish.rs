@@ -18,7 +18,14 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let base = catalog.base_dir();
     let store_dir = catalog.build_store_dir();
     let build_store = catalog.build_store();
-    let mut plan = super::plan::make(catalog, &identities, ctx, client, Reach::Online);
+    let mut plan = super::plan::make(
+        catalog,
+        &identities,
+        ctx,
+        client,
+        Reach::Online,
+        &s.target_names,
+    );
     if args.force {
         plan = crate::plan::forced(plan);
     }

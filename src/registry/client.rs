@@ -137,6 +137,27 @@ impl Client {
         }
     }
 
+    /// The same client (credentials, trusted certificates, tokens had so
+    /// far) with another retry policy.
+    pub fn with_retries(&self, policy: Policy) -> Self {
+        fn copy<K: Clone, V: Clone>(m: &Mutex<HashMap<K, V>>) -> Mutex<HashMap<K, V>> {
+            Mutex::new(m.lock().map(|g| g.clone()).unwrap_or_default())
+        }
+        Self {
+            agents: Mutex::default(),
+            cert_dirs: self.cert_dirs.clone(),
+            keychain: self.keychain.clone(),
+            creds: copy(&self.creds),
+            tokens: copy(&self.tokens),
+            policy,
+        }
+    }
+
+    /// The retry policy of this client's requests.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     /// Directories holding `<host[:port]>/*.crt` CA certificates for private registries
     /// (replacing the defaults `/etc/containers/certs.d` and `/etc/docker/certs.d`).
     #[must_use]

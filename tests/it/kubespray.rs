@@ -321,6 +321,9 @@ fn the_staging_push_moves_latest_on_staging_while_quay_is_down() {
     ]);
     let out = run(c);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // quay, which the run does not select, is read once: a warning, no retries.
+    assert!(out.stderr.contains("quay: cannot read"), "{}", out.stderr);
+    assert!(!out.stderr.contains("retrying"), "{}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{v}");
