@@ -103,7 +103,15 @@ pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// A GitLab child pipeline: a build job per image (its store directory is the
 /// artifact), a publish job per image × target that needs it, and a last job
 /// that moves mutable tags once every publish job succeeded.
-pub fn gitlab_pipeline(p: &Plan, config: &Path, store_dir: &Path, image: Option<&str>) -> String {
+/// `narrowed`: the run's `--only`/`--target` arguments, rendered, which the
+/// final tags job repeats (it moves the tags of what the pipeline published).
+pub fn gitlab_pipeline(
+    p: &Plan,
+    config: &Path,
+    store_dir: &Path,
+    image: Option<&str>,
+    narrowed: &str,
+) -> String {
     let q = |s: &str| Value::from(s).to_string();
     let release = p
         .release
@@ -174,7 +182,7 @@ pub fn gitlab_pipeline(p: &Plan, config: &Path, store_dir: &Path, image: Option<
         names.push(name);
     }
     let needs: Vec<String> = names.iter().map(|n| q(n)).collect();
-    let script = format!("imagepipe publish -c {cfg} --tags-only{release}");
+    let script = format!("imagepipe publish -c {cfg} --tags-only{narrowed}{release}");
     out.push_str(&format!(
         "{}:\n  stage: tags\n  needs: [{}]\n  script:\n    - {}\n",
         q("move mutable tags"),
@@ -184,7 +192,7 @@ pub fn gitlab_pipeline(p: &Plan, config: &Path, store_dir: &Path, image: Option<
     out
 }
 
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:=+@".contains(&b))

@@ -48,12 +48,22 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The checksum, when it is a well-formed one (a lock is edited by hand
+    /// too, and its digest names a file of the download cache).
     pub fn digest(&self) -> Option<FileDigest> {
-        let algorithm = match self.algorithm.as_str() {
-            "sha256" => HashAlgorithm::Sha256,
-            "sha512" => HashAlgorithm::Sha512,
+        let (algorithm, len) = match self.algorithm.as_str() {
+            "sha256" => (HashAlgorithm::Sha256, 64),
+            "sha512" => (HashAlgorithm::Sha512, 128),
             _ => return None,
         };
+        let hex = self.digest.len() == len
+            && self
+                .digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return None;
+        }
         Some(FileDigest {
             algorithm,
             hex: self.digest.clone(),
@@ -134,8 +144,8 @@ impl SourceResolver for Locked<'_> {
             ))),
             Some(e) => e.digest().ok_or_else(|| {
                 problem(format!(
-                    "{lock}: unknown algorithm `{}`; run `imagepipe update`",
-                    e.algorithm
+                    "{lock}: `{}:{}` is not a sha256 or sha512 digest (lowercase hex of 64 or 128 digits); run `imagepipe update`",
+                    e.algorithm, e.digest
                 ))
             }),
         }
@@ -156,19 +166,32 @@ pub fn is_moving_pointer(url: &str) -> bool {
     })
 }
 
-/// Every `url` source of the catalog: (url, checksum as the catalog writes it).
-pub fn url_sources(catalog: &Catalog) -> Vec<(String, Checksum)> {
+/// Every `url` source of the catalog: (url, checksum as the catalog writes
+/// it). A URL several images name is locked once, from its `checksums_url`
+/// when one of them reads it there; two different checksum files for one
+/// URL are an error.
+pub fn url_sources(catalog: &Catalog) -> Result<Vec<(String, Checksum)>, String> {
     let mut out: Vec<(String, Checksum)> = Vec::new();
     for image in &catalog.images {
         for ps in &image.platforms {
-            if let Source::Url { url, checksum, .. } = &ps.source
-                && !out.iter().any(|(u, _)| u == url)
-            {
-                out.push((url.clone(), checksum.clone()));
+            let Source::Url { url, checksum, .. } = &ps.source else {
+                continue;
+            };
+            match out.iter_mut().find(|(u, _)| u == url) {
+                None => out.push((url.clone(), checksum.clone())),
+                Some((_, had)) => match (&*had, checksum) {
+                    (Checksum::SumsUrl(a), Checksum::SumsUrl(b)) if a != b => {
+                        return Err(format!(
+                            "{url} is read from two checksum files ({a} and {b}): name one in every image"
+                        ));
+                    }
+                    (Checksum::Pinned(_), Checksum::SumsUrl(_)) => *had = checksum.clone(),
+                    _ => {}
+                },
             }
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -157,6 +157,9 @@ pub struct PinArgs {
     /// Also pin the digest (`…:tag@sha256:…`), read from the target.
     #[arg(long)]
     pub digest: bool,
+    /// Output format of what was pinned.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

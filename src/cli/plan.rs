@@ -68,7 +68,17 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
         .retain(|i| targets.iter().any(|t| t.name.value == i.target));
     crate::ci::write_github_output(env, &p)
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_OUTPUT)))?;
-    print(&p, args.format, catalog, &c.config, env)?;
+    let narrowed: String = c
+        .only
+        .iter()
+        .map(|o| format!(" --only {}", crate::ci::shell_quote(o)))
+        .chain(
+            c.target
+                .iter()
+                .map(|t| format!(" --target {}", crate::ci::shell_quote(t))),
+        )
+        .collect();
+    print(&p, args.format, catalog, &c.config, env, &narrowed)?;
     Ok(0)
 }
 
@@ -79,6 +89,7 @@ pub fn print(
     catalog: &Catalog,
     config: &std::path::Path,
     env: &Environment,
+    narrowed: &str,
 ) -> Result<()> {
     crate::ci::step_summary(
         env,
@@ -111,6 +122,7 @@ pub fn print(
                 config,
                 &store,
                 env.get(crate::env::IMAGEPIPE_CI_IMAGE),
+                narrowed,
             ));
         }
     }

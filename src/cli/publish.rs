@@ -41,7 +41,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         shown
             .items
             .retain(|i| selected.contains(&i.target.as_str()));
-        super::plan::print(&shown, args.format.into(), catalog, &c.config, env)?;
+        super::plan::print(&shown, args.format.into(), catalog, &c.config, env, "")?;
         return Ok(0);
     }
     let mut items: Vec<Item> = Vec::new();

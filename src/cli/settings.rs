@@ -97,8 +97,20 @@ pub fn release(
 ) -> Result<Option<Release>> {
     let prefix = catalog.release.tag_prefix.as_deref().unwrap_or("");
     if let Some(flag) = &args.tag {
+        if !catalog.images.iter().any(|i| i.kubernetes) {
+            return Err(Error::Usage(format!(
+                "--release {flag}: the catalog has no `kubernetes: true` image, so there is nothing to build per release — drop --release"
+            )));
+        }
         let tag = flag.strip_prefix(prefix).unwrap_or(flag);
-        return Release::parse(tag).map(Some).map_err(Error::from);
+        return Release::parse(tag)
+            .map(|r| Some(as_given(r, flag)))
+            .map_err(|e| {
+                Error::from(crate::release::ReleaseError {
+                    tag: flag.escape_debug().to_string(),
+                    ..e
+                })
+            });
     }
     let Some(tag) = env.release_tag().filter(|_| !args.no_release) else {
         return Ok(None);
@@ -118,10 +130,16 @@ pub fn release(
         ));
     };
     match Release::parse(rest) {
-        Ok(r) => Ok(Some(r)),
+        Ok(r) => Ok(Some(as_given(r, tag))),
         Err(e) if e.malformed_prerelease => Err(Error::from(e)),
         Err(e) => not_a_release(e.reason),
     }
+}
+
+/// The release, named by the git tag as written (its prefix included).
+fn as_given(mut r: Release, tag: &str) -> Release {
+    tag.clone_into(&mut r.tag);
+    r
 }
 
 /// The catalog and the run context: the catalog is loaded, then the

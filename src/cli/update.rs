@@ -61,7 +61,7 @@ pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<u8> {
         sources: BTreeMap::new(),
     };
     let mut rows = Vec::new();
-    for (url, checksum) in lock::url_sources(&catalog) {
+    for (url, checksum) in lock::url_sources(&catalog).map_err(Error::Usage)? {
         let previous = old.sources.get(&url);
         let moving_pointer = lock::is_moving_pointer(&url);
         let (sums, resolved) = match &checksum {
@@ -103,16 +103,33 @@ pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<u8> {
                     "{url}: {why}; nothing was written (is upstream reachable from here? run again)"
                 )));
             }
-            // Upstream lost it: the last good entry stays, marked.
+            // Upstream lost it: the last good entry stays, marked (once:
+            // a file that stays gone does not change the lock again).
             (Err(why), Some(prev)) => {
                 let mut entry = prev.clone();
-                entry.gone = Some(format!("{why} (checked {now})"));
                 let status = if prev.gone.is_some() {
                     "unchanged"
                 } else {
+                    entry.gone = Some(format!("{why} (checked {now})"));
                     "gone"
                 };
                 (entry, status, Some(why))
+            }
+            // A pinned source already gone: the catalog has its checksum.
+            (Err(why), None) if matches!(checksum, Checksum::Pinned(_)) => {
+                let Checksum::Pinned(d) = &checksum else {
+                    unreachable!("matched")
+                };
+                let entry = Entry {
+                    checksums_url: None,
+                    algorithm: d.algorithm.name().to_owned(),
+                    digest: d.hex.clone(),
+                    size: None,
+                    resolved_at: now.clone(),
+                    moving_pointer,
+                    gone: Some(format!("{why} (checked {now})")),
+                };
+                (entry, "gone", Some(why))
             }
             (Err(why), None) => {
                 return Err(Error::Failed(format!(
@@ -198,31 +215,48 @@ pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<u8> {
 }
 
 /// The consumer file's lines with `pins` (image → reference) written in:
-/// a `key: value` line of a pinned image gets the new value, other lines
-/// stay as they are, pins not there yet are appended.
-fn pinned_text(old: &str, pins: &BTreeMap<String, String>) -> String {
+/// a top-level `key: value` line of a pinned image gets the new value (its
+/// trailing comment kept), other lines stay as they are, pins not there yet
+/// are appended; CRLF files stay CRLF. A pinned key written twice, or with
+/// a block value, is refused (a YAML reader would see another value).
+fn pinned_text(old: &str, pins: &BTreeMap<String, String>) -> std::result::Result<String, String> {
+    let eol = if old.contains("\r\n") { "\r\n" } else { "\n" };
     let mut out = String::new();
-    let mut done = Vec::new();
-    for line in old.lines() {
-        let key = line
+    let mut done: Vec<&String> = Vec::new();
+    for (n, line) in old.lines().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let top = !line.starts_with([' ', '\t', '#', '-']);
+        let parsed = line
             .split_once(':')
-            .map(|(k, _)| k.trim_matches(|c| c == '"' || c == '\''))
-            .filter(|_| !line.starts_with([' ', '\t', '#', '-']));
-        match key.and_then(|k| pins.get_key_value(k)) {
-            Some((k, v)) => {
-                out.push_str(&format!("{k}: {v}\n"));
-                done.push(k.clone());
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
+            .filter(|_| top)
+            .map(|(k, v)| (k.trim().trim_matches(|c| c == '"' || c == '\''), v));
+        let Some((k, v)) = parsed.and_then(|(k, v)| pins.get_key_value(k).map(|(k, _)| (k, v)))
+        else {
+            out.push_str(line);
+            out.push_str(eol);
+            continue;
+        };
+        if done.contains(&k) {
+            return Err(format!(
+                "line {}: `{k}` is written twice: keep one line",
+                n + 1
+            ));
         }
+        let value = v.trim();
+        if value.is_empty() || value.starts_with('#') {
+            return Err(format!(
+                "line {}: `{k}` has a block value; pin writes `{k}: <reference>` lines: write it on one line once",
+                n + 1
+            ));
+        }
+        let comment = v.find(" #").map(|i| &v[i..]).unwrap_or("");
+        out.push_str(&format!("{k}: {}{comment}{eol}", pins[k]));
+        done.push(k);
     }
     for (k, v) in pins.iter().filter(|(k, _)| !done.contains(k)) {
-        out.push_str(&format!("{k}: {v}\n"));
+        out.push_str(&format!("{k}: {v}{eol}"));
     }
-    out
+    Ok(out)
 }
 
 pub fn pin(args: &PinArgs, env: &Environment) -> Result<u8> {
@@ -288,7 +322,8 @@ pub fn pin(args: &PinArgs, env: &Environment) -> Result<u8> {
             )));
         }
     };
-    let new = pinned_text(&old, &pins);
+    let new = pinned_text(&old, &pins)
+        .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
     if new != old {
         let fail =
             |e: &dyn std::fmt::Display| Error::Failed(format!("{}: {e}", args.file.display()));
@@ -297,8 +332,21 @@ pub fn pin(args: &PinArgs, env: &Environment) -> Result<u8> {
         }
         crate::files::write_atomic(&args.file, new.as_bytes()).map_err(|e| fail(&e))?;
     }
-    for (k, v) in &pins {
-        output::text(&format!("{k}: {v}"));
+    match args.format {
+        Format::Json => {
+            output::json(&serde_json::json!({
+                "file": args.file.display().to_string(),
+                "pins": pins,
+            }))?;
+        }
+        Format::Table => {
+            output::text(
+                &pins
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}\n"))
+                    .collect::<String>(),
+            );
+        }
     }
     Ok(0)
 }
@@ -314,14 +362,29 @@ mod tests {
             ("vm-b".to_owned(), "r/vm-b:vm-b-1".to_owned()),
         ]
         .into();
-        let old = "# pinned\nvm-a: r/vm-a:vm-a-1\nother: keep me\n  vm-b: nested, not ours\n";
+        let old = "# pinned\nvm-a : r/vm-a:vm-a-1 # the 2.30 image\nother: keep me\n  vm-b: nested, not ours\n";
+        let new = pinned_text(old, &pins).unwrap();
         assert_eq!(
-            pinned_text(old, &pins),
-            "# pinned\nvm-a: r/vm-a:vm-a-2\nother: keep me\n  vm-b: nested, not ours\nvm-b: r/vm-b:vm-b-1\n"
+            new,
+            "# pinned\nvm-a: r/vm-a:vm-a-2 # the 2.30 image\nother: keep me\n  vm-b: nested, not ours\nvm-b: r/vm-b:vm-b-1\n"
         );
+        assert_eq!(pinned_text(&new, &pins).unwrap(), new);
+        // CRLF stays CRLF.
+        let crlf = pinned_text("a: 1\r\nvm-a: x\r\n", &pins).unwrap();
         assert_eq!(
-            pinned_text(&pinned_text(old, &pins), &pins),
-            pinned_text(old, &pins)
+            crlf,
+            "a: 1\r\nvm-a: r/vm-a:vm-a-2\r\nvm-b: r/vm-b:vm-b-1\r\n"
+        );
+        // What a YAML reader would read otherwise is refused.
+        assert!(
+            pinned_text("vm-a: x\nvm-a: y\n", &pins)
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            pinned_text("vm-a:\n  ref: x\n", &pins)
+                .unwrap_err()
+                .contains("block value")
         );
     }
 }

@@ -45,6 +45,8 @@ pub enum SourceError {
     RuntimeVar { var: String, env: String },
     #[error("{url}: {reason}")]
     Lock { url: String, reason: String },
+    #[error("the Packer variable `{var}` {reason}")]
+    PackerVar { var: String, reason: String },
     #[error("{what}: {source}")]
     Spawn {
         what: String,

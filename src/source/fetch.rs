@@ -228,6 +228,17 @@ fn download(
     declared: Option<u64>,
     dirs: &Dirs,
 ) -> Result<Material, SourceError> {
+    // The digest names a file of the cache: never a path.
+    let len = match pinned.algorithm {
+        HashAlgorithm::Sha256 => 64,
+        HashAlgorithm::Sha512 => 128,
+    };
+    if pinned.hex.len() != len || !pinned.hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SourceError::Download {
+            url: url.to_owned(),
+            reason: format!("`{pinned}` is not a checksum"),
+        });
+    }
     let blobs = dirs.cache.join(pinned.algorithm.name());
     fs::create_dir_all(&blobs).map_err(|e| SourceError::io(&blobs, e))?;
     let cached = blobs.join(&pinned.hex);
@@ -530,7 +541,13 @@ pub fn packer_build(
             var: var.clone(),
             env: from.clone(),
         })?;
-        vars.insert(var.clone(), value);
+        // A runtime value never replaces what the recipe or imagepipe sets.
+        if vars.insert(var.clone(), value).is_some() {
+            return Err(SourceError::PackerVar {
+                var: var.clone(),
+                reason: "is set by imagepipe or by the recipe (`vars`, a catalog variable, the release facts); a runtime variable cannot change it".into(),
+            });
+        }
     }
     // Legacy JSON templates refuse variables they do not declare: pass only theirs.
     if let Ok(serde_json::Value::Object(t)) = serde_json::from_str::<serde_json::Value>(&text) {
@@ -539,6 +556,22 @@ pub fn packer_build(
             .and_then(|v| v.as_object())
             .map(|v| v.keys().cloned().collect())
             .unwrap_or_default();
+        // What the catalog names explicitly must reach the template.
+        let named = p
+            .name_var
+            .iter()
+            .chain(p.runtime_vars.iter().map(|(k, _)| k));
+        for var in named {
+            if !declared.contains(var) {
+                return Err(SourceError::PackerVar {
+                    var: var.clone(),
+                    reason: format!(
+                        "is not declared by {} (its `variables`): the template would never see it",
+                        p.template.display()
+                    ),
+                });
+            }
+        }
         vars.retain(|k, _| declared.contains(k));
     }
     let var_file = work.path().join("imagepipe.pkrvars.json");

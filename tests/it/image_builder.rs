@@ -14,6 +14,18 @@ use crate::common::{Workspace, run, sh};
 
 const REGIONS: [&str; 3] = ["us-east-2", "eu-west-2", "cloudgouv-eu-west-1"];
 const TAG: &str = "v1.33.6-runc-v1.2.9";
+/// One image in one region, for the release.
+const PUBLISH_ONE: &[&str] = &[
+    "publish",
+    "--release",
+    TAG,
+    "--target",
+    "eu-west-2",
+    "--only",
+    "ubuntu-2204",
+    "--format",
+    "json",
+];
 
 /// image-builder's checkout next to the catalog, its Outscale template's
 /// builder and provisioners swapped for offline stand-ins: the `file`
@@ -224,25 +236,56 @@ fn image_builders_outscale_template_per_region_then_a_release_job_on_a_fresh_run
 fn a_missing_runtime_variable_is_named() {
     let ws = Workspace::with_catalog(&catalog());
     checkout(ws.path());
-    let out = imagepipe(
-        &ws,
-        ws.path(),
-        &[
-            "publish",
-            "--release",
-            TAG,
-            "--target",
-            "eu-west-2",
-            "--only",
-            "ubuntu-2204",
-            "--format",
-            "json",
-        ],
-        &[],
-    );
+    let out = imagepipe(&ws, ws.path(), PUBLISH_ONE, &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stdout.contains("`ssh_source_cidr` comes from the environment variable `SSH_SOURCE_CIDR`, which is not set"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn runtime_variables_cannot_change_what_is_built() {
+    for (runtime, says) in [
+        (
+            "{ omi_name: OMI }",
+            "`omi_name` is set by imagepipe or by `vars`/`name_var`",
+        ),
+        (
+            "{ kubernetes_semver: KS }",
+            "`kubernetes_semver` is set by imagepipe",
+        ),
+        (
+            "{ overwrite_existing: X }",
+            "`overwrite_existing` is set by imagepipe or by `vars`",
+        ),
+    ] {
+        let ws = Workspace::with_catalog(&catalog().replacen(
+            "runtime_vars: { ssh_source_cidr: SSH_SOURCE_CIDR }",
+            &format!("runtime_vars: {runtime}"),
+            1,
+        ));
+        let mut c = ws.cmd();
+        c.arg("validate");
+        let out = run(c);
+        assert_eq!(out.code, 2, "{runtime}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{runtime}: {}", out.stderr);
+    }
+    // A name variable the template does not declare would never reach it.
+    let ws =
+        Workspace::with_catalog(&catalog().replace("name_var: omi_name", "name_var: ami_name"));
+    checkout(ws.path());
+    let out = imagepipe(
+        &ws,
+        ws.path(),
+        PUBLISH_ONE,
+        &[("SSH_SOURCE_CIDR", "198.51.100.1/32")],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("`ami_name` is not declared by packer/outscale/packer.json"),
         "{}",
         out.stdout
     );

@@ -26,6 +26,14 @@ fn plan_tag(ws: &Workspace, offline: bool) -> crate::common::Output {
     run(c)
 }
 
+/// An upstream serving a 4 KiB disk at `/a/disk.img`.
+fn upstream_disk() -> (FileServer, Vec<u8>, String) {
+    let upstream = FileServer::start();
+    let disk = vec![1u8; 4096];
+    let url = upstream.put("/a/disk.img", disk.clone());
+    (upstream, disk, url)
+}
+
 #[test]
 fn update_locks_upstream_and_check_says_when_it_moved() {
     let upstream = FileServer::start();
@@ -117,9 +125,7 @@ fn update_locks_upstream_and_check_says_when_it_moved() {
 
 #[test]
 fn a_stale_or_missing_lock_entry_is_refused_with_the_fix() {
-    let upstream = FileServer::start();
-    let disk = vec![1u8; 4096];
-    let url = upstream.put("/a/disk.img", disk.clone());
+    let (upstream, disk, url) = upstream_disk();
     let sums_a = upstream.put(
         "/a/SHA256SUMS",
         format!("{}  disk.img\n", sha256_hex(&disk)),
@@ -158,6 +164,21 @@ fn a_stale_or_missing_lock_entry_is_refused_with_the_fix() {
     let out = plan_tag(&ws, true);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("has no entry for it"), "{}", out.stderr);
+    // A hand-edited digest is never a path into the cache.
+    assert_eq!(update(&ws, &[]).code, 0);
+    let text = std::fs::read_to_string(ws.path().join("images.lock")).unwrap();
+    std::fs::write(
+        ws.path().join("images.lock"),
+        text.replace(&sha256_hex(&disk), "../../../secret.raw"),
+    )
+    .unwrap();
+    let out = plan_tag(&ws, true);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is not a sha256 or sha512 digest"),
+        "{}",
+        out.stderr
+    );
     // And the build downloads what the lock says, and checks it.
     assert_eq!(update(&ws, &[]).code, 0);
     let mut c = ws.cmd();
@@ -274,9 +295,7 @@ fn pins_on_each_branch_keep_their_images_through_cleanup() {
 
 #[test]
 fn an_unreachable_upstream_is_no_reason_to_call_a_file_gone() {
-    let upstream = FileServer::start();
-    let disk = vec![1u8; 4096];
-    let url = upstream.put("/a/disk.img", disk.clone());
+    let (upstream, disk, url) = upstream_disk();
     let sums = upstream.put(
         "/a/SHA256SUMS",
         format!("{}  disk.img\n", sha256_hex(&disk)),
@@ -298,4 +317,42 @@ fn an_unreachable_upstream_is_no_reason_to_call_a_file_gone() {
     let mut c = ws.cmd();
     c.args(["plan", "--offline"]);
     assert_eq!(run(c).code, 0);
+}
+
+#[test]
+fn one_url_in_two_images_and_a_pinned_file_already_gone() {
+    let (upstream, disk, url) = upstream_disk();
+    let sums = upstream.put(
+        "/a/SHA256SUMS",
+        format!("{}  disk.img\n", sha256_hex(&disk)),
+    );
+    let pruned = format!(
+        "{}/daily/20240101/old.raw",
+        url.rsplit_once("/a/").unwrap().0
+    );
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\nimages:\n  - name: vm-pinned\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"{url}\", sha256: \"{}\" }}\n    format: containerdisk\n  - name: vm-sums\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"{url}\", checksums_url: \"{sums}\" }}\n    format: artifact\n  - name: vm-old\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ url: \"{pruned}\", sha256: \"{}\" }}\n    format: containerdisk\n",
+        sha256_hex(&disk),
+        "a".repeat(64)
+    ));
+    let out = update(&ws, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let l = lock(&ws);
+    assert_eq!(l["sources"][&url]["checksums_url"], sums.as_str());
+    assert!(
+        l["sources"][&pruned]["gone"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 404")
+    );
+    let out = plan_tag(&ws, true);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Still gone: the lock does not change again.
+    let before = std::fs::read_to_string(ws.path().join("images.lock")).unwrap();
+    assert_eq!(update(&ws, &[]).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("images.lock")).unwrap(),
+        before
+    );
+    assert_eq!(update(&ws, &["--check"]).code, 0);
 }

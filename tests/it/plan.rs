@@ -355,6 +355,30 @@ fn gitlab_child_pipeline_has_one_job_per_item_and_a_final_tag_job() {
     let last = &doc["move mutable tags"];
     assert_eq!(last["stage"], "tags");
     assert_eq!(last["needs"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        last["script"][0],
+        "imagepipe publish -c images.yml --tags-only --release v1.33.6/runc-1.2.6"
+    );
+    // A narrowed pipeline's tags job moves what the pipeline published.
+    let out = plan(
+        &ws,
+        &[
+            "--format",
+            "gitlab",
+            "--release",
+            "v1.33.6",
+            "--target",
+            "dev",
+            "--only",
+            "node-ubuntu-2404",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("imagepipe publish -c images.yml --tags-only --only node-ubuntu-2404 --target dev --release v1.33.6"),
+        "{}",
+        out.stdout
+    );
 }
 
 /// Each command's `--help` offers only the formats it accepts; CI fan-out

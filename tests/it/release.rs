@@ -179,7 +179,24 @@ fn a_tag_prefix_says_which_ci_tags_are_releases() {
     for tag in ["k8s-v1.33.6", "v1.33.6"] {
         let out = plan_json(&ws, &["--release", tag], &[]);
         assert_eq!(out.code, 0, "{tag}: {}", out.stderr);
+        // The release is named by the tag as given.
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["release"], tag);
     }
+    let out = plan_json(&ws, &["--release", "k8s-k8s-v1.33.6"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("`k8s-k8s-v1.33.6`"), "{}", out.stderr);
+    // A prefix that would swallow the version's `v` is refused.
+    let bad = Workspace::with_catalog(&recording_catalog("release: { tag_prefix: \"v\" }\n"));
+    let mut c = bad.cmd();
+    c.arg("validate");
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ending before the version's `v`"),
+        "{}",
+        out.stderr
+    );
     let out = plan_json(&ws, &["--release", "k8s-1.33"], &[]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     // --no-release ignores the CI tag.

@@ -191,6 +191,7 @@ fn release_settings(node: &Node, d: &mut Diagnostics) -> Option<ReleaseSettings>
     let tag_prefix = f.get("tag_prefix").and_then(|n| {
         let s = string(n, d)?;
         let ok = !s.value.is_empty()
+            && !s.value.ends_with('v')
             && s.value
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
@@ -198,7 +199,7 @@ fn release_settings(node: &Node, d: &mut Diagnostics) -> Option<ReleaseSettings>
             d.error(
                 s.span,
                 format!("`{}` is not a tag prefix", s.value),
-                "use letters, digits, `.`, `_`, `-` or `/`, e.g. `k8s-` for tags such as `k8s-v1.33.6`",
+                "use letters, digits, `.`, `_`, `-` or `/`, ending before the version's `v`: `k8s-` for tags such as `k8s-v1.33.6`",
             );
             return None;
         }

@@ -117,6 +117,13 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
                 "add `template: packer/ubuntu-2404.pkr.hcl`",
             )?;
             let vars = p.get("vars").map(|n| string_map(n, d)).unwrap_or_default();
+            let mut vars_names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
+            if let Some(n) = p.get("name_var").and_then(|n| match &n.kind {
+                NodeKind::Scalar { value, .. } => Some(value.clone()),
+                _ => None,
+            }) {
+                vars_names.push(n);
+            }
             Some(Source::Packer(Packer {
                 template: PathBuf::from(template.value),
                 vars,
@@ -129,10 +136,23 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
                     .into_iter()
                     .map(PathBuf::from)
                     .collect(),
-                working_dir: p
-                    .get("working_dir")
-                    .and_then(|n| string(n, d))
-                    .map(|s| PathBuf::from(s.value)),
+                working_dir: p.get("working_dir").and_then(|n| {
+                    let s = string(n, d)?;
+                    if s.value.starts_with('/') {
+                        d.error(
+                            s.span,
+                            format!("`working_dir: {}` is absolute", s.value),
+                            "give it relative to the catalog's directory, e.g. `image-builder/images/capi`",
+                        );
+                        return None;
+                    }
+                    // `.`, `./` and `a/b/` name what `` and `a/b` do: one recipe.
+                    let clean: PathBuf = std::path::Path::new(&s.value)
+                        .components()
+                        .filter(|c| !matches!(c, std::path::Component::CurDir))
+                        .collect();
+                    (!clean.as_os_str().is_empty()).then_some(clean)
+                }),
                 name_var: p.get("name_var").and_then(|n| {
                     let s = string(n, d)?;
                     if !is_packer_var(&s.value) {
@@ -147,7 +167,7 @@ pub(super) fn source(node: &Node, d: &mut Diagnostics) -> Option<Source> {
                 }),
                 runtime_vars: p
                     .get("runtime_vars")
-                    .map(|n| runtime_vars(n, d))
+                    .map(|n| runtime_vars(n, d, &vars_names))
                     .unwrap_or_default(),
             }))
         }
@@ -243,6 +263,19 @@ fn file_digest(key: HashAlgorithm, node: &Node, d: &mut Diagnostics) -> Option<F
     })
 }
 
+/// The Packer variables imagepipe sets itself.
+const RESERVED_PACKER_VARS: &[&str] = &[
+    "kubernetes_semver",
+    "kubernetes_series",
+    "kubernetes_deb_version",
+    "runc_version",
+    "containerd_version",
+    "image_name",
+    "image_tag",
+    "region",
+    "output_directory",
+];
+
 fn is_packer_var(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -250,9 +283,17 @@ fn is_packer_var(s: &str) -> bool {
 
 /// `runtime_vars: { ssh_source_cidr: SSH_SOURCE_CIDR }`: Packer variable →
 /// the environment variable its value comes from.
-fn runtime_vars(node: &Node, d: &mut Diagnostics) -> Vec<(String, String)> {
+fn runtime_vars(node: &Node, d: &mut Diagnostics, set: &[String]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (k, v) in string_map(node, d) {
+        if RESERVED_PACKER_VARS.contains(&k.as_str()) || set.contains(&k) {
+            d.error(
+                node.span,
+                format!("`{k}` is set by imagepipe or by `vars`/`name_var`: a runtime variable cannot change it"),
+                "runtime_vars are for values that do not change what is built, such as `ssh_source_cidr`",
+            );
+            continue;
+        }
         let env_ok = v.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !is_packer_var(&k) || !env_ok {
