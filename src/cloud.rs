@@ -125,14 +125,16 @@ fn region_env(target: &Target, name: &str) -> Vec<(String, String)> {
 /// What a region's existence check said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Exists {
-    Yes,
+    /// It exists; the check printed its id (`ami-…`), when it did.
+    Yes(Option<String>),
     No,
     /// No check configured, or it did not answer 0 or 1 (the text says which).
     Unknown(String),
 }
 
-/// Runs the target's existence check for `name`: exit 0 present, 1 absent;
-/// no check, or anything else, is unknown.
+/// Runs the target's existence check for `name`: exit 0 present (the first
+/// line it prints, if any, is the image's id), 1 absent; no check, or
+/// anything else, is unknown.
 pub fn exists(target: &Target, name: &str, base: &Path) -> Exists {
     let TargetKind::Cloud {
         exists: Some(cmd),
@@ -151,22 +153,39 @@ pub fn exists(target: &Target, name: &str, base: &Path) -> Exists {
     } else {
         args[0].clone()
     };
-    let status = Command::new(program)
+    let out = Command::new(&program)
         .args(&args[1..])
         .current_dir(base)
         .envs(region_env(target, name))
-        .stdout(Stdio::null())
-        .status();
-    match status.map(|s| s.code()) {
-        Ok(Some(0)) => Exists::Yes,
-        Ok(Some(1)) => Exists::No,
-        other => {
-            tracing::warn!(
-                "{}: existence check for {name} gave {other:?}",
-                target.name.value
-            );
-            Exists::Unknown("existence not known (offline, or the check did not answer)".into())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output();
+    let said = |why: String| {
+        tracing::warn!(
+            "{}: the existence check for {name} ({program}) {why}",
+            target.name.value
+        );
+        Exists::Unknown(format!("existence not known: the check {why}"))
+    };
+    match out {
+        Ok(o) if o.status.code() == Some(0) => {
+            let id = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .filter(|l| l.len() <= 256 && !l.chars().any(char::is_control))
+                .map(str::to_owned);
+            Exists::Yes(id)
         }
+        Ok(o) if o.status.code() == Some(1) => Exists::No,
+        Ok(o) => match o.status.code() {
+            Some(code) => said(format!("exited {code} (0: it exists, 1: it does not)")),
+            None => said("was killed by a signal".into()),
+        },
+        Err(e) => said(format!(
+            "could not run: {}",
+            crate::io_reason::io_reason(&e)
+        )),
     }
 }
 
@@ -224,14 +243,15 @@ pub fn publish(
                 .map(|t| {
                     let (env, dirs, name) = (&env, &dirs, &name);
                     s.spawn(move || {
-                        if exists(t, name, &dirs.base) == Exists::Yes {
+                        if let Exists::Yes(id) = exists(t, name, &dirs.base) {
                             tracing::info!("{}: {name} already exists", t.name.value);
+                            // The id the check printed, else an earlier record's.
                             let prior = read_results(&dirs.base)
                                 .remove(&format!("{}/{}", image.name.value, t.name.value))
                                 .and_then(|r| r.artifact_id);
                             return record(
                                 t,
-                                prior.or_else(|| Some(format!("{name} (exists)"))),
+                                id.or(prior).or_else(|| Some(format!("{name} (exists)"))),
                                 None,
                             );
                         }

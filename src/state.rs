@@ -81,7 +81,7 @@ fn read_one(
     if target.kind.is_cloud() {
         return StoreState {
             immutable: match crate::cloud::exists(target, tag, base) {
-                crate::cloud::Exists::Yes => Presence::Present(None),
+                crate::cloud::Exists::Yes(_) => Presence::Present(None),
                 crate::cloud::Exists::No => Presence::Absent,
                 crate::cloud::Exists::Unknown(why) => Presence::Unknown(why),
             },

@@ -58,7 +58,7 @@ fn setup(fail: Option<&str>, exists: bool, manifest: bool) -> Workspace {
     );
     ws.write(
         "exists.sh",
-        "#!/bin/sh\n# exit 0 if the image exists in the region\ntest -e \"built/$2/$1\"\n",
+        "#!/bin/sh\n# exit 0 (printing its id) if the image exists in the region; 2 when asked to fail\ntest -e \"built/$2/fail\" && exit 2\ntest -e \"built/$2/$1\" && cat \"built/$2/$1\"\n",
     );
     std::fs::set_permissions(
         ws.path().join("exists.sh"),
@@ -178,7 +178,10 @@ fn an_existence_check_skips_regions_that_have_the_image() {
             .all(|i| i["action"] == "build"),
         "{plan}"
     );
-    ws.write(&format!("built/eu-west-2/{name}"), "");
+    ws.write(
+        &format!("built/eu-west-2/{name}"),
+        "ami-0123456789abcdef0\n",
+    );
     let mut c = ws.cmd();
     c.args(["plan", "--release", "v1.33.6", "--format", "json"])
         .env("SOURCE_DATE_EPOCH", "1");
@@ -201,6 +204,29 @@ fn an_existence_check_skips_regions_that_have_the_image() {
         "no Packer run where the image exists"
     );
     assert!(ws.path().join("vars-us-east-2.txt").exists());
+    // The id the check printed is the region's record.
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let eu = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"] == "eu-west-2")
+        .unwrap()
+        .clone();
+    assert_eq!(eu["reference"], "ami-0123456789abcdef0", "{eu}");
+    // A check that answers neither 0 nor 1 says so in words.
+    ws.write("built/us-east-2/fail", "");
+    let mut c = ws.cmd();
+    c.args(["plan", "--release", "v1.33.6", "--format", "json"])
+        .env("SOURCE_DATE_EPOCH", "1");
+    let out = run(c);
+    assert!(
+        out.stderr
+            .contains("exited 2 (0: it exists, 1: it does not)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Ok(Some"), "{}", out.stderr);
 }
 
 #[test]
