@@ -247,14 +247,15 @@ pub fn renamed(name: &str, format: DiskFormat) -> String {
     format!("{stem}.{ext}")
 }
 
-/// Writes the checked disk at `path` as `change` says to `out`: the bytes
-/// depend only on the guest's bytes, the format and the size.
+/// Writes the checked disk at `path` as `change` says to `out`, and says in
+/// which format and at which virtual size: the bytes depend only on the
+/// guest's bytes, the format and the size.
 pub fn apply(
     path: &Path,
     source: &Disk,
     change: &DiskChange,
     out: &Path,
-) -> Result<DiskFormat, BuildErrorKind> {
+) -> Result<(DiskFormat, u64), BuildErrorKind> {
     let size = new_size(source, change.resize).map_err(BuildErrorKind::Unusable)?;
     let format = change.format.unwrap_or(if source.format == "qcow2" {
         DiskFormat::Qcow2
@@ -274,5 +275,5 @@ pub fn apply(
         io::ErrorKind::InvalidData => unreadable(e),
         _ => BuildErrorKind::io(out, e),
     })?;
-    Ok(format)
+    Ok((format, size))
 }

@@ -353,12 +353,12 @@ fn changed(
     let work = dirs.scratch()?;
     let out = work.path().join("disk");
     let started = std::time::Instant::now();
-    let format = disk::apply(&m.path, &source, change, &out)?;
+    let (format, size) = disk::apply(&m.path, &source, change, &out)?;
     tracing::info!(
         "{}: written as {} of {} bytes in {:.1}s",
         m.name,
         format.as_str(),
-        disk::new_size(&source, change.resize).unwrap_or_default(),
+        size,
         started.elapsed().as_secs_f64()
     );
     Ok(Material {

@@ -51,11 +51,7 @@ pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<u8> {
             version: lock::LOCK_VERSION,
             sources: BTreeMap::new(),
         });
-    let now = crate::oci::rfc3339(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
-    );
+    let now = crate::oci::rfc3339(crate::provenance::now());
     let mut new = Lock {
         version: lock::LOCK_VERSION,
         sources: BTreeMap::new(),

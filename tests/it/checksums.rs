@@ -2,17 +2,12 @@
 //! SHA-512, in the catalog or in a GNU or BSD checksum file; each mistake
 //! with its own message.
 
-use crate::common::{FileServer, Workspace, run};
+use crate::common::{FileServer, Workspace, run, sha512_hex};
 
 fn catalog(source: &str) -> String {
     format!(
         "version: 1\nimages:\n  - name: debian-12\n    os: {{ distro: debian, version: \"12\" }}\n    source: {source}\n    format: containerdisk\n"
     )
-}
-
-fn sha512_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    imagepipe::oci::hash::hex(&sha2::Sha512::digest(bytes))
 }
 
 fn build(ws: &Workspace) -> crate::common::Output {

@@ -162,6 +162,17 @@ fn a_release_builds_one_image_per_region_under_one_name() {
     );
 }
 
+/// The item of `target` in a plan or publish JSON output.
+fn item(v: &Value, target: &str) -> Value {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"] == target)
+        .unwrap()
+        .clone()
+}
+
 #[test]
 fn an_existence_check_skips_regions_that_have_the_image() {
     let ws = setup(None, true, true);
@@ -186,13 +197,7 @@ fn an_existence_check_skips_regions_that_have_the_image() {
     c.args(["plan", "--release", "v1.33.6", "--format", "json"])
         .env("SOURCE_DATE_EPOCH", "1");
     let plan: Value = serde_json::from_str(&run(c).stdout).unwrap();
-    let eu = plan["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["target"] == "eu-west-2")
-        .unwrap()
-        .clone();
+    let eu = item(&plan, "eu-west-2");
     assert_eq!(eu["action"], "skip", "{plan}");
     let mut c = ws.cmd();
     c.args(["publish", "--release", "v1.33.6", "--format", "json"])
@@ -206,13 +211,7 @@ fn an_existence_check_skips_regions_that_have_the_image() {
     assert!(ws.path().join("vars-us-east-2.txt").exists());
     // The id the check printed is the region's record.
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    let eu = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["target"] == "eu-west-2")
-        .unwrap()
-        .clone();
+    let eu = item(&v, "eu-west-2");
     assert_eq!(eu["reference"], "ami-0123456789abcdef0", "{eu}");
     // A check that answers neither 0 nor 1 says so in words.
     ws.write("built/us-east-2/fail", "");

@@ -229,6 +229,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     imagepipe::recipe::sha256_hex(bytes)
 }
 
+pub fn sha512_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    imagepipe::oci::hash::hex(&sha2::Sha512::digest(bytes))
+}
+
 pub const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 /// A small valid catalog: one url image, one release image, two targets.

@@ -10,15 +10,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{FileServer, Workspace, ext4_fixture, run, sh, sha256_hex};
+use crate::common::{FileServer, Workspace, ext4_fixture, run, sh, sha256_hex, sha512_hex};
 
 const GIB8: u64 = 8 << 30;
 const AUTHORS: &str = "The Kubespray Project <kubespray@googlegroups.com>";
-
-fn sha512_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    imagepipe::oci::hash::hex(&sha2::Sha512::digest(bytes))
-}
 
 /// The guest every stand-in holds: a real ext4 image of real files, on a
 /// 24 MiB disk.
