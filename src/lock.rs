@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, Checksum, FileDigest, HashAlgorithm, Source};
+use crate::catalog::{Catalog, Checksum, FileDigest, Source};
 use crate::source::error::SourceError;
 use crate::source::resolve::{DefaultResolver, Resolved, SourceResolver};
 
@@ -51,23 +51,7 @@ impl Entry {
     /// The checksum, when it is a well-formed one (a lock is edited by hand
     /// too, and its digest names a file of the download cache).
     pub fn digest(&self) -> Option<FileDigest> {
-        let (algorithm, len) = match self.algorithm.as_str() {
-            "sha256" => (HashAlgorithm::Sha256, 64),
-            "sha512" => (HashAlgorithm::Sha512, 128),
-            _ => return None,
-        };
-        let hex = self.digest.len() == len
-            && self
-                .digest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex {
-            return None;
-        }
-        Some(FileDigest {
-            algorithm,
-            hex: self.digest.clone(),
-        })
+        FileDigest::parse(&self.algorithm, &self.digest)
     }
 }
 

@@ -581,6 +581,30 @@ pub struct FileDigest {
     pub hex: String,
 }
 
+impl FileDigest {
+    /// `algorithm:hex` when `hex` is lowercase hex of the algorithm's
+    /// length (a digest read from a file a person may have edited).
+    pub fn parse(algorithm: &str, hex: &str) -> Option<Self> {
+        let algorithm = HashAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == algorithm)?;
+        let d = Self {
+            algorithm,
+            hex: hex.to_owned(),
+        };
+        d.is_well_formed().then_some(d)
+    }
+
+    /// Lowercase hex of the algorithm's length: safe to name a file by.
+    pub fn is_well_formed(&self) -> bool {
+        self.hex.len() == self.algorithm.hex_len()
+            && self
+                .hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
 impl std::fmt::Display for FileDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.algorithm.name(), self.hex)

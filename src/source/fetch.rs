@@ -229,11 +229,7 @@ fn download(
     dirs: &Dirs,
 ) -> Result<Material, SourceError> {
     // The digest names a file of the cache: never a path.
-    let len = match pinned.algorithm {
-        HashAlgorithm::Sha256 => 64,
-        HashAlgorithm::Sha512 => 128,
-    };
-    if pinned.hex.len() != len || !pinned.hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !pinned.is_well_formed() {
         return Err(SourceError::Download {
             url: url.to_owned(),
             reason: format!("`{pinned}` is not a checksum"),
