@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use crate::build::build_env;
+use crate::builder::build_env;
 use crate::catalog::{Catalog, Image, Source, Target, TargetKind};
 use crate::plan::Identity;
 use crate::recipe::RunContext;

@@ -133,19 +133,7 @@ impl TagValues {
 
 /// `YYYYMMDD` (UTC) of a Unix time, for `{date}`.
 pub fn date_yyyymmdd(epoch: i64) -> String {
-    // Civil-from-days, Howard Hinnant's algorithm.
-    let days = epoch.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}{m:02}{d:02}")
+    crate::oci::timestamp(epoch).strftime("%Y%m%d").to_string()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! imagepipe: build, tag, publish and garbage-collect OS images from one
 //! declarative catalog (`images.yml`).
 
-pub mod build;
+pub mod builder;
 pub mod catalog;
 pub mod ci;
 pub mod cleanup;

@@ -64,7 +64,7 @@ pub type Builder<'a> = dyn Fn(
         &Image,
         &Identity,
         &[Arc<dyn crate::store::StreamTarget>],
-    ) -> Result<String, crate::build::BuildError>
+    ) -> Result<String, crate::builder::BuildError>
     + 'a;
 
 /// Where the stores of a run are: the targets, the build store, the catalog's directory.
@@ -396,8 +396,8 @@ fn copy_one(
                     top.digest
                 )
             })?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let found = v["annotations"][crate::oci::annotation::RECIPE].as_str();
+        let m = crate::oci::Manifest::parse(&bytes).unwrap_or_default();
+        let found = m.annotation(crate::oci::annotation::RECIPE);
         if found != Some(expected) {
             return Err(format!(
                 "{}:{tag} holds {}, whose recipe is {} rather than {expected}: an image imagepipe did not build from this recipe is under the immutable tag; it is not copied (remove that tag, or pass --force to rebuild and replace it)",

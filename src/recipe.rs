@@ -114,7 +114,7 @@ pub fn recipe(
         doc["disk"] = json!({
             "format": c.format.map(|f| f.as_str()),
             "resize": c.resize.map(|r| r.canonical()),
-            "writer": crate::build::disk::WRITER,
+            "writer": crate::builder::disk::WRITER,
         });
     }
     let canonical = doc.to_string();

@@ -166,9 +166,7 @@ fn release_of(store: &dyn Store, digest: &Digest) -> Result<Option<String>, Stor
     let Some((_, bytes)) = store.get_manifest(&digest.to_string())? else {
         return Ok(None);
     };
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
+    let m = crate::oci::Manifest::parse(&bytes)
         .map_err(|e| StoreError::invalid(store, format!("manifest {digest}: {e}")))?;
-    Ok(v["annotations"][annotation::KUBERNETES]
-        .as_str()
-        .map(str::to_owned))
+    Ok(m.annotation(annotation::KUBERNETES).map(str::to_owned))
 }

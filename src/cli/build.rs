@@ -1,12 +1,12 @@
 //! `imagepipe build`.
 
 use super::{BuildArgs, Format, output, settings};
-use crate::build::{self, Built};
+use crate::builder::{self, Built};
 use crate::catalog;
 use crate::env::Environment;
-use crate::error::{EXIT_FAILED, Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 
-pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
+pub fn run(args: &BuildArgs, env: &Environment) -> Result<ExitStatus> {
     let s = settings::Settings::resolve(&args.common, &args.release, env, None, None)?;
     let (catalog, ctx) = (&s.catalog, &s.ctx);
     let threads = env.threads().map_err(Error::Usage)?;
@@ -22,16 +22,16 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
             );
             continue;
         }
-        match build::build_image(
+        match builder::build_image(
             catalog,
             image,
             id,
             ctx,
             &store_dir,
-            build::Options {
+            builder::Options {
                 force: args.force,
                 threads,
-                ..build::Options::default()
+                ..builder::Options::default()
             },
         ) {
             Ok(b) => {
@@ -83,9 +83,9 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<u8> {
         )?;
     }
     if failures.is_empty() {
-        Ok(0)
+        Ok(ExitStatus::Success)
     } else {
         tracing::error!("{} of {} image(s) failed", failures.len(), identities.len());
-        Ok(EXIT_FAILED)
+        Ok(ExitStatus::Failed)
     }
 }

@@ -3,15 +3,13 @@
 use std::collections::BTreeMap;
 
 use super::{CleanupArgs, Format, output, settings};
-use crate::catalog::TargetKind;
 use crate::cleanup::{self, Applied};
 use crate::env::Environment;
-use crate::error::{EXIT_FAILED, Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::gitrefs;
-use crate::registry::Repository;
 use crate::retention::{self, Decision, References, Repo, Rules};
 
-pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
+pub fn run(args: &CleanupArgs, env: &Environment) -> Result<ExitStatus> {
     let c = &args.common;
     // Cleanup judges every release's tags: no release is needed or read.
     let s = settings::Settings::resolve_without_release(c, env, &args.registry)?;
@@ -105,9 +103,9 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
         tags
     };
 
-    // Registry state, per managed repository.
+    // What each store holds, per managed repository: registries and layouts alike.
     let mut repos = Vec::new();
-    let mut clients: BTreeMap<String, Repository> = BTreeMap::new();
+    let mut stores: BTreeMap<String, Box<dyn crate::store::Store>> = BTreeMap::new();
     for image in catalog
         .images
         .iter()
@@ -115,15 +113,11 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
     {
         let now_built = current(&image.name.value);
         for t in targets.iter().filter(|t| image.goes_to(t)) {
-            if !matches!(t.kind, TargetKind::Registry { .. }) {
-                continue;
-            }
-            let Some(r) = crate::store::open(t, &image.name, &base, client)
-                .and_then(|s| s.registry_repository().cloned())
-            else {
+            let Some(store) = crate::store::open(t, &image.name, &base, client) else {
                 continue;
             };
-            tracing::info!("listing {r}");
+            let reference = store.reference();
+            tracing::info!("listing {reference}");
             let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
             let templates = image
                 .tag_templates(&catalog.defaults)
@@ -133,14 +127,18 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 .collect();
             repos.push(Repo {
                 target: t.name.value.clone(),
-                repository: r.to_string(),
-                path: r.path.clone(),
+                repository: reference.clone(),
+                // What references name: `namespace/name` on a registry; a
+                // layout's images by their name.
+                path: store
+                    .registry_repository()
+                    .map_or_else(|| image.name.value.clone(), |r| r.path.clone()),
                 image: image.name.value.clone(),
                 templates,
                 current: now_built.clone(),
-                tags: cleanup::list(client, &r),
+                tags: cleanup::list(store.as_ref()),
             });
-            clients.insert(r.to_string(), r);
+            stores.insert(reference, store);
         }
     }
     let mut protect = globset::GlobSetBuilder::new();
@@ -168,6 +166,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
     }
 
     let mut applied: Vec<Applied> = Vec::new();
+    let mut garbage: Vec<cleanup::Collected> = Vec::new();
     let mut failed = !plan.errors.is_empty();
     if args.apply {
         let limit = args.max_delete.unwrap_or(ret.max_delete);
@@ -179,7 +178,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
             failed = true;
         } else if plan.errors.is_empty() {
             let json = args.format == Format::Json;
-            applied = cleanup::apply(client, &clients, &plan, &|a: &Applied| {
+            let (done, collected) = cleanup::apply(&stores, &plan, &|a: &Applied| {
                 if json {
                     tracing::info!(target: "audit", "{}", serde_json::to_string(a).unwrap_or_default());
                 } else {
@@ -193,6 +192,23 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                     );
                 }
             });
+            for c in &collected {
+                match &c.collected {
+                    Some(g) => tracing::info!(
+                        "{}: {} unreferenced blob(s) removed ({} bytes), {} attestation(s) of removed images",
+                        c.repository,
+                        g.blobs,
+                        g.bytes,
+                        g.referrers
+                    ),
+                    None => tracing::info!(
+                        "{}: another run is writing to this layout: its unreferenced blobs are removed by the next cleanup",
+                        c.repository
+                    ),
+                }
+            }
+            applied = done;
+            garbage = collected;
             failed |= applied.iter().any(|a| a.result == cleanup::Outcome::Failed);
         } else {
             tracing::error!("not applying: the plan has errors (fail closed)");
@@ -233,11 +249,12 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<u8> {
                 "errors": plan.errors,
                 "unsupported_branches": plan.unsupported_branches,
                 "applied": applied,
+                "collected": garbage,
             }))?;
         }
         _ => print_table(&plan, args.apply),
     }
-    Ok(if failed { EXIT_FAILED } else { 0 })
+    Ok(ExitStatus::failed_if(failed))
 }
 
 /// The immutable tags the kept branches' catalogs build, by image. A

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::EXIT_INVALID;
+use crate::error::ExitStatus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -317,7 +317,12 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_INVALID } else { 0 });
+            return if e.use_stderr() {
+                ExitStatus::Invalid
+            } else {
+                ExitStatus::Success
+            }
+            .into();
         }
     };
     init_logging(match (cli.quiet, cli.verbose) {
@@ -349,22 +354,22 @@ pub fn run() -> ExitCode {
                 "imagepipe",
                 &mut std::io::stdout(),
             );
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         Command::Man { dir } => man(dir.as_deref()),
     };
     crate::interrupt::wait_if_stopping();
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(status) => status.into(),
         Err(e) => {
             output::error(&e);
-            ExitCode::from(e.exit_code())
+            e.exit_status().into()
         }
     }
 }
 
 /// Man pages from the same definition as `--help`, so they cannot drift.
-fn man(dir: Option<&std::path::Path>) -> crate::error::Result<u8> {
+fn man(dir: Option<&std::path::Path>) -> crate::error::Result<ExitStatus> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let written = match dir {
         Some(dir) => clap_mangen::generate_to(cmd, dir),
@@ -386,7 +391,7 @@ fn man(dir: Option<&std::path::Path>) -> crate::error::Result<u8> {
             None => format!("man page: {e}"),
         })
     })?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 fn init_logging(level: &str) {

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use serde::Serialize;
 
 use crate::catalog::CatalogError;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::plan::{Action, Plan};
 
 pub fn line(s: &str) {
@@ -18,10 +18,10 @@ pub fn text(s: &str) {
     let _ = std::io::stdout().flush();
 }
 
-pub fn json(value: &impl Serialize) -> Result<u8> {
+pub fn json(value: &impl Serialize) -> Result<ExitStatus> {
     let s = serde_json::to_string_pretty(value).map_err(|e| Error::Failed(e.to_string()))?;
     println!("{s}");
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// Catalog problems, one `file:line:col: error: … — fix` each; with snippets on a terminal.

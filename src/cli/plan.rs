@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{PlanArgs, PlanFormat, output, settings};
 use crate::catalog::{self, Catalog, Image, Target};
 use crate::env::Environment;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::plan::{self, Identity, Plan};
 use crate::recipe::RunContext;
 use crate::registry::retry::Policy;
@@ -42,7 +42,7 @@ pub fn make(
     plan::plan(identities, &targets, &build_store, ctx, &st)
 }
 
-pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
+pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {
     let c = &args.common;
     let s = settings::Settings::resolve(
         c,
@@ -79,7 +79,7 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<u8> {
         )
         .collect();
     print(&p, args.format, catalog, &c.config, env, &narrowed)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// Prints a plan in any of its formats (and adds it to the CI job summary).

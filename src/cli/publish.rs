@@ -1,14 +1,14 @@
 //! `imagepipe publish` and `imagepipe release-notes`.
 
 use super::{Format, PublishArgs, ReleaseNotesArgs, output, settings};
-use crate::build;
+use crate::builder;
 use crate::catalog;
 use crate::env::Environment;
-use crate::error::{EXIT_FAILED, Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::publish::{self, Item, Outcome};
 use crate::state::Reach;
 
-pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
+pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
     let c = &args.common;
     let s = settings::Settings::resolve(c, &args.release, env, Some(&args.registry), None)?;
     let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
@@ -42,7 +42,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
             .items
             .retain(|i| selected.contains(&i.target.as_str()));
         super::plan::print(&shown, args.format.into(), catalog, &c.config, env, "")?;
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     let mut items: Vec<Item> = Vec::new();
     for (image, id) in &identities {
@@ -68,13 +68,13 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
     let builder = |image: &catalog::Image,
                    id: &crate::plan::Identity,
                    streams: &[std::sync::Arc<dyn crate::store::StreamTarget>]| {
-        build::build_image(
+        builder::build_image(
             catalog,
             image,
             id,
             ctx,
             &store_dir,
-            build::Options {
+            builder::Options {
                 force: args.force,
                 streams: streams.to_vec(),
                 threads,
@@ -132,11 +132,9 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<u8> {
         ),
     )
     .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
-    Ok(if items.iter().any(|i| i.outcome == Outcome::Failed) {
-        EXIT_FAILED
-    } else {
-        0
-    })
+    Ok(ExitStatus::failed_if(
+        items.iter().any(|i| i.outcome == Outcome::Failed),
+    ))
 }
 
 /// A region's machine image as a publish item: the reference is Packer's artifact id.
@@ -229,7 +227,7 @@ fn report(items: &[Item], format: Format) -> Result<()> {
     Ok(())
 }
 
-pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
+pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<ExitStatus> {
     let s =
         settings::Settings::resolve(&args.common, &args.release, env, Some(&args.registry), None)?;
     let release = s.ctx.release.clone().ok_or_else(|| {
@@ -262,7 +260,7 @@ pub fn release_notes(args: &ReleaseNotesArgs, env: &Environment) -> Result<u8> {
     let missing = notes.missing();
     if missing > 0 {
         tracing::error!("{missing} image reference(s) are missing");
-        return Ok(EXIT_FAILED);
+        return Ok(ExitStatus::Failed);
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

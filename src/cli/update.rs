@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{Format, PinArgs, UpdateArgs, output, settings};
 use crate::catalog::{self, Checksum, TargetKind};
 use crate::env::Environment;
-use crate::error::{EXIT_FAILED, Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::lock::{self, Entry, Lock};
 use crate::source::resolve::{DefaultResolver, SourceResolver};
 
@@ -43,7 +43,7 @@ fn probe(url: &str) -> std::result::Result<Option<u64>, String> {
         .and_then(|v| v.parse().ok()))
 }
 
-pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<u8> {
+pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<ExitStatus> {
     let catalog = catalog::load(&args.common.config)?;
     let old = lock::read(&catalog.path)
         .map_err(Error::Usage)?
@@ -199,15 +199,15 @@ pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<u8> {
                 "upstream moved: run `imagepipe update` and commit {}",
                 path.display()
             );
-            return Ok(EXIT_FAILED);
+            return Ok(ExitStatus::Failed);
         }
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     if new != old || !path.exists() {
         lock::write(&catalog.path, &new).map_err(Error::Failed)?;
         tracing::info!("wrote {}", path.display());
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// The consumer file's lines with `pins` (image → reference) written in:
@@ -255,7 +255,7 @@ fn pinned_text(old: &str, pins: &BTreeMap<String, String>) -> std::result::Resul
     Ok(out)
 }
 
-pub fn pin(args: &PinArgs, env: &Environment) -> Result<u8> {
+pub fn pin(args: &PinArgs, env: &Environment) -> Result<ExitStatus> {
     let s =
         settings::Settings::resolve(&args.common, &args.release, env, Some(&args.registry), None)?;
     let (catalog, client) = (&s.catalog, &s.client);
@@ -344,7 +344,7 @@ pub fn pin(args: &PinArgs, env: &Environment) -> Result<u8> {
             );
         }
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 #[cfg(test)]

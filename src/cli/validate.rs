@@ -4,9 +4,9 @@ use serde_json::json;
 
 use super::{ValidateArgs, output};
 use crate::catalog;
-use crate::error::{EXIT_INVALID, Result};
+use crate::error::{ExitStatus, Result};
 
-pub fn run(args: &ValidateArgs) -> Result<u8> {
+pub fn run(args: &ValidateArgs) -> Result<ExitStatus> {
     match catalog::load(&args.common.config) {
         Ok(c) => {
             if args.format == super::Format::Json {
@@ -21,7 +21,7 @@ pub fn run(args: &ValidateArgs) -> Result<u8> {
                     c.targets.len()
                 ));
             }
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         Err(e) => {
             output::diagnostics(&e);
@@ -30,7 +30,7 @@ pub fn run(args: &ValidateArgs) -> Result<u8> {
                     &json!({ "file": e.file, "valid": false, "diagnostics": e.diagnostics }),
                 )?;
             }
-            Ok(EXIT_INVALID)
+            Ok(ExitStatus::Invalid)
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::{AccelArg, Format, VerifyArgs, output, settings};
 use crate::catalog::{Format as ImageFormat, TargetKind};
 use crate::env::Environment;
-use crate::error::{EXIT_FAILED, Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::recipe::TagValues;
 use crate::store::Store;
 use crate::template::Template;
@@ -19,7 +19,7 @@ struct Pending {
     expects: Vec<Option<String>>,
 }
 
-pub fn run(args: &VerifyArgs, env: &Environment) -> Result<u8> {
+pub fn run(args: &VerifyArgs, env: &Environment) -> Result<ExitStatus> {
     let s =
         settings::Settings::resolve(&args.common, &args.release, env, Some(&args.registry), None)?;
     let (catalog, ctx) = (&s.catalog, &s.ctx);
@@ -233,9 +233,9 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<u8> {
     }
     if failed > 0 {
         tracing::error!("{failed} image(s) failed verification");
-        return Ok(EXIT_FAILED);
+        return Ok(ExitStatus::Failed);
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 fn first_line(s: &str) -> &str {

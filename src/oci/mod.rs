@@ -142,6 +142,65 @@ impl Descriptor {
     }
 }
 
+/// An image manifest or an index, as read: the one typed view of manifest
+/// bytes that copying, state, cleanup, publishing and verification share.
+/// Only read, never written back (the bytes are what is stored and hashed;
+/// fields this type does not know are kept by keeping the bytes).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    #[serde(default)]
+    pub schema_version: u32,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub config: Option<Descriptor>,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    /// An index's entries.
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+    #[serde(default)]
+    pub subject: Option<Descriptor>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// An index (by its media type, or by its entries when it names none).
+    pub fn is_index(&self) -> bool {
+        self.media_type.as_deref() == Some(media::INDEX)
+            || (self.media_type.is_none() && !self.manifests.is_empty())
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).map(String::as_str)
+    }
+
+    /// Everything it names: an index's entries, or a manifest's config and layers.
+    pub fn references(&self) -> impl Iterator<Item = &Digest> {
+        self.manifests
+            .iter()
+            .chain(&self.config)
+            .chain(&self.layers)
+            .map(|d| &d.digest)
+    }
+
+    /// Bytes of a manifest's config and layers (`None` for an index).
+    pub fn content_size(&self) -> Option<u64> {
+        (!self.is_index()).then(|| {
+            self.config.as_ref().map_or(0, |c| c.size)
+                + self.layers.iter().map(|l| l.size).sum::<u64>()
+        })
+    }
+}
+
 /// Canonical JSON: object keys sorted at every level, no whitespace. The
 /// bytes of manifests, configs and indexes, so their digests are reproducible.
 pub fn canonical_json(value: &impl Serialize) -> Vec<u8> {
@@ -150,43 +209,27 @@ pub fn canonical_json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(&v).expect("serialisable")
 }
 
-/// RFC 3339 UTC timestamp of a Unix time, e.g. `2026-01-02T03:04:05Z`.
-pub fn rfc3339(epoch: i64) -> String {
-    let date = crate::recipe::date_yyyymmdd(epoch);
-    let secs = epoch.rem_euclid(86_400);
-    format!(
-        "{}-{}-{}T{:02}:{:02}:{:02}Z",
-        &date[..4],
-        &date[4..6],
-        &date[6..8],
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+/// A Unix time as a timestamp, clamped to the years 9999 BC–9999 AD
+/// (`SOURCE_DATE_EPOCH` values beyond are not dates anyone means).
+pub fn timestamp(epoch: i64) -> jiff::Timestamp {
+    let clamped = epoch.clamp(
+        jiff::Timestamp::MIN.as_second(),
+        jiff::Timestamp::MAX.as_second(),
+    );
+    jiff::Timestamp::from_second(clamped).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` → seconds since 1970.
+/// RFC 3339 UTC timestamp of a Unix time, e.g. `2026-01-02T03:04:05Z`.
+pub fn rfc3339(epoch: i64) -> String {
+    timestamp(epoch).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// An RFC 3339 timestamp (`2026-01-02T03:04:05.123Z`, or with an offset)
+/// → seconds since 1970.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        n(0..4)?,
-        n(5..7)?,
-        n(8..10)?,
-        n(11..13)?,
-        n(14..16)?,
-        n(17..19)?,
-    );
-    // Days from civil, Howard Hinnant's algorithm.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + se)
+    s.parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_second)
 }
 
 #[cfg(test)]

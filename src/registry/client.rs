@@ -165,17 +165,4 @@ impl Client {
         self.cert_dirs = dirs;
         self
     }
-
-    /// `GET /v2/`: is this a registry, and can we reach it?
-    pub fn ping(&self, repo: &Repository) -> Result<(), RegistryError> {
-        let url = format!("{}://{}/v2/", repo.scheme(), repo.host);
-        let resp = self.send(repo, "ping", &Self::pull(repo), &|a, auth| {
-            super::transport::with_auth(a.get(&url), auth).call()
-        })?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(Self::status_err(repo, "ping", resp))
-        }
-    }
 }

@@ -135,9 +135,9 @@ fn described(store: &dyn Store, desc: &Descriptor, bytes: &[u8]) -> Result<Descr
             format!("manifest {} has the digest {digest}", desc.digest),
         ));
     }
-    let media_type = serde_json::from_slice::<serde_json::Value>(bytes)
+    let media_type = crate::oci::Manifest::parse(bytes)
         .ok()
-        .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+        .and_then(|m| m.media_type)
         .unwrap_or_else(|| desc.media_type.clone());
     Ok(Descriptor {
         media_type,
@@ -152,22 +152,14 @@ pub fn children(
     desc: &Descriptor,
     bytes: &[u8],
 ) -> Result<(Vec<Descriptor>, Vec<Descriptor>), StoreError> {
-    #[derive(serde::Deserialize)]
-    struct Any {
-        #[serde(default)]
-        manifests: Vec<Descriptor>,
-        config: Option<Descriptor>,
-        #[serde(default)]
-        layers: Vec<Descriptor>,
-    }
-    let v: Any = serde_json::from_slice(bytes).map_err(|e| {
+    let m = crate::oci::Manifest::parse(bytes).map_err(|e| {
         StoreError::invalid(store, format!("manifest {} is not valid: {e}", desc.digest))
     })?;
-    if desc.media_type == media::INDEX || !v.manifests.is_empty() {
-        return Ok((v.manifests, Vec::new()));
+    if desc.media_type == media::INDEX || !m.manifests.is_empty() {
+        return Ok((m.manifests, Vec::new()));
     }
-    let mut blobs: Vec<Descriptor> = v.config.into_iter().collect();
-    blobs.extend(v.layers);
+    let mut blobs: Vec<Descriptor> = m.config.into_iter().collect();
+    blobs.extend(m.layers);
     Ok((Vec::new(), blobs))
 }
 

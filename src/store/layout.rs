@@ -8,6 +8,12 @@
 //! renamed to its digest only once complete and verified; `index.json` is
 //! replaced by rename, after the blobs it names exist. Concurrent writers
 //! serialise index updates with an exclusive lock on `.imagepipe.lock`.
+//!
+//! Garbage: a `Layout` value that writes holds a shared lock on
+//! `.imagepipe-writers.lock` from its first write until it is dropped, and
+//! [`Layout::collect_garbage`] removes blobs only while it can hold that lock
+//! exclusively, so a blob another run has written (or found already there)
+//! but not yet tagged is never collected under it.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -24,6 +30,7 @@ use crate::registry::StreamedUpload;
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 const LOCK_FILE: &str = ".imagepipe.lock";
+const WRITERS_LOCK: &str = ".imagepipe-writers.lock";
 /// Temporary files, outside `blobs/sha256`.
 const TEMP_DIR: &str = ".imagepipe-tmp";
 
@@ -33,6 +40,17 @@ pub struct Layout {
     /// Stores that receive each blob written through [`Layout::blob_writer`]
     /// while it is written (registry targets of a publish).
     mirrors: Vec<Arc<dyn StreamTarget>>,
+    /// The shared writers' lock, taken at the first write, shared by clones.
+    writing: Arc<std::sync::OnceLock<Option<File>>>,
+}
+
+/// What [`Layout::collect_garbage`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Collected {
+    /// Referrers (attestations) whose image no tag reaches any more.
+    pub referrers: usize,
+    pub blobs: usize,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,6 +78,7 @@ impl Layout {
         Self {
             root: root.to_path_buf(),
             mirrors: Vec::new(),
+            writing: Arc::default(),
         }
     }
 
@@ -141,6 +160,7 @@ impl Layout {
     }
 
     fn writer(&self, mirrors: &[Arc<dyn StreamTarget>]) -> io::Result<BlobWriter> {
+        self.hold();
         let tmp = self.temp_path("blob");
         let file = File::create(&tmp)?;
         let streams = mirrors
@@ -171,6 +191,7 @@ impl Layout {
     /// Writes a small blob (config, manifest) from memory.
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<(Digest, u64)> {
         let digest = Digest::of(bytes);
+        self.hold();
         if !self.has_blob(&digest) {
             // Small blobs are not worth a streamed session: copied afterwards.
             let mut w = self.writer(&[])?;
@@ -295,6 +316,108 @@ impl Layout {
                 m
             })
             .collect())
+    }
+
+    /// Takes the shared writers' lock (once per value and its clones): from
+    /// now until this value is dropped, no garbage collection runs here.
+    fn hold(&self) {
+        self.writing.get_or_init(|| {
+            fs::create_dir_all(&self.root).ok()?;
+            let f = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.root.join(WRITERS_LOCK))
+                .ok()?;
+            f.lock_shared().ok()?;
+            Some(f)
+        });
+    }
+
+    /// Removes what no tag reaches any more: untagged referrers whose image
+    /// no tag reaches (attestations go with their image, never left
+    /// orphaned), then every blob no remaining entry reaches. `None`, with
+    /// nothing removed, while another run writes to this layout.
+    pub fn collect_garbage(&self) -> io::Result<Option<Collected>> {
+        if !self.exists() {
+            return Ok(Some(Collected::default()));
+        }
+        let writers = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(WRITERS_LOCK))?;
+        match writers.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let mut reachable = std::collections::BTreeSet::new();
+        let is_referrer = |m: &Descriptor| {
+            !m.annotations.contains_key(annotation::REF_NAME)
+                && m.annotations.contains_key(annotation::SUBJECT)
+        };
+        for m in index.manifests.iter().filter(|m| !is_referrer(m)) {
+            self.reach(&m.digest, &mut reachable);
+        }
+        // Referrers of referrers (a signature of an attestation): until nothing changes.
+        let mut kept: Vec<bool> = index.manifests.iter().map(|m| !is_referrer(m)).collect();
+        loop {
+            let mut changed = false;
+            for (m, k) in index.manifests.iter().zip(kept.iter_mut()) {
+                let subject = m
+                    .annotations
+                    .get(annotation::SUBJECT)
+                    .and_then(|s| s.parse::<Digest>().ok());
+                if !*k && subject.is_some_and(|s| reachable.contains(&s)) {
+                    *k = true;
+                    changed = true;
+                    self.reach(&m.digest, &mut reachable);
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut out = Collected::default();
+        if kept.contains(&false) {
+            let mut keep = kept.iter();
+            index.manifests.retain(|_| *keep.next().unwrap_or(&true));
+            out.referrers = kept.iter().filter(|k| !**k).count();
+            self.write_atomic(&self.root.join("index.json"), &canonical_json(&index))?;
+        }
+        for e in fs::read_dir(self.root.join("blobs").join("sha256"))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(digest) = format!("sha256:{name}").parse::<Digest>() else {
+                continue;
+            };
+            if reachable.contains(&digest) {
+                continue;
+            }
+            let size = e.metadata().map_or(0, |m| m.len());
+            fs::remove_file(e.path())?;
+            out.blobs += 1;
+            out.bytes += size;
+        }
+        Ok(Some(out))
+    }
+
+    /// Adds `digest` and everything its manifest or index names to `seen`.
+    fn reach(&self, digest: &Digest, seen: &mut std::collections::BTreeSet<Digest>) {
+        if !seen.insert(digest.clone()) {
+            return;
+        }
+        let Ok(bytes) = self.read_blob(digest) else {
+            return;
+        };
+        let Ok(m) = serde_json::from_slice::<crate::oci::Manifest>(&bytes) else {
+            return;
+        };
+        for d in m.references() {
+            self.reach(d, seen);
+        }
     }
 
     /// `<image>` as containerd should name it: the layout directory's name.
@@ -452,9 +575,12 @@ impl super::Store for Layout {
         format!("oci:{}", super::shown(&self.root))
     }
 
-    fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, StoreError> {
-        self.resolve_tag(tag)
-            .map_err(|e| StoreError::io(self, format!("reading {tag}"), e))
+    fn resolve(&self, reference: &str) -> Result<Option<Descriptor>, StoreError> {
+        if reference.parse::<Digest>().is_ok() {
+            return Ok(self.get_manifest(reference)?.map(|(d, _)| d));
+        }
+        self.resolve_tag(reference)
+            .map_err(|e| StoreError::io(self, format!("reading {reference}"), e))
     }
 
     fn get_manifest(&self, reference: &str) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError> {
@@ -473,7 +599,10 @@ impl super::Store for Layout {
                 let size = bytes.len() as u64;
                 return Ok(Some((Descriptor::new(&media_type, digest, size), bytes)));
             }
-            Err(_) => match self.resolve(reference)? {
+            Err(_) => match self
+                .resolve_tag(reference)
+                .map_err(|e| StoreError::io(self, format!("reading {reference}"), e))?
+            {
                 Some(d) => d,
                 None => return Ok(None),
             },
@@ -527,6 +656,7 @@ impl super::Store for Layout {
     }
 
     fn put_blob(&self, desc: &Descriptor, open: &super::Opener<'_>) -> Result<(), StoreError> {
+        self.hold();
         if self.blob_path(&desc.digest).is_file() {
             return Ok(());
         }
@@ -556,13 +686,28 @@ impl super::Store for Layout {
             .map_err(|e| StoreError::io(self, "listing tags", e))
     }
 
-    fn delete_tag(&self, tag: &str) -> Result<(), StoreError> {
+    fn delete_tag(&self, tag: &str) -> Result<super::Untagged, StoreError> {
         self.remove_tag(tag)
-            .map_err(|e| StoreError::io(self, format!("removing {tag}"), e))
+            .map_err(|e| StoreError::io(self, format!("removing {tag}"), e))?;
+        Ok(super::Untagged {
+            how: "tag removed from index.json".into(),
+            batched: false,
+        })
     }
 
-    fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, StoreError> {
+    fn finish_deletes(&self) -> Result<super::Finished, StoreError> {
+        let collected = self
+            .collect_garbage()
+            .map_err(|e| StoreError::io(self, "collecting unreferenced blobs", e))?;
+        Ok(super::Finished {
+            throwaway: None,
+            collected: Some(collected),
+        })
+    }
+
+    fn indexed_referrers(&self, subject: &Digest) -> Result<Option<Vec<Descriptor>>, StoreError> {
         self.referrers_of(subject)
+            .map(Some)
             .map_err(|e| StoreError::io(self, format!("reading referrers of {subject}"), e))
     }
 

@@ -68,7 +68,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// The manifest a tag points at, if the tag exists.
+    /// The manifest a tag points at (or a digest names), if it exists.
     fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, StoreError>;
 
     /// A manifest and its bytes, by tag or digest.
@@ -98,8 +98,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     fn list_tags(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Removes a tag, and nothing else.
-    fn delete_tag(&self, tag: &str) -> Result<(), StoreError>;
+    /// Removes a tag, and nothing else: other tags of its image stay. A
+    /// registry may batch the removal ([`Untagged::batched`]): it is done by
+    /// [`Store::finish_deletes`].
+    fn delete_tag(&self, tag: &str) -> Result<Untagged, StoreError>;
+
+    /// Completes this value's deletions: a registry deletes the throwaway
+    /// manifest its batched tags point at; a layout removes the referrers
+    /// and blobs that no tag reaches any more.
+    fn finish_deletes(&self) -> Result<Finished, StoreError> {
+        Ok(Finished::default())
+    }
 
     /// Where a blob can be uploaded while it is being written (a registry
     /// repository); `None` for stores that take blobs only whole.
@@ -109,7 +118,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Manifests whose `subject` is `subject` (attestations, signatures).
     fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, StoreError> {
-        referrers::from_tag(self, subject)
+        match self.indexed_referrers(subject)? {
+            Some(list) => Ok(list),
+            None => referrers::from_tag(self, subject),
+        }
+    }
+
+    /// The referrers of `subject` as the store indexes them itself (the OCI
+    /// referrers API, a layout's `index.json`); `None` where it keeps no
+    /// such index and referrers are listed under the referrers tag instead.
+    fn indexed_referrers(&self, _subject: &Digest) -> Result<Option<Vec<Descriptor>>, StoreError> {
+        Ok(None)
     }
 
     /// Stores a referrer manifest (its blobs must be there) and lists it for its subject.
@@ -122,6 +141,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         self.put_manifest(&desc.digest.to_string(), desc, bytes)?;
         referrers::add_to_tag(self, subject, desc)
     }
+}
+
+/// How a tag was removed.
+#[derive(Clone, Debug)]
+pub struct Untagged {
+    /// In words, for the audit log.
+    pub how: String,
+    /// Not removed yet: [`Store::finish_deletes`] removes it with the others.
+    pub batched: bool,
+}
+
+/// What [`Store::finish_deletes`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Finished {
+    /// The throwaway manifest whose deletion removed the batched tags.
+    pub throwaway: Option<Digest>,
+    /// What a layout collected (`Some(None)`: another run was writing, so
+    /// nothing was collected this time).
+    pub collected: Option<Option<layout::Collected>>,
 }
 
 /// A store that receives a blob while it is being written: the build hands

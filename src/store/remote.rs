@@ -1,11 +1,12 @@
 //! A registry repository as a [`Store`]: the Distribution API client below,
 //! nothing registry-specific above.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde_json::json;
 
-use super::{BlobReader, Opener, Store, StoreError, bytes_opener, referrers};
+use super::{BlobReader, Finished, Opener, Store, StoreError, Untagged, bytes_opener, referrers};
 use crate::oci::{Descriptor, Digest, canonical_json, media};
 use crate::registry::{Client, Repository};
 
@@ -13,6 +14,25 @@ use crate::registry::{Client, Repository};
 pub struct Remote {
     client: Arc<Client>,
     repo: Repository,
+    /// What deleting tags here has learnt, shared by clones.
+    deletes: Arc<Deletes>,
+}
+
+/// What is known of a repository while deleting tags: whether it accepts a
+/// tag `DELETE` (OCI distribution 1.1), whether manifests can be deleted
+/// (the throwaway-manifest fallback needs it), and this value's throwaway.
+#[derive(Debug, Default)]
+struct Deletes {
+    /// 0 unknown, 1 tag DELETE works, 2 it does not (use the fallback).
+    tag_delete: AtomicU8,
+    /// 0 unknown, 1 manifests can be deleted (the fallback works), 2 not.
+    manifest_delete: AtomicU8,
+    /// Serialises the first probe.
+    probing: Mutex<()>,
+    /// The throwaway manifest (bytes, digest), once needed.
+    throwaway: OnceLock<(Vec<u8>, Digest)>,
+    /// Some tag points at the throwaway manifest: delete it at the end.
+    batched: AtomicBool,
 }
 
 impl super::StreamTarget for Remote {
@@ -27,59 +47,47 @@ impl super::StreamTarget for Remote {
 
 impl Remote {
     pub fn new(client: Arc<Client>, repo: Repository) -> Self {
-        Self { client, repo }
+        Self {
+            client,
+            repo,
+            deletes: Arc::default(),
+        }
     }
 
     pub fn repository(&self) -> &Repository {
         &self.repo
     }
 
-    /// Removes one tag and nothing else (see [`untag`]).
-    pub fn untag(&self, tag: &str) -> Result<String, StoreError> {
-        untag(&self.client, &self.repo, tag)
+    /// Whether the throwaway-manifest fallback can work here, asked once:
+    /// a throwaway put by digest (under no tag) must be deletable, so a
+    /// registry that refuses manifest deletes never gets tags pointed at junk.
+    fn can_delete_manifests(&self) -> Result<bool, StoreError> {
+        let d = &self.deletes;
+        if d.manifest_delete.load(Ordering::Relaxed) == 0 {
+            let _probe = d.probing.lock().unwrap_or_else(PoisonError::into_inner);
+            if d.manifest_delete.load(Ordering::Relaxed) == 0 {
+                let (client, repo) = (&self.client, &self.repo);
+                let empty = Descriptor::new(media::EMPTY, Digest::of(EMPTY), 2);
+                if !client.blob_exists(repo, &empty.digest)? {
+                    client.upload_blob(repo, &empty.digest, 2, &bytes_opener(EMPTY))?;
+                }
+                let (bytes, probe) = throwaway_manifest(&format!("probe {}", std::process::id()));
+                client.put_manifest(repo, &probe.to_string(), media::MANIFEST, &bytes)?;
+                let ok = client.delete_manifest(repo, &probe).is_ok();
+                d.manifest_delete
+                    .store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+            }
+        }
+        Ok(d.manifest_delete.load(Ordering::Relaxed) == 1)
     }
 }
 
-/// Removes one tag and nothing else: the registry's tag DELETE where it has
-/// one, otherwise a unique throwaway manifest is put on the tag and deleted
-/// by digest (other tags of the old digest are untouched).
-pub fn untag(client: &Client, repo: &Repository, tag: &str) -> Result<String, StoreError> {
-    if client.delete_tag(repo, tag)? {
-        return Ok("tag deleted".into());
-    }
-    untag_by_throwaway(client, repo, tag, false)
-}
-
-/// Whether the throwaway-manifest fallback can work here: a throwaway put by
-/// digest (under no tag) must be deletable. Asked once per repository, so a
-/// registry that refuses manifest deletes never gets tags pointed at junk.
-pub fn can_delete_manifests(client: &Client, repo: &Repository) -> Result<bool, StoreError> {
-    let empty_bytes = b"{}";
-    let empty = Descriptor::new(media::EMPTY, Digest::of(empty_bytes), 2);
-    if !client.blob_exists(repo, &empty.digest)? {
-        client.upload_blob(repo, &empty.digest, 2, &bytes_opener(empty_bytes))?;
-    }
-    let probe = json!({
-        "schemaVersion": 2,
-        "mediaType": media::MANIFEST,
-        "config": empty,
-        "layers": [empty],
-        "annotations": { "io.imagepipe.untag": format!("probe {}", std::process::id()) },
-    });
-    let bytes = canonical_json(&probe);
-    let d = client.put_manifest(
-        repo,
-        &Digest::of(&bytes).to_string(),
-        media::MANIFEST,
-        &bytes,
-    )?;
-    Ok(client.delete_manifest(repo, &d).is_ok())
-}
+const EMPTY: &[u8] = b"{}";
 
 /// A throwaway manifest (the empty config and layer, a unique annotation):
 /// its bytes and digest.
-pub fn throwaway_manifest(note: &str) -> (Vec<u8>, Digest) {
-    let empty = Descriptor::new(media::EMPTY, Digest::of(b"{}"), 2);
+fn throwaway_manifest(note: &str) -> (Vec<u8>, Digest) {
+    let empty = Descriptor::new(media::EMPTY, Digest::of(EMPTY), 2);
     let m = json!({
         "schemaVersion": 2,
         "mediaType": media::MANIFEST,
@@ -90,39 +98,6 @@ pub fn throwaway_manifest(note: &str) -> (Vec<u8>, Digest) {
     let bytes = canonical_json(&m);
     let digest = Digest::of(&bytes);
     (bytes, digest)
-}
-
-/// The fallback for registries without a tag `DELETE` (CNCF Distribution
-/// answers 400): point the tag at a unique throwaway manifest and delete
-/// that by digest. `have_empty`: the empty blob is known to be there.
-pub fn untag_by_throwaway(
-    client: &Client,
-    repo: &Repository,
-    tag: &str,
-    have_empty: bool,
-) -> Result<String, StoreError> {
-    {
-        let empty_bytes = b"{}";
-        let empty = Descriptor::new(media::EMPTY, Digest::of(empty_bytes), 2);
-        if !have_empty && !client.blob_exists(repo, &empty.digest)? {
-            client.upload_blob(repo, &empty.digest, 2, &bytes_opener(empty_bytes))?;
-        }
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let throwaway = json!({
-            "schemaVersion": 2,
-            "mediaType": media::MANIFEST,
-            "config": empty,
-            "layers": [empty],
-            "annotations": { "io.imagepipe.untag": format!("{tag} {nonce}") },
-        });
-        let bytes = canonical_json(&throwaway);
-        let d = client.put_manifest(repo, tag, media::MANIFEST, &bytes)?;
-        client.delete_manifest(repo, &d)?;
-        Ok(format!("tag moved to throwaway manifest {d}, deleted"))
-    }
 }
 
 impl Store for Remote {
@@ -201,15 +176,62 @@ impl Store for Remote {
         Ok(self.client.list_tags(&self.repo)?)
     }
 
-    fn delete_tag(&self, tag: &str) -> Result<(), StoreError> {
-        self.untag(tag).map(|_| ())
+    /// The registry's tag `DELETE` where it has one; otherwise (CNCF
+    /// Distribution answers 400) the tag is pointed at this run's throwaway
+    /// manifest, which [`Store::finish_deletes`] deletes by digest: other
+    /// tags of the old image are untouched, and a tag costs two requests.
+    fn delete_tag(&self, tag: &str) -> Result<Untagged, StoreError> {
+        let d = &self.deletes;
+        if d.tag_delete.load(Ordering::Relaxed) != 2 {
+            if self.client.delete_tag(&self.repo, tag)? {
+                d.tag_delete.store(1, Ordering::Relaxed);
+                return Ok(Untagged {
+                    how: "tag deleted".into(),
+                    batched: false,
+                });
+            }
+            d.tag_delete.store(2, Ordering::Relaxed);
+        }
+        if !self.can_delete_manifests()? {
+            return Err(StoreError::invalid(
+                self,
+                format!(
+                    "{tag} not removed: the registry has no tag DELETE and refuses manifest deletes (CNCF Distribution: set `storage.delete.enabled: true`); no tag was touched"
+                ),
+            ));
+        }
+        let (bytes, digest) = d.throwaway.get_or_init(|| {
+            throwaway_manifest(&format!(
+                "cleanup {} {}",
+                std::process::id(),
+                crate::provenance::now()
+            ))
+        });
+        self.client
+            .put_manifest(&self.repo, tag, media::MANIFEST, bytes)?;
+        d.batched.store(true, Ordering::Relaxed);
+        Ok(Untagged {
+            how: format!("tag moved to throwaway manifest {digest}, deleted with it"),
+            batched: true,
+        })
     }
 
-    fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, StoreError> {
-        match self.client.referrers(&self.repo, subject)? {
-            Some(list) => Ok(list),
-            None => referrers::from_tag(self, subject),
+    fn finish_deletes(&self) -> Result<Finished, StoreError> {
+        let d = &self.deletes;
+        match d.throwaway.get() {
+            Some((_, digest)) if d.batched.swap(false, Ordering::Relaxed) => {
+                self.client.delete_manifest(&self.repo, digest)?;
+                Ok(Finished {
+                    throwaway: Some(digest.clone()),
+                    collected: None,
+                })
+            }
+            _ => Ok(Finished::default()),
         }
+    }
+
+    fn indexed_referrers(&self, subject: &Digest) -> Result<Option<Vec<Descriptor>>, StoreError> {
+        Ok(self.client.referrers(&self.repo, subject)?)
     }
 
     fn put_referrer(

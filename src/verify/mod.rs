@@ -148,7 +148,7 @@ fn boot_and_check(job: &Job<'_>, outcome: &mut Outcome) -> Result<(), String> {
     let manifest = disk::amd64_manifest(job.store, job.top)?;
     let disk = disk::extract(job.store, &manifest, job.work)?;
     // Checked again here: the store's bytes, not the build's, are booted.
-    let checked = crate::build::disk::check(&disk).map_err(|e| e.to_string())?;
+    let checked = crate::builder::disk::check(&disk).map_err(|e| e.to_string())?;
     let nonce = nonce();
     let runs: Vec<String> = job.settings.checks.iter().map(|c| c.run.clone()).collect();
     let seed_dir = job.work.join("seed");

@@ -156,7 +156,7 @@ fn ovmf(dir: &Path) -> Result<Vec<String>, String> {
 /// both through the `file` driver (a name is only a name, never a protocol
 /// or a `json:` description), and the disk with no backing file of its own
 /// (`"backing": null`), so that QEMU cannot follow a reference inside it
-/// even if one got past [`crate::build::disk::check`].
+/// even if one got past [`crate::builder::disk::check`].
 fn blockdev(overlay: &Path, disk: &Path, disk_format: &str) -> Result<String, String> {
     let file = |p: &Path| -> Result<serde_json::Value, String> {
         let p = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;

@@ -16,9 +16,15 @@ pub fn catalog(addr: &str, retention: &str) -> String {
 
 /// Publishes version `n` (distinct bytes) built at `epoch`; returns its immutable tag and digest.
 pub fn publish_version(ws: &Workspace, n: u8, epoch: i64) -> (String, String) {
+    version(ws, "publish", n, epoch)
+}
+
+/// Runs `command` (`build` or `publish`) on version `n` of the disk, built
+/// at `epoch`; returns its immutable tag and digest.
+pub fn version(ws: &Workspace, command: &str, n: u8, epoch: i64) -> (String, String) {
     ws.write("disk.raw", vec![n; 4096]);
     let mut c = ws.cmd();
-    c.args(["publish", "--format", "json"])
+    c.args([command, "--format", "json"])
         .env("SOURCE_DATE_EPOCH", epoch.to_string());
     let out = run(c);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -51,8 +57,7 @@ pub fn git_repo(ws: &Workspace, branches: &[(&str, &str)]) {
 /// A `keep_last: 1` plan for `ci/disk`, made through the library, for tests
 /// that change the registry between planning and applying.
 pub struct LibraryPlan {
-    client: imagepipe::registry::Client,
-    repo: imagepipe::registry::Repository,
+    store: imagepipe::store::remote::Remote,
     plan: imagepipe::retention::Plan,
 }
 
@@ -62,31 +67,33 @@ impl LibraryPlan {
     }
 
     pub fn apply(&self) -> Vec<imagepipe::cleanup::Applied> {
-        let map = [(self.repo.to_string(), self.repo.clone())]
-            .into_iter()
-            .collect();
-        imagepipe::cleanup::apply(&self.client, &map, &self.plan, &|_| {})
+        use imagepipe::store::Store;
+        let store: Box<dyn Store> = Box::new(self.store.clone());
+        let map = [(self.store.reference(), store)].into_iter().collect();
+        imagepipe::cleanup::apply(&map, &self.plan, &|_| {}).0
     }
 }
 
 pub fn keep_last_one_plan(addr: &str) -> LibraryPlan {
     use imagepipe::registry::{Client, Repository, auth::Keychain};
-    let client = Client::new(Keychain::from_files(Vec::new()));
+    let client = std::sync::Arc::new(Client::new(Keychain::from_files(Vec::new())));
     let repo = Repository {
         host: addr.to_owned(),
         path: "ci/disk".into(),
         insecure: true,
         chunk_size: None,
     };
-    let repos = vec![imagepipe::retention::Repo {
+    let store = imagepipe::store::remote::Remote::new(client, repo.clone());
+    let mut repos = vec![imagepipe::retention::Repo {
         target: "r".into(),
         repository: repo.to_string(),
         path: repo.path.clone(),
         image: "disk".into(),
         templates: vec![disk_matcher()],
         current: Vec::new(),
-        tags: imagepipe::cleanup::list(&client, &repo),
+        tags: Err(String::new()),
     }];
+    repos[0].tags = imagepipe::cleanup::list(&store);
     let rules = imagepipe::retention::Rules {
         keep_last: Some(1),
         max_age_secs: None,
@@ -100,7 +107,7 @@ pub fn keep_last_one_plan(addr: &str) -> LibraryPlan {
         None,
         &[],
     );
-    LibraryPlan { client, repo, plan }
+    LibraryPlan { store, plan }
 }
 
 /// What cleanup judges as ours in the test catalog: `disk-<hash>`.

@@ -10,6 +10,7 @@ mod build;
 mod checksums;
 mod ci;
 mod cleanup;
+mod cleanup_layout;
 mod cleanup_safety;
 mod cloud;
 mod common;

@@ -393,7 +393,7 @@ fn disk_change(node: &Node, d: &mut Diagnostics) -> Option<DiskChange> {
             None => (false, s.value.trim()),
         };
         let bytes = parse_size(size).filter(|b| *b > 0 && *b % 512 == 0);
-        let limit = crate::build::qcow2::MAX_VIRTUAL_SIZE;
+        let limit = crate::builder::qcow2::MAX_VIRTUAL_SIZE;
         match bytes {
             Some(b) if b > limit => {
                 d.error(

@@ -99,6 +99,7 @@ fn build_inner(
     let started_at = crate::provenance::now();
     let mut downloads = Vec::new();
     let mut manifests = Vec::new();
+    let mut held: Option<Layout> = None;
     for ps in &image.platforms {
         tracing::info!(
             "{name}: building {} from {} source",
@@ -126,10 +127,16 @@ fn build_inner(
         {
             downloads.push((url.clone(), sha.clone()));
         }
-        // The store is created only once there is something to put in it.
-        let layout = Layout::create(&store.join(name))
-            .map_err(io(store))?
-            .mirrored(opts.streams.clone());
+        // The store is created only once there is something to put in it;
+        // one value for the whole build, whose first write holds off a
+        // cleanup's garbage collection until the build has tagged its image.
+        let layout = match &held {
+            Some(l) => l.clone(),
+            None => held
+                .insert(Layout::create(&store.join(name)).map_err(io(store))?)
+                .clone(),
+        }
+        .mirrored(opts.streams.clone());
         let codec = Codec::new(image.compression(&catalog.defaults), opts.threads);
         let desc = package(
             &layout,
@@ -143,7 +150,10 @@ fn build_inner(
         )?;
         manifests.push(desc);
     }
-    let layout = Layout::create(&store.join(name)).map_err(io(store))?;
+    let layout = match held {
+        Some(l) => l,
+        None => Layout::create(&store.join(name)).map_err(io(store))?,
+    };
     let top = if manifests.len() == 1 {
         manifests.remove(0)
     } else {
