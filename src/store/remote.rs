@@ -201,11 +201,10 @@ impl Store for Remote {
             ));
         }
         let (bytes, digest) = d.throwaway.get_or_init(|| {
-            throwaway_manifest(&format!(
-                "cleanup {} {}",
-                std::process::id(),
-                crate::provenance::now()
-            ))
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            throwaway_manifest(&format!("cleanup {} {nanos}", std::process::id()))
         });
         self.client
             .put_manifest(&self.repo, tag, media::MANIFEST, bytes)?;
