@@ -10,11 +10,13 @@ use crate::env::{Environment, GITHUB_OUTPUT, GITHUB_STEP_SUMMARY};
 use crate::plan::{Action, Plan};
 
 /// Items whose immutable tag must reach their target (`build` or `copy`):
-/// one publish job each. `tag` items are the final tags job's work.
+/// one publish job each. `tag` items are the final tags job's work. A
+/// `conflict` item gets its job too: it fails there, with the reason, and
+/// the other images go on.
 fn work(p: &Plan) -> impl Iterator<Item = &crate::plan::PlanItem> {
     p.items
         .iter()
-        .filter(|i| matches!(i.action, Action::Build | Action::Copy))
+        .filter(|i| matches!(i.action, Action::Build | Action::Copy | Action::Conflict))
 }
 
 /// Whether any mutable tag must move (the final tags job has work); tags

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::builder::build_env;
 use crate::catalog::{Catalog, Image, Source, Target, TargetKind};
-use crate::plan::Identity;
+use crate::plan::{Action, Identity, PlanItem};
 use crate::recipe::RunContext;
 use crate::source::fetch::{Dirs, PackerRun, packer_build, packer_last_build};
 
@@ -189,15 +189,17 @@ pub fn exists(target: &Target, name: &str, base: &Path) -> Exists {
     }
 }
 
-/// Builds `image` once per cloud target (up to `jobs` at once) under the
-/// immutable name, skipping regions whose check says it exists. Every
-/// region's result is recorded, failures included.
+/// Executes a machine image's plan items: Packer builds it under the
+/// immutable name in each region planned `build` (up to `jobs` at once); a
+/// region planned `skip` has it (its id as the region's existence check
+/// printed it, else an earlier record's). Every region's result is
+/// recorded, failures included.
 pub fn publish(
     catalog: &Catalog,
     image: &Image,
     id: &Identity,
     ctx: &RunContext,
-    targets: &[&Target],
+    items: &[(&Target, &PlanItem)],
     jobs: usize,
 ) -> Vec<Record> {
     let base = catalog.base_dir();
@@ -219,42 +221,45 @@ pub fn publish(
             error,
         }
     };
-    let Some(Source::Packer(packer)) = image.platforms.first().map(|p| &p.source) else {
-        return targets
-            .iter()
-            .map(|t| {
-                record(
-                    t,
-                    None,
-                    Some("a machine image needs a `packer` source".into()),
-                )
-            })
-            .collect();
+    let mut prior = read_results(&base);
+    let mut out: Vec<Record> = Vec::new();
+    let mut regions: Vec<&Target> = Vec::new();
+    for (t, item) in items {
+        if item.action == Action::Build {
+            regions.push(t);
+        } else {
+            tracing::info!("{}: {name} already exists", t.name.value);
+            let earlier = prior
+                .remove(&format!("{}/{}", image.name.value, t.name.value))
+                .filter(|r| r.name == name && r.error.is_none())
+                .and_then(|r| r.artifact_id);
+            let known = item.machine_image.clone().or(earlier);
+            out.push(record(
+                t,
+                known.or_else(|| Some(format!("{name} (exists)"))),
+                None,
+            ));
+        }
+    }
+    let packer = match image.platforms.first().map(|p| &p.source) {
+        Some(Source::Packer(packer)) => packer,
+        _ => {
+            let why = "a machine image needs a `packer` source";
+            out.extend(regions.iter().map(|t| record(t, None, Some(why.into()))));
+            return out;
+        }
     };
     let mut env = build_env(image, id, ctx);
     env.packer_vars
         .insert(packer.name_var().to_owned(), name.clone());
     let dirs = Dirs::new(&base);
-    let mut out: Vec<Record> = Vec::new();
-    for chunk in targets.chunks(jobs.max(1)) {
+    for chunk in regions.chunks(jobs.max(1)) {
         let results: Vec<Record> = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|t| {
                     let (env, dirs, name) = (&env, &dirs, &name);
                     s.spawn(move || {
-                        if let Exists::Yes(id) = exists(t, name, &dirs.base) {
-                            tracing::info!("{}: {name} already exists", t.name.value);
-                            // The id the check printed, else an earlier record's.
-                            let prior = read_results(&dirs.base)
-                                .remove(&format!("{}/{}", image.name.value, t.name.value))
-                                .and_then(|r| r.artifact_id);
-                            return record(
-                                t,
-                                id.or(prior).or_else(|| Some(format!("{name} (exists)"))),
-                                None,
-                            );
-                        }
                         let mut region_vars = env.clone();
                         if let TargetKind::Cloud { region, .. } = &t.kind {
                             region_vars

@@ -30,6 +30,11 @@ pub enum Action {
     /// The immutable tag is here; its mutable tags wait for `imagepipe verify`
     /// to pass for this digest (the image requires verification).
     Verify,
+    /// Nothing is done: what the stores hold contradicts the image's identity
+    /// (targets name different digests under the immutable tag, or the copy
+    /// source holds an image of another recipe). `publish` fails the item with
+    /// the reason; `--force` rebuilds and replaces.
+    Conflict,
 }
 
 impl Action {
@@ -40,6 +45,7 @@ impl Action {
             Self::Tag => "tag",
             Self::Skip => "skip",
             Self::Verify => "verify",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -70,6 +76,11 @@ pub enum ReasonCode {
     LocalCache,
     /// The image requires verification and this digest has not passed it.
     NotVerified,
+    /// Targets hold different digests under the immutable tag.
+    TargetsDisagree,
+    /// The only stores holding the immutable tag hold an image whose recipe
+    /// annotation is not this recipe's: it is never spread.
+    ForeignRecipe,
 }
 
 /// What happens to one mutable tag on a target.
@@ -122,6 +133,9 @@ pub struct PlanItem {
     pub kubernetes: Option<String>,
     /// The image requires verification: its mutable tags wait for `imagepipe verify`.
     pub requires_verification: bool,
+    /// A cloud region that has the machine image: its id, as the region's
+    /// existence check printed it.
+    pub machine_image: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -164,6 +178,12 @@ pub struct StoreState {
     /// For images that require verification: what the attestations of the
     /// immutable tag's digest here say (`None`: none, or not read).
     pub verified: Option<bool>,
+    /// The recipe annotation of the image under the immutable tag, read
+    /// where the image may be copied from: `None` not read, `Some(None)`
+    /// none recorded.
+    pub recipe: Option<Option<String>>,
+    /// A cloud region's machine image id, as its existence check printed it.
+    pub image_id: Option<String>,
 }
 
 /// What every store holds, read once before planning.
@@ -337,18 +357,57 @@ pub fn plan(
             .filter(|t| image.goes_to(t))
             .collect();
         // Which store already holds the image: the local store first, then
-        // the targets in catalog order (the cheapest source first).
-        let holder = std::iter::once(build_store)
-            .chain(chosen.iter().copied())
-            .filter(|t| !t.kind.is_cloud())
-            .find_map(|t| match state.presence(&image.name, &t.name) {
-                Presence::Present(d) => Some((t, d)),
-                _ => None,
-            });
+        // the targets in catalog order (the cheapest source first); one whose
+        // image is of another recipe is never a source.
+        let stores = || {
+            std::iter::once(build_store)
+                .chain(chosen.iter().copied())
+                .filter(|t| !t.kind.is_cloud())
+        };
+        let recipe_of = |t: &Target| {
+            state
+                .get(&image.name, &t.name)
+                .and_then(|s| s.recipe.clone())
+        };
+        let ours = |t: &&Target| {
+            recipe_of(t).is_none_or(|r| r.as_deref() == Some(id.recipe.hash.as_str()))
+        };
+        let holder =
+            stores()
+                .filter(ours)
+                .find_map(|t| match state.presence(&image.name, &t.name) {
+                    Presence::Present(d) => Some((t, d)),
+                    _ => None,
+                });
+        let conflict = disagreement(&chosen, &image.name, state).or_else(|| {
+            let foreign = stores()
+                .filter(|t| !ours(t))
+                .find(|t| matches!(state.presence(&image.name, &t.name), Presence::Present(_)))?;
+            holder.is_none().then(|| {
+                (
+                    ReasonCode::ForeignRecipe,
+                    format!(
+                        "{} holds the immutable tag with an image whose recipe is {} rather than {}: an image imagepipe did not build from this recipe is under the immutable tag; it is not copied (remove that tag, or pass --force to rebuild and replace it)",
+                        foreign.name.value,
+                        recipe_of(foreign).flatten().as_deref().unwrap_or("not recorded"),
+                        id.recipe.hash
+                    ),
+                )
+            })
+        });
         for target in &chosen {
             let here = state.presence(&image.name, &target.name);
-            let (action, code, reason, source) =
-                decide(id, target, build_store, &here, holder.clone());
+            let (action, code, reason, source) = match &conflict {
+                Some((code, why))
+                    if id.tag.is_some()
+                        && !target.kind.is_cloud()
+                        && (*code == ReasonCode::TargetsDisagree
+                            || !matches!(here, Presence::Present(_))) =>
+                {
+                    (Action::Conflict, *code, why.clone(), None)
+                }
+                _ => decide(id, target, build_store, &here, holder.clone()),
+            };
             let present = matches!(here, Presence::Present(_));
             let digest = match &here {
                 Presence::Present(Some(d)) => Some(d.clone()),
@@ -392,6 +451,14 @@ pub fn plan(
                     .collect::<Vec<_>>()
             };
             let mut tags = tags;
+            if conflict.is_some() {
+                // No mutable tag moves to an image the stores contradict,
+                // on the targets that hold it either.
+                for t in tags.iter_mut().filter(|t| t.action != TagAction::Keep) {
+                    t.action = TagAction::Hold;
+                    t.reason = "not moved: the stores contradict the immutable tag".into();
+                }
+            }
             let gate = id
                 .requires_verification
                 .then(|| verification(state, &image.name.value, digest.as_ref()));
@@ -460,6 +527,9 @@ pub fn plan(
                 format: image.format.as_str(),
                 kubernetes: release.map(ToString::to_string),
                 requires_verification: id.requires_verification,
+                machine_image: state
+                    .get(&image.name, &target.name)
+                    .and_then(|s| s.image_id.clone()),
             });
         }
     }
@@ -468,6 +538,30 @@ pub fn plan(
         build_store: build_store.name.value.clone(),
         items,
     }
+}
+
+/// Whether the targets an image goes to name different digests under its
+/// immutable tag: the reason, listing each digest and where it is.
+fn disagreement(chosen: &[&Target], image: &str, state: &State) -> Option<(ReasonCode, String)> {
+    let mut seen: BTreeMap<Digest, Vec<&str>> = BTreeMap::new();
+    for t in chosen.iter().filter(|t| !t.kind.is_cloud()) {
+        if let Presence::Present(Some(d)) = state.presence(image, &t.name) {
+            seen.entry(d).or_default().push(&t.name.value);
+        }
+    }
+    (seen.len() > 1).then(|| {
+        let which: Vec<String> = seen
+            .iter()
+            .map(|(d, ts)| format!("{d} on {}", ts.join(", ")))
+            .collect();
+        (
+            ReasonCode::TargetsDisagree,
+            format!(
+                "the targets disagree on what the immutable tag names ({}): an immutable tag names one digest; remove the wrong one (or publish with --force)",
+                which.join("; ")
+            ),
+        )
+    })
 }
 
 /// What the stores holding `digest` say of its verification: passed when
@@ -489,9 +583,6 @@ fn verification(state: &State, image: &str, digest: Option<&Digest>) -> Option<b
     }
 }
 
-/// The plan of `publish --force`: every OCI item is built afresh and
-/// copied, replacing an immutable tag that holds other bytes.
-#[must_use]
 /// The plan of a run that pushes immutable tags only (a fan-out job, with
 /// `--immutable-only`): every mutable tag that would move is held, for the
 /// tags job to move on every target together.
@@ -515,6 +606,9 @@ pub fn immutable_only(mut plan: Plan) -> Plan {
     plan
 }
 
+/// The plan of `publish --force`: every OCI item is built afresh and
+/// copied, replacing an immutable tag that holds other bytes.
+#[must_use]
 pub fn forced(mut plan: Plan) -> Plan {
     for i in plan
         .items
@@ -524,7 +618,8 @@ pub fn forced(mut plan: Plan) -> Plan {
         i.action = Action::Build;
         i.reason_code = ReasonCode::NewRecipe;
         i.reason = "--force: built again, replacing what the tag holds".into();
-        i.source = None;
+        i.source = Some(plan.build_store.clone());
+        i.digest = None;
         for t in &mut i.tags {
             if i.requires_verification {
                 // The new build's digest has not been verified.
@@ -545,12 +640,14 @@ fn decide(
     here: &Presence,
     holder: Option<(&Target, Option<Digest>)>,
 ) -> (Action, ReasonCode, String, Option<String>) {
+    // A build's copy source is the store it is built into.
+    let built_here = (!target.kind.is_cloud()).then(|| build_store.name.value.clone());
     if let Some(why) = &id.recipe.unpinned {
         return (
             Action::Build,
             ReasonCode::Unpinned,
             format!("{why}; the tag is derived from the built content"),
-            None,
+            built_here,
         );
     }
     let tag = id.tag.as_deref().unwrap_or_default();
@@ -611,13 +708,13 @@ fn decide(
             Action::Build,
             ReasonCode::StateUnknown,
             format!("registry state unknown ({why})"),
-            None,
+            built_here,
         ),
         (None, _) => (
             Action::Build,
             ReasonCode::NewRecipe,
             "no store has this recipe yet".into(),
-            None,
+            built_here,
         ),
     }
 }

@@ -47,6 +47,46 @@ pub struct Item {
     /// Mutable tags left where they are, with the reason.
     pub held: Vec<String>,
     pub error: Option<String>,
+    /// Why it failed, for machines: the plan's reason code of a `conflict`
+    /// item, or what went wrong while executing.
+    pub error_code: Option<Failure>,
+}
+
+/// Why an item failed: a stable code next to the human `error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// Planned as `conflict`: targets hold different digests under the immutable tag.
+    TargetsDisagree,
+    /// Planned as `conflict`: the only holders hold an image of another recipe.
+    ForeignRecipe,
+    /// The build failed.
+    Build,
+    /// `--tags-only`, but a selected target lacks the immutable tag.
+    NotEverywhere,
+    /// `--tags-only` for an image whose tag comes from its built content.
+    TagFromContent,
+    /// The copy source no longer holds the image, or holds another recipe's.
+    SourceChanged,
+    /// The target's immutable tag names other bytes (another run, or
+    /// another image, took it since the plan).
+    TagTaken,
+    /// The immutable tag names another digest than the one the plan saw.
+    DigestChanged,
+    /// Reading or writing a store failed.
+    Store,
+    /// A mutable tag could not be moved.
+    TagMove,
+}
+
+impl Failure {
+    fn of_plan(code: ReasonCode) -> Self {
+        if code == ReasonCode::ForeignRecipe {
+            Self::ForeignRecipe
+        } else {
+            Self::TargetsDisagree
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,6 +107,11 @@ pub type Builder<'a> = dyn Fn(
     ) -> Result<String, crate::builder::BuildError>
     + 'a;
 
+/// Builds a machine image in the cloud regions of its plan items
+/// ([`crate::cloud::publish`]).
+pub type Regions<'a> =
+    dyn Fn(&Image, &Identity, &[(&Target, &PlanItem)]) -> Vec<crate::cloud::Record> + 'a;
+
 /// Where the stores of a run are: the targets, the build store, the catalog's directory.
 pub struct Stores<'a> {
     pub targets: &'a [&'a Target],
@@ -76,23 +121,51 @@ pub struct Stores<'a> {
 }
 
 impl Stores<'_> {
-    fn open(&self, image: &str, name: &str) -> Option<Box<dyn Store>> {
-        let target = if name == self.build_store.name.value {
-            self.build_store
+    fn target(&self, name: &str) -> Option<&Target> {
+        if name == self.build_store.name.value {
+            Some(self.build_store)
         } else {
-            self.targets
-                .iter()
-                .copied()
-                .find(|t| t.name.value == name)?
-        };
-        store::open(target, image, self.base, self.client)
+            self.targets.iter().copied().find(|t| t.name.value == name)
+        }
+    }
+
+    fn open(&self, image: &str, name: &str) -> Option<Box<dyn Store>> {
+        store::open(self.target(name)?, image, self.base, self.client)
     }
 }
 
-/// Executes the plan's items for the `selected` targets (cloud regions are
-/// published by [`crate::cloud`]), image by image. The plan covers every
-/// target, so that what the other targets hold is known: a copy source, a
-/// mount source, and the check that all of them agree on one digest.
+/// A region's machine image as a publish item: the reference is Packer's
+/// artifact id (or the region's, when it failed).
+fn region_item(r: crate::cloud::Record, action: Action) -> Item {
+    let outcome = match (&r.error, action) {
+        (Some(_), _) => Outcome::Failed,
+        (None, Action::Build) => Outcome::Pushed,
+        (None, _) => Outcome::Present,
+    };
+    Item {
+        image: r.image,
+        target: r.target,
+        reference: r
+            .artifact_id
+            .unwrap_or_else(|| format!("{}:{}", r.provider, r.region)),
+        tag: r.name,
+        digest: None,
+        action,
+        outcome,
+        from: None,
+        copied: None,
+        moved: Vec::new(),
+        held: Vec::new(),
+        error_code: r.error.is_some().then_some(Failure::Build),
+        error: r.error,
+    }
+}
+
+/// Executes the plan's items for the `selected` targets, image by image:
+/// OCI stores through [`Store`], cloud regions through `regions`. The plan
+/// covers every target, so that what the other targets hold is known: a
+/// copy source and a mount source.
+#[allow(clippy::too_many_arguments)]
 pub fn execute(
     plan: &Plan,
     selected: &[&str],
@@ -100,6 +173,7 @@ pub fn execute(
     release: Option<&Release>,
     stores: &Stores<'_>,
     build: &Builder<'_>,
+    regions: &Regions<'_>,
     opts: Options,
 ) -> Vec<Item> {
     let mut out = Vec::new();
@@ -107,7 +181,7 @@ pub fn execute(
         let all: Vec<&PlanItem> = plan
             .items
             .iter()
-            .filter(|i| i.image == image.name.value && i.format != "machine-image")
+            .filter(|i| i.image == image.name.value)
             .collect();
         let items: Vec<&PlanItem> = all
             .iter()
@@ -115,6 +189,20 @@ pub fn execute(
             .filter(|i| selected.contains(&i.target.as_str()))
             .collect();
         if items.is_empty() {
+            continue;
+        }
+        if image.format == crate::catalog::Format::MachineImage {
+            // Machine images have no mutable tags to move.
+            if !opts.tags_only {
+                let planned: Vec<(&Target, &PlanItem)> = items
+                    .iter()
+                    .filter_map(|i| Some((stores.target(&i.target)?, *i)))
+                    .collect();
+                out.extend(regions(image, id, &planned).into_iter().map(|r| {
+                    let planned = items.iter().find(|i| i.target == r.target);
+                    region_item(r, planned.map_or(Action::Build, |i| i.action))
+                }));
+            }
             continue;
         }
         if opts.tags_only && id.tag.is_none() {
@@ -156,34 +244,24 @@ fn publish_image(
         }
     }
     let mut results: Vec<Item> = items.iter().map(|i| item(i, &opened)).collect();
-    let fail_all = |results: &mut Vec<Item>, e: &str| {
+    let fail_all = |results: &mut Vec<Item>, code: Failure, e: &str| {
         for r in results.iter_mut() {
-            r.outcome = Outcome::Failed;
-            r.error = Some(e.to_owned());
+            fail(r, code, e.to_owned());
         }
     };
-    // Every store that holds the immutable tag must hold one digest.
-    let mut seen: BTreeMap<&Digest, Vec<&str>> = BTreeMap::new();
-    for i in all.iter().filter(|i| i.present) {
-        if let Some(d) = &i.digest {
-            seen.entry(d).or_default().push(&i.target);
+    // What the plan found contradictory stops the image: its conflict items
+    // fail with the plan's reason, no tag moves anywhere.
+    if all.iter().any(|i| i.action == Action::Conflict) {
+        for (i, r) in items.iter().zip(results.iter_mut()) {
+            if i.action == Action::Conflict {
+                fail(r, Failure::of_plan(i.reason_code), i.reason.clone());
+            } else {
+                r.outcome = Outcome::Present;
+            }
         }
-    }
-    if seen.len() > 1 && !opts.force {
-        let which: Vec<String> = seen
-            .iter()
-            .map(|(d, ts)| format!("{} on {}", d, ts.join(", ")))
-            .collect();
-        fail_all(
-            &mut results,
-            &format!(
-                "the targets disagree on what the immutable tag names ({}): an immutable tag names one digest; remove the wrong one (or publish with --force)",
-                which.join("; ")
-            ),
-        );
         return results;
     }
-    // Build once, when no store holds the image.
+    // Build once, when the plan says so.
     let mut tag = id.tag.clone();
     let mut built = false;
     if !opts.tags_only && items.iter().any(|i| i.action == Action::Build) {
@@ -201,7 +279,7 @@ fn publish_image(
                 built = true;
             }
             Err(e) => {
-                fail_all(&mut results, &e.to_string());
+                fail_all(&mut results, Failure::Build, &e.to_string());
                 return results;
             }
         }
@@ -209,6 +287,7 @@ fn publish_image(
     let Some(tag) = tag else {
         fail_all(
             &mut results,
+            Failure::TagFromContent,
             "its tag comes from the built content: publish it without --tags-only",
         );
         return results;
@@ -227,6 +306,7 @@ fn publish_image(
         if !missing.is_empty() {
             fail_all(
                 &mut results,
+                Failure::NotEverywhere,
                 &format!(
                     "{tag} is not on every target yet (missing on {}): publish it first",
                     missing.join(", ")
@@ -249,14 +329,11 @@ fn publish_image(
             r.outcome = Outcome::Present;
             continue;
         }
-        let from = if built {
-            build_name.clone()
-        } else {
-            i.source.clone().unwrap_or_else(|| build_name.clone())
-        };
-        // A store that holds the tag but was not just built must hold our
-        // recipe: an image someone else put under our tag is never spread.
-        let recipe = (!built).then_some(id.recipe.hash.as_str());
+        let from = i.source.clone().unwrap_or_else(|| build_name.clone());
+        // A copy source must still hold our recipe (the plan read it; this
+        // checks again as it copies): an image someone else put under our
+        // tag is never spread.
+        let recipe = (i.action == Action::Copy).then_some(id.recipe.hash.as_str());
         match copy_one(
             &opened, &from, &i.target, &tag, recipe, &holders, opts.force,
         ) {
@@ -267,10 +344,7 @@ fn publish_image(
                 r.copied = copied;
                 holders.insert(i.target.clone());
             }
-            Err(e) => {
-                r.outcome = Outcome::Failed;
-                r.error = Some(e);
-            }
+            Err((code, e)) => fail(r, code, e),
         }
     }
     // Phase 2: mutable tags, once every selected target holds the immutable tag.
@@ -303,10 +377,28 @@ fn publish_image(
     let Some((top, bytes)) = top else {
         fail_all(
             &mut results,
+            Failure::SourceChanged,
             &format!("no store holds {tag}: cannot move mutable tags"),
         );
         return results;
     };
+    // The plan let tags move for the digest it saw (verified, where that is
+    // required): only to that one.
+    if let Some(seen) = items
+        .iter()
+        .filter_map(|i| i.digest.as_ref())
+        .find(|d| **d != top.digest)
+    {
+        fail_all(
+            &mut results,
+            Failure::DigestChanged,
+            &format!(
+                "{tag} names {} now, not {seen} as when planned: mutable tags not moved (plan again)",
+                top.digest
+            ),
+        );
+        return results;
+    }
     for (i, r) in items.iter().zip(results.iter_mut()) {
         if !holders.contains(&i.target) {
             continue;
@@ -319,27 +411,22 @@ fn publish_image(
             if matches!(t.action, TagAction::Keep | TagAction::Hold) {
                 continue;
             }
-            // The plan let it move for the digest it checked: only to that one.
-            if i.requires_verification && i.digest.as_ref() != Some(&top.digest) {
-                r.held.push(format!(
-                    "{}: {} is not the digest whose verification the plan saw",
-                    t.tag, top.digest
-                ));
-                continue;
-            }
             let prerelease_ok = id.prerelease_tags.contains(&t.tag);
             match move_tag(dst.as_ref(), &top, &bytes, &t.tag, release, prerelease_ok) {
                 Ok(Moved::Moved) => r.moved.push(t.tag.clone()),
                 Ok(Moved::Already) => {}
                 Ok(Moved::Held(why)) => r.held.push(format!("{}: {why}", t.tag)),
-                Err(e) => {
-                    r.outcome = Outcome::Failed;
-                    r.error = Some(format!("moving {}: {e}", t.tag));
-                }
+                Err(e) => fail(r, Failure::TagMove, format!("moving {}: {e}", t.tag)),
             }
         }
     }
     results
+}
+
+fn fail(r: &mut Item, code: Failure, error: String) {
+    r.outcome = Outcome::Failed;
+    r.error = Some(error);
+    r.error_code = Some(code);
 }
 
 fn item(i: &PlanItem, opened: &BTreeMap<String, Box<dyn Store>>) -> Item {
@@ -358,6 +445,7 @@ fn item(i: &PlanItem, opened: &BTreeMap<String, Box<dyn Store>>) -> Item {
         moved: Vec::new(),
         held: Vec::new(),
         error: None,
+        error_code: None,
     }
 }
 
@@ -371,50 +459,55 @@ fn copy_one(
     recipe: Option<&str>,
     holders: &BTreeSet<String>,
     force: bool,
-) -> Result<(Outcome, Digest, Option<Copied>), String> {
+) -> Result<(Outcome, Digest, Option<Copied>), (Failure, String)> {
+    let store = |e: StoreError| match e {
+        StoreError::TagTaken { .. } => (Failure::TagTaken, e.to_string()),
+        e => (Failure::Store, e.to_string()),
+    };
+    let changed = |e: String| (Failure::SourceChanged, e);
     let src = opened
         .get(from)
-        .ok_or_else(|| format!("{from}: not an OCI store"))?;
+        .ok_or_else(|| changed(format!("{from}: not an OCI store")))?;
     let dst = opened
         .get(to)
-        .ok_or_else(|| format!("{to}: not an OCI store"))?;
-    let top = src
-        .resolve(tag)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} does not hold {tag} (any more)", src.reference()))?;
+        .ok_or_else(|| (Failure::Store, format!("{to}: not an OCI store")))?;
+    let gone = |what: &dyn std::fmt::Display| {
+        changed(format!(
+            "{} does not hold {what} (any more)",
+            src.reference()
+        ))
+    };
+    let top = src.resolve(tag).map_err(store)?.ok_or_else(|| gone(&tag))?;
     if from == to {
         return Ok((Outcome::Pushed, top.digest, None));
     }
     if let Some(expected) = recipe {
         let (_, bytes) = src
             .get_manifest(&top.digest.to_string())
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "{} does not hold {} (any more)",
-                    src.reference(),
-                    top.digest
-                )
-            })?;
+            .map_err(store)?
+            .ok_or_else(|| gone(&top.digest))?;
         let m = crate::oci::Manifest::parse(&bytes).unwrap_or_default();
         let found = m.annotation(crate::oci::annotation::RECIPE);
         if found != Some(expected) {
-            return Err(format!(
+            return Err(changed(format!(
                 "{}:{tag} holds {}, whose recipe is {} rather than {expected}: an image imagepipe did not build from this recipe is under the immutable tag; it is not copied (remove that tag, or pass --force to rebuild and replace it)",
                 src.reference(),
                 top.digest,
                 found.unwrap_or("not recorded"),
-            ));
+            )));
         }
     }
-    match dst.resolve(tag).map_err(|e| e.to_string())? {
+    match dst.resolve(tag).map_err(store)? {
         Some(d) if d.digest == top.digest => return Ok((Outcome::Present, top.digest, None)),
         Some(d) if !force => {
-            return Err(format!(
-                "the immutable tag {tag} already holds {}, not {}; immutable tags are never overwritten (pass --force to replace it). If another run pushed it from this recipe, {}",
-                d.digest,
-                top.digest,
-                crate::store::copy::NOT_REPRODUCIBLE
+            return Err((
+                Failure::TagTaken,
+                format!(
+                    "the immutable tag {tag} already holds {}, not {}; immutable tags are never overwritten (pass --force to replace it). If another run pushed it from this recipe, {}",
+                    d.digest,
+                    top.digest,
+                    crate::store::copy::NOT_REPRODUCIBLE
+                ),
             ));
         }
         _ => {}
@@ -429,8 +522,8 @@ fn copy_one(
         tag,
         replace: force,
     };
-    let copied = copy_image(src.as_ref(), dst.as_ref(), &top, Some(claim), &mount_from)
-        .map_err(|e| e.to_string())?;
+    let copied =
+        copy_image(src.as_ref(), dst.as_ref(), &top, Some(claim), &mount_from).map_err(store)?;
     tracing::info!(
         "{}:{tag} ← {}: {} blob(s) uploaded ({}), {} mounted, {} present",
         dst.reference(),

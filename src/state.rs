@@ -6,10 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::{Image, Target};
+use std::time::Duration;
+
+use crate::catalog::{Catalog, Format, Image, Target};
 use crate::oci::{Digest, annotation};
-use crate::plan::{Current, Identity, Presence, State, StoreState};
+use crate::plan::{self, Current, Identity, Plan, Presence, State, StoreState};
+use crate::recipe::RunContext;
 use crate::registry::Client;
+use crate::registry::retry::Policy;
 use crate::store::{self, Store, StoreError};
 
 /// Stores read at once while gathering.
@@ -22,6 +26,76 @@ pub enum Reach {
     Online,
     /// Layouts only: registries are reported as unknown.
     Offline,
+}
+
+/// Reads the stores once and plans, over every target of the catalog (what
+/// the others hold decides what a narrowed run copies from): the value
+/// `plan` prints and `publish` executes. Targets outside `selected` (empty:
+/// all) are read once, without retries: one that cannot be read only
+/// limits where an image can be copied from.
+pub fn plan_catalog(
+    catalog: &Catalog,
+    identities: &[(&Image, Identity)],
+    ctx: &RunContext,
+    client: &Arc<Client>,
+    reach: Reach,
+    selected: &[String],
+) -> Plan {
+    let build_store = catalog.build_store();
+    let base = catalog.base_dir();
+    let targets: Vec<&Target> = catalog.targets.iter().collect();
+    let quick = Arc::new(client.with_retries(Policy {
+        total: Duration::from_secs(10),
+        ..client.policy().single_attempt()
+    }));
+    let client_of = |t: &Target| {
+        if selected.is_empty() || selected.contains(&t.name.value) {
+            client.clone()
+        } else {
+            quick.clone()
+        }
+    };
+    let st = gather(identities, &targets, &build_store, &base, &client_of, reach);
+    plan::plan(identities, &targets, &build_store, ctx, &st)
+}
+
+/// The plan of `imagepipe build`: every image but machine images, onto the
+/// build store alone (whatever targets the catalog routes it to), read
+/// from the local layout only.
+pub fn plan_build_store(
+    catalog: &Catalog,
+    identities: &[(&Image, Identity)],
+    ctx: &RunContext,
+    client: &Arc<Client>,
+) -> Plan {
+    let build_store = catalog.build_store();
+    let images: Vec<Image> = identities
+        .iter()
+        .filter(|(i, _)| i.format != Format::MachineImage)
+        .map(|(i, _)| Image {
+            targets: None,
+            ..(*i).clone()
+        })
+        .collect();
+    let identities: Vec<(&Image, Identity)> = images
+        .iter()
+        .zip(
+            identities
+                .iter()
+                .filter(|(i, _)| i.format != Format::MachineImage),
+        )
+        .map(|(image, (_, id))| (image, id.clone()))
+        .collect();
+    let targets = [&build_store];
+    let st = gather(
+        &identities,
+        &targets,
+        &build_store,
+        &catalog.base_dir(),
+        &|_| client.clone(),
+        Reach::Offline,
+    );
+    plan::plan(&identities, &targets, &build_store, ctx, &st)
 }
 
 /// Reads the state of every image on every target it goes to, and on the
@@ -50,6 +124,32 @@ pub fn gather(
     let states = crate::pool::map(&work, PARALLEL_READS, |(image, id, target, is_target)| {
         read_one(image, id, target, *is_target, base, &client(target), reach)
     });
+    let mut states: Vec<StoreState> = states;
+    // Where a target lacks an image that some store holds, the holders'
+    // recipes: the plan copies only an image of this recipe.
+    let lacking = |image: &Image| {
+        work.iter().zip(&states).any(|((i, _, t, is_target), s)| {
+            *is_target
+                && i.name == image.name
+                && !t.kind.is_cloud()
+                && !matches!(s.immutable, Presence::Present(_))
+        })
+    };
+    let sources: Vec<usize> = (0..work.len())
+        .filter(|&n| {
+            let (image, _, target, _) = work[n];
+            !target.kind.is_cloud()
+                && matches!(states[n].immutable, Presence::Present(Some(_)))
+                && lacking(image)
+        })
+        .collect();
+    let recipes = crate::pool::map(&sources, PARALLEL_READS, |&n| {
+        let (image, id, target, _) = work[n];
+        recipe_of(image, id, target, base, &client(target))
+    });
+    for (n, r) in sources.into_iter().zip(recipes) {
+        states[n].recipe = r;
+    }
     State {
         stores: work
             .iter()
@@ -59,6 +159,21 @@ pub fn gather(
             })
             .collect(),
     }
+}
+
+/// The recipe annotation of the image under an image's immutable tag on a
+/// store; `None` when it could not be read (the copy checks again).
+fn recipe_of(
+    image: &Image,
+    id: &Identity,
+    target: &Target,
+    base: &Path,
+    client: &Arc<Client>,
+) -> Option<Option<String>> {
+    let store = store::open(target, &image.name, base, client)?;
+    let (_, bytes) = store.get_manifest(id.tag.as_deref()?).ok()??;
+    let m = crate::oci::Manifest::parse(&bytes).ok()?;
+    Some(m.annotation(annotation::RECIPE).map(str::to_owned))
 }
 
 fn read_one(
@@ -74,19 +189,27 @@ fn read_one(
         immutable: Presence::Unknown(why.to_owned()),
         mutable: BTreeMap::new(),
         verified: None,
+        recipe: None,
+        image_id: None,
     };
     let Some(tag) = &id.tag else {
         return unknown("the tag comes from the built content");
     };
     if target.kind.is_cloud() {
+        if reach == Reach::Offline {
+            return unknown("offline: the region's existence check was not run");
+        }
+        let (immutable, image_id) = match crate::cloud::exists(target, tag, base) {
+            crate::cloud::Exists::Yes(id) => (Presence::Present(None), id),
+            crate::cloud::Exists::No => (Presence::Absent, None),
+            crate::cloud::Exists::Unknown(why) => (Presence::Unknown(why), None),
+        };
         return StoreState {
-            immutable: match crate::cloud::exists(target, tag, base) {
-                crate::cloud::Exists::Yes(_) => Presence::Present(None),
-                crate::cloud::Exists::No => Presence::Absent,
-                crate::cloud::Exists::Unknown(why) => Presence::Unknown(why),
-            },
+            immutable,
             mutable: BTreeMap::new(),
             verified: None,
+            recipe: None,
+            image_id,
         };
     }
     if reach == Reach::Offline && !matches!(target.kind, crate::catalog::TargetKind::Layout { .. })
@@ -136,6 +259,8 @@ fn read_one(
         immutable,
         mutable,
         verified,
+        recipe: None,
+        image_id: None,
     }
 }
 

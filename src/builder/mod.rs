@@ -35,8 +35,6 @@ pub struct Built {
     #[serde(skip)]
     pub top: Descriptor,
     pub digest: Digest,
-    /// `true` when the store already held the immutable tag and nothing was built.
-    pub cached: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -50,7 +48,8 @@ pub struct Options {
     pub threads: usize,
 }
 
-/// Builds `image` into `<store>/<image-name>` and tags it.
+/// Builds `image` into `<store>/<image-name>` and tags it: run for the
+/// plan's `build` items only (the plan decides whether the store holds it).
 pub fn build_image(
     catalog: &Catalog,
     image: &Image,
@@ -79,21 +78,6 @@ fn build_inner(
         let p = p.to_path_buf();
         move |e| BuildErrorKind::io(p, e)
     };
-    if let Some(tag) = &id.tag
-        && let Some(layout) = Layout::open_existing(&store.join(name))
-        && let Some(existing) = layout.resolve_tag(tag).map_err(io(layout.root()))?
-        && !opts.force
-    {
-        tracing::info!("{name}: {tag} is already in the store");
-        return Ok(Built {
-            image: name.into(),
-            tag: tag.clone(),
-            mutable_tags: id.mutable_tags.clone(),
-            digest: existing.digest.clone(),
-            top: existing,
-            cached: true,
-        });
-    }
     let dirs = Dirs::new(&catalog.base_dir());
     let env = build_env(image, id, ctx);
     let started_at = crate::provenance::now();
@@ -202,7 +186,6 @@ fn build_inner(
         mutable_tags,
         digest: top.digest.clone(),
         top,
-        cached: false,
     })
 }
 

@@ -1,81 +1,92 @@
 //! `imagepipe build`.
 
 use super::{BuildArgs, Format, output, settings};
-use crate::builder::{self, Built};
+use crate::builder;
 use crate::catalog;
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
+use crate::publish::{self, Outcome};
 
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<ExitStatus> {
     let s = settings::Settings::resolve(&args.common, &args.release, env, None, None)?;
     let (catalog, ctx) = (&s.catalog, &s.ctx);
     let threads = env.threads().map_err(Error::Usage)?;
     let identities = s.identities()?;
+    for (image, _) in identities
+        .iter()
+        .filter(|(i, _)| i.format == catalog::Format::MachineImage)
+    {
+        tracing::info!(
+            "{}: a machine image is built in each cloud region by `imagepipe publish`",
+            image.name.value
+        );
+    }
     let store_dir = catalog.build_store_dir();
-    let mut built: Vec<Built> = Vec::new();
+    let build_store = catalog.build_store();
+    let mut plan = crate::state::plan_build_store(catalog, &identities, ctx, &s.client);
+    if args.force {
+        plan = crate::plan::forced(plan);
+    }
+    let builder = |image: &catalog::Image,
+                   id: &crate::plan::Identity,
+                   _: &[std::sync::Arc<dyn crate::store::StreamTarget>]| {
+        let opts = builder::Options {
+            force: args.force,
+            threads,
+            ..builder::Options::default()
+        };
+        builder::build_image(catalog, image, id, ctx, &store_dir, opts).map(|b| b.tag)
+    };
+    let stores = publish::Stores {
+        targets: &[&build_store],
+        build_store: &build_store,
+        base: &catalog.base_dir(),
+        client: &s.client,
+    };
+    let items = publish::execute(
+        &plan,
+        &[build_store.name.as_str()],
+        &identities,
+        ctx.release.as_ref(),
+        &stores,
+        &builder,
+        &|_, _, _| Vec::new(),
+        publish::Options {
+            force: args.force,
+            tags_only: false,
+        },
+    );
+    let mut built = Vec::new();
     let mut failures = Vec::new();
-    for (image, id) in &identities {
-        if image.format == catalog::Format::MachineImage {
-            tracing::info!(
-                "{}: a machine image is built in each cloud region by `imagepipe publish`",
-                image.name.value
-            );
+    for i in &items {
+        let Some(digest) = i.digest.as_ref().filter(|_| i.outcome != Outcome::Failed) else {
+            let error = i.error.as_deref().unwrap_or("failed");
+            tracing::error!("{}: {error}", i.image);
+            failures.push(serde_json::json!({ "image": i.image, "error": error }));
             continue;
+        };
+        if i.outcome == Outcome::Present {
+            tracing::info!("{}: {} is already in the store", i.image, i.tag);
         }
-        match builder::build_image(
-            catalog,
-            image,
-            id,
-            ctx,
-            &store_dir,
-            builder::Options {
-                force: args.force,
-                threads,
-                ..builder::Options::default()
-            },
-        ) {
-            Ok(b) => {
-                // The local store's mutable tags follow its newest build, forward only.
-                let layout = crate::store::layout::Layout::at(&store_dir.join(&b.image));
-                let release = ctx.release.as_ref().filter(|_| image.kubernetes);
-                let bytes = layout
-                    .read_blob(&b.top.digest)
-                    .map_err(|e| crate::error::Error::Failed(format!("{}: {e}", b.image)))?;
-                // Images that require verification move them only in `publish`,
-                // once `verify` passed.
-                let tags = if id.requires_verification {
-                    if !b.mutable_tags.is_empty() {
-                        tracing::info!(
-                            "{}: {} not moved: the image requires verification (`imagepipe verify`, then `imagepipe publish`)",
-                            b.image,
-                            b.mutable_tags.join(", ")
-                        );
-                    }
-                    &[][..]
-                } else {
-                    &b.mutable_tags[..]
-                };
-                for t in tags {
-                    let ok = id.prerelease_tags.contains(t);
-                    match crate::publish::move_tag(&layout, &b.top, &bytes, t, release, ok) {
-                        Ok(crate::publish::Moved::Held(why)) => {
-                            tracing::info!("{}: {t} not moved: {why}", b.image);
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!("{}: moving {t}: {e}", b.image),
-                    }
-                }
-                if args.format == Format::Table {
-                    output::line(&format!("{} {} {}", b.image, b.tag, b.digest));
-                }
-                built.push(b);
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                failures
-                    .push(serde_json::json!({ "image": image.name.value, "error": e.to_string() }));
-            }
+        for h in &i.held {
+            tracing::info!("{}: not moved: {h}", i.image);
         }
+        if args.format == Format::Table {
+            output::line(&format!("{} {} {digest}", i.image, i.tag));
+        }
+        let mutable_tags = plan
+            .items
+            .iter()
+            .find(|p| p.image == i.image)
+            .map(|p| p.mutable_tags.clone())
+            .unwrap_or_default();
+        built.push(serde_json::json!({
+            "image": i.image,
+            "tag": i.tag,
+            "mutable_tags": mutable_tags,
+            "digest": digest,
+            "cached": i.outcome == Outcome::Present,
+        }));
     }
     if args.format == Format::Json {
         output::json(
@@ -85,7 +96,7 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<ExitStatus> {
     if failures.is_empty() {
         Ok(ExitStatus::Success)
     } else {
-        tracing::error!("{} of {} image(s) failed", failures.len(), identities.len());
+        tracing::error!("{} of {} image(s) failed", failures.len(), items.len());
         Ok(ExitStatus::Failed)
     }
 }

@@ -106,14 +106,20 @@ pub fn plan_table(p: &Plan) {
     table(&PLAN_HEADER, &rows);
     let count = |a: Action| p.items.iter().filter(|i| i.action == a).count();
     let waiting = count(Action::Verify);
+    let conflicts = count(Action::Conflict);
     eprintln!(
-        "{} item(s): {} build, {} copy, {} skip{}",
+        "{} item(s): {} build, {} copy, {} skip{}{}",
         p.items.len(),
         count(Action::Build),
         count(Action::Copy),
         count(Action::Skip),
         if waiting > 0 {
             format!(", {waiting} waiting for verification")
+        } else {
+            String::new()
+        },
+        if conflicts > 0 {
+            format!(", {conflicts} in conflict (publish fails them; see the reasons)")
         } else {
             String::new()
         }

@@ -3,44 +3,12 @@
 use std::time::Duration;
 
 use super::{PlanArgs, PlanFormat, output, settings};
-use crate::catalog::{self, Catalog, Image, Target};
+use crate::catalog::{self, Catalog};
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
-use crate::plan::{self, Identity, Plan};
-use crate::recipe::RunContext;
+use crate::plan::{Action, Plan};
 use crate::registry::retry::Policy;
 use crate::state::{self, Reach};
-
-/// Reads the stores once and plans, over every target of the catalog (what
-/// the others hold decides what a narrowed run copies from): the value
-/// `plan` prints and `publish` executes. Targets outside `selected` (empty:
-/// all) are read once, without retries: one that cannot be read only
-/// limits where an image can be copied from.
-pub fn make(
-    catalog: &Catalog,
-    identities: &[(&Image, Identity)],
-    ctx: &RunContext,
-    client: &std::sync::Arc<crate::registry::Client>,
-    reach: Reach,
-    selected: &[String],
-) -> Plan {
-    let build_store = catalog.build_store();
-    let base = catalog.base_dir();
-    let targets: Vec<&Target> = catalog.targets.iter().collect();
-    let quick = std::sync::Arc::new(client.with_retries(Policy {
-        total: Duration::from_secs(10),
-        ..client.policy().single_attempt()
-    }));
-    let client_of = |t: &Target| {
-        if selected.is_empty() || selected.contains(&t.name.value) {
-            client.clone()
-        } else {
-            quick.clone()
-        }
-    };
-    let st = state::gather(identities, &targets, &build_store, &base, &client_of, reach);
-    plan::plan(identities, &targets, &build_store, ctx, &st)
-}
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {
     let c = &args.common;
@@ -63,7 +31,7 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {
     } else {
         Reach::Online
     };
-    let mut p = make(catalog, &identities, ctx, client, reach, &s.target_names);
+    let mut p = state::plan_catalog(catalog, &identities, ctx, client, reach, &s.target_names);
     p.items
         .retain(|i| targets.iter().any(|t| t.name.value == i.target));
     crate::ci::write_github_output(env, &p)
@@ -79,6 +47,9 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {
         )
         .collect();
     print(&p, args.format, catalog, &c.config, env, &narrowed)?;
+    for i in p.items.iter().filter(|i| i.action == Action::Conflict) {
+        tracing::warn!("{} → {}: {}", i.image, i.target, i.reason);
+    }
     Ok(ExitStatus::Success)
 }
 

@@ -18,7 +18,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
     let base = catalog.base_dir();
     let store_dir = catalog.build_store_dir();
     let build_store = catalog.build_store();
-    let mut plan = super::plan::make(
+    let mut plan = crate::state::plan_catalog(
         catalog,
         &identities,
         ctx,
@@ -43,21 +43,6 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
             .retain(|i| selected.contains(&i.target.as_str()));
         super::plan::print(&shown, args.format.into(), catalog, &c.config, env, "")?;
         return Ok(ExitStatus::Success);
-    }
-    let mut items: Vec<Item> = Vec::new();
-    for (image, id) in &identities {
-        if image.format == catalog::Format::MachineImage && !args.tags_only {
-            let regions: Vec<&catalog::Target> = targets
-                .iter()
-                .copied()
-                .filter(|t| image.goes_to(t))
-                .collect();
-            items.extend(
-                crate::cloud::publish(catalog, image, id, ctx, &regions, args.jobs)
-                    .into_iter()
-                    .map(cloud_item),
-            );
-        }
     }
     // Mutable tags move on the selected targets once each of them holds
     // the immutable tag (`--immutable-only` planned them held).
@@ -90,15 +75,21 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
         base: &base,
         client,
     };
-    items.extend(publish::execute(
+    let regions = |image: &catalog::Image,
+                   id: &crate::plan::Identity,
+                   planned: &[(&catalog::Target, &crate::plan::PlanItem)]| {
+        crate::cloud::publish(catalog, image, id, ctx, planned, args.jobs)
+    };
+    let items = publish::execute(
         &plan,
         &selected,
         &identities,
         ctx.release.as_ref(),
         &stores,
         &builder,
+        &regions,
         opts,
-    ));
+    );
     report(&items, args.format)?;
     if let Some(file) = &args.metadata_file {
         write_metadata(file, &items)?;
@@ -135,31 +126,6 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
     Ok(ExitStatus::failed_if(
         items.iter().any(|i| i.outcome == Outcome::Failed),
     ))
-}
-
-/// A region's machine image as a publish item: the reference is Packer's artifact id.
-fn cloud_item(r: crate::cloud::Record) -> Item {
-    let outcome = if r.error.is_some() {
-        Outcome::Failed
-    } else {
-        Outcome::Pushed
-    };
-    Item {
-        image: r.image,
-        target: r.target,
-        reference: r
-            .artifact_id
-            .unwrap_or_else(|| format!("{}:{}", r.provider, r.region)),
-        tag: r.name,
-        digest: None,
-        action: crate::plan::Action::Build,
-        outcome,
-        from: None,
-        copied: None,
-        moved: Vec::new(),
-        held: Vec::new(),
-        error: r.error,
-    }
 }
 
 /// The directory `--metadata-file` is written in; checked before any work.

@@ -91,7 +91,7 @@ pub fn claim_tag(
     match dst.resolve(tag)? {
         Some(d) if d.digest == top.digest => return Ok(()),
         Some(d) if !claim.replace => {
-            return Err(StoreError::invalid(
+            return Err(StoreError::tag_taken(
                 dst,
                 format!(
                     "the immutable tag {tag} was pushed by another run while this one uploaded: it names {}, this run built {}; it is left as it is ({not_reproducible})",
@@ -104,7 +104,7 @@ pub fn claim_tag(
     dst.put_manifest(tag, top, bytes)?;
     match dst.resolve(tag)? {
         Some(d) if d.digest == top.digest => Ok(()),
-        found => Err(StoreError::invalid(
+        found => Err(StoreError::tag_taken(
             dst,
             format!(
                 "the immutable tag {tag} names {} right after this run wrote {} to it: another run wrote it at the same moment, and its write is the one that stays (left as it is; {not_reproducible})",

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// Content that is not what it claims to be (bad JSON, wrong digest, …).
     #[error("{store}: {message}")]
     Invalid { store: String, message: String },
+    /// An immutable tag that names other bytes than the ones being written.
+    #[error("{store}: {message}")]
+    TagTaken { store: String, message: String },
 }
 
 impl StoreError {
@@ -43,6 +46,13 @@ impl StoreError {
             store: store.reference(),
             what: what.into(),
             source,
+        }
+    }
+
+    pub fn tag_taken<S: Store + ?Sized>(store: &S, message: impl Into<String>) -> Self {
+        Self::TagTaken {
+            store: store.reference(),
+            message: message.into(),
         }
     }
 

@@ -281,3 +281,78 @@ fn bad_packer_setups_fail_clearly() {
         out.stderr
     );
 }
+
+/// `publish --dry-run` plans the regions as `publish` would run them: the
+/// existence checks answer, Packer does not run, nothing is recorded; and
+/// `publish` then builds exactly the regions planned `build`, without
+/// asking the checks again.
+#[test]
+fn a_dry_run_plans_the_regions_and_builds_nothing() {
+    let ws = setup(None, true, true);
+    let dry = |extra: &[&str]| {
+        let mut c = ws.cmd();
+        c.args([
+            "publish",
+            "--dry-run",
+            "--release",
+            "v1.33.6",
+            "--format",
+            "json",
+        ])
+        .args(extra)
+        .env("SOURCE_DATE_EPOCH", "1");
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str::<Value>(&out.stdout).unwrap()
+    };
+    let name = dry(&[])["items"][0]["tag"].as_str().unwrap().to_owned();
+    ws.write(&format!("built/eu-west-2/{name}"), "ami-0eu\n");
+    let plan = dry(&[]);
+    assert_eq!(item(&plan, "eu-west-2")["action"], "skip", "{plan}");
+    assert_eq!(
+        item(&plan, "eu-west-2")["machine_image"],
+        "ami-0eu",
+        "{plan}"
+    );
+    assert_eq!(item(&plan, "us-east-2")["action"], "build", "{plan}");
+    assert_eq!(
+        item(&plan, "us-east-2")["reason_code"],
+        "region-build",
+        "{plan}"
+    );
+    // Narrowed to one region, the dry run shows that region only.
+    let one = dry(&["--target", "us-east-2"]);
+    assert_eq!(one["items"].as_array().unwrap().len(), 1, "{one}");
+    for r in REGIONS {
+        assert!(
+            !ws.path().join(format!("vars-{r}.txt")).exists(),
+            "{r}: Packer ran"
+        );
+    }
+    assert!(
+        !ws.path().join(".imagepipe/machine-images.json").exists(),
+        "a dry run records nothing"
+    );
+    // The check of a region is asked once per run: the plan's answer is the
+    // one publish acts on.
+    let counted = ws.write(
+        "exists.sh",
+        "#!/bin/sh\necho \"$2\" >> asked.txt\ntest -e \"built/$2/$1\" && cat \"built/$2/$1\"\n",
+    );
+    std::fs::set_permissions(&counted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = ws.cmd();
+    c.args(["publish", "--release", "v1.33.6", "--format", "json"])
+        .env("SOURCE_DATE_EPOCH", "1");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(item(&v, "eu-west-2")["outcome"], "present", "{v}");
+    assert_eq!(item(&v, "eu-west-2")["reference"], "ami-0eu", "{v}");
+    assert_eq!(item(&v, "us-east-2")["outcome"], "pushed", "{v}");
+    assert!(!ws.path().join("vars-eu-west-2.txt").exists());
+    assert!(ws.path().join("vars-us-east-2.txt").exists());
+    let asked = std::fs::read_to_string(ws.path().join("asked.txt")).unwrap();
+    for r in REGIONS {
+        assert_eq!(asked.lines().filter(|l| *l == r).count(), 1, "{r}: {asked}");
+    }
+}

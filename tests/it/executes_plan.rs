@@ -334,9 +334,32 @@ fn a_narrowed_job_copies_from_any_target_and_targets_must_agree() {
         ],
         other.path(),
     );
+    // The plan says so, before anything runs: a conflict, with its code.
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json"]);
+    let planned = run(c);
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    assert!(planned.stderr.contains("disagree"), "{}", planned.stderr);
+    let plan: Value = serde_json::from_str(&planned.stdout).unwrap();
+    for i in plan["items"].as_array().unwrap() {
+        assert_eq!(i["action"], "conflict", "{i}");
+        assert_eq!(i["reason_code"], "targets-disagree", "{i}");
+        assert!(
+            i["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["action"] == "hold"),
+            "{i}"
+        );
+    }
     let out = publish(&ws, &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("disagree"), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    for i in v["items"].as_array().unwrap() {
+        assert_eq!(i["error_code"], "targets-disagree", "{i}");
+    }
     assert!(
         remote(&reg.addr, "a/disk", "latest").is_none(),
         "no tag moved"

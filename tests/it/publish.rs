@@ -213,8 +213,29 @@ fn immutable_tags_are_never_overwritten_on_a_registry() {
         other.path(),
     );
     let squatter = remote_digest(&reg.addr, "us/k8s/disk", &tag);
+    // The plan reads the recipe of the only holder: nothing to copy from.
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json"])
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let plan: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    for i in plan["items"].as_array().unwrap() {
+        if i["target"] == "us" {
+            assert_eq!(i["action"], "skip", "{i}");
+        } else {
+            assert_eq!(i["action"], "conflict", "{i}");
+            assert_eq!(i["reason_code"], "foreign-recipe", "{i}");
+        }
+    }
     let out = publish(&ws, &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    for i in v["items"].as_array().unwrap() {
+        if i["target"] == "us" {
+            assert_eq!(i["outcome"], "present", "{i}");
+        } else {
+            assert_eq!(i["error_code"], "foreign-recipe", "{i}");
+        }
+    }
     assert!(
         out.stderr.contains("did not build from this recipe") && out.stderr.contains("not copied"),
         "{}",
