@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::oci::{Digest, Manifest, annotation};
+use crate::oci::{Digest, Manifest, Reference, annotation};
 use crate::retention::{Item, Plan, TagInfo};
 use crate::store::Store;
 
@@ -85,7 +85,7 @@ pub fn list(store: &dyn Store) -> Result<Vec<TagInfo>, String> {
         .collect();
     let gone = crate::pool::map(&orphans, CONCURRENCY, |i| {
         let subject = out[*i].subject.clone().expect("filtered on subject");
-        store.resolve(&subject.to_string()).map(|m| m.is_none())
+        store.resolve(&(&subject).into()).map(|m| m.is_none())
     });
     for (i, g) in orphans.iter().zip(gone) {
         out[*i].subject_gone = g.map_err(|e| e.to_string())?;
@@ -96,7 +96,7 @@ pub fn list(store: &dyn Store) -> Result<Vec<TagInfo>, String> {
 
 fn describe(store: &dyn Store, tag: &str) -> Result<TagInfo, String> {
     let (desc, bytes) = store
-        .get_manifest(tag)
+        .get_manifest(&Reference::tag(tag))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{}:{tag} vanished while listing", store.reference()))?;
     let m = Manifest::parse(&bytes)
@@ -253,7 +253,7 @@ fn applied(i: &Item, result: Outcome, detail: impl Into<String>) -> Applied {
 /// One deletion, and whether it waits for the store's `finish_deletes`.
 fn delete_one(store: &dyn Store, i: &Item) -> (Applied, bool) {
     let done = |result, detail: String| (applied(i, result, detail), false);
-    match store.resolve(&i.tag) {
+    match store.resolve(&Reference::tag(&i.tag)) {
         Ok(Some(d)) if d.digest == i.digest => {}
         Ok(Some(d)) => {
             return done(
@@ -265,7 +265,7 @@ fn delete_one(store: &dyn Store, i: &Item) -> (Applied, bool) {
         Err(e) => return done(Outcome::Failed, e.to_string()),
     }
     if let Some(subject) = &i.subject {
-        match store.resolve(&subject.to_string()) {
+        match store.resolve(&subject.into()) {
             Ok(None) => {}
             Ok(Some(_)) => {
                 return done(
@@ -290,7 +290,7 @@ fn delete_one(store: &dyn Store, i: &Item) -> (Applied, bool) {
 /// again since), is removed; still naming one of `removed` means the
 /// store said yes and did nothing, and the deletion failed.
 fn confirmed(store: &dyn Store, mut a: Applied, removed: &[&Digest]) -> Applied {
-    match store.resolve(&a.tag) {
+    match store.resolve(&Reference::tag(&a.tag)) {
         Ok(None) => {}
         Ok(Some(d)) if removed.contains(&&d.digest) => {
             a.result = Outcome::Failed;

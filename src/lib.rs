@@ -28,6 +28,7 @@ pub mod registry;
 pub mod release;
 pub mod release_notes;
 pub mod retention;
+pub mod settings;
 pub mod source;
 pub mod state;
 pub mod store;

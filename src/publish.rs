@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::catalog::{Image, Target};
-use crate::oci::{Descriptor, Digest};
+use crate::oci::{Descriptor, Digest, Reference};
 use crate::plan::{Action, Identity, Plan, PlanItem, ReasonCode, TagAction, mutable_decision};
 use crate::registry::Client;
 use crate::release::Release;
@@ -373,7 +373,7 @@ fn publish_image(
     let top = holders
         .iter()
         .filter_map(|h| opened.get(h))
-        .find_map(|s| s.get_manifest(&tag).ok().flatten());
+        .find_map(|s| s.get_manifest(&Reference::tag(&tag)).ok().flatten());
     let Some((top, bytes)) = top else {
         fail_all(
             &mut results,
@@ -477,13 +477,16 @@ fn copy_one(
             src.reference()
         ))
     };
-    let top = src.resolve(tag).map_err(store)?.ok_or_else(|| gone(&tag))?;
+    let top = src
+        .resolve(&Reference::tag(tag))
+        .map_err(store)?
+        .ok_or_else(|| gone(&tag))?;
     if from == to {
         return Ok((Outcome::Pushed, top.digest, None));
     }
     if let Some(expected) = recipe {
         let (_, bytes) = src
-            .get_manifest(&top.digest.to_string())
+            .get_manifest(&(&top.digest).into())
             .map_err(store)?
             .ok_or_else(|| gone(&top.digest))?;
         let m = crate::oci::Manifest::parse(&bytes).unwrap_or_default();
@@ -497,7 +500,7 @@ fn copy_one(
             )));
         }
     }
-    match dst.resolve(tag).map_err(store)? {
+    match dst.resolve(&Reference::tag(tag)).map_err(store)? {
         Some(d) if d.digest == top.digest => return Ok((Outcome::Present, top.digest, None)),
         Some(d) if !force => {
             return Err((
@@ -563,7 +566,7 @@ pub fn move_tag(
         TagAction::Hold => Ok(Moved::Held(why)),
         TagAction::Blocked => Err(StoreError::invalid(store, format!("{tag}: {why}"))),
         TagAction::Move => {
-            store.put_manifest(tag, top, bytes)?;
+            store.put_manifest(&Reference::tag(tag), top, bytes)?;
             Ok(Moved::Moved)
         }
     }

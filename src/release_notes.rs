@@ -149,7 +149,7 @@ fn entry(
         e.problem = Some("not an OCI store".into());
         return e;
     };
-    match store.resolve(tag) {
+    match store.resolve(&crate::oci::Reference::tag(tag)) {
         Ok(Some(d)) => {
             e.reference = Some(format!("{}:{tag}@{}", store.reference(), d.digest));
             // One read of the referrers gives both attestations.

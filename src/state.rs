@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{Catalog, Format, Image, Target};
-use crate::oci::{Digest, annotation};
+use crate::oci::{Digest, Reference, annotation};
 use crate::plan::{self, Current, Identity, Plan, Presence, State, StoreState};
 use crate::recipe::RunContext;
 use crate::registry::Client;
@@ -171,7 +171,9 @@ fn recipe_of(
     client: &Arc<Client>,
 ) -> Option<Option<String>> {
     let store = store::open(target, &image.name, base, client)?;
-    let (_, bytes) = store.get_manifest(id.tag.as_deref()?).ok()??;
+    let (_, bytes) = store
+        .get_manifest(&Reference::tag(id.tag.as_deref()?))
+        .ok()??;
     let m = crate::oci::Manifest::parse(&bytes).ok()?;
     Some(m.annotation(annotation::RECIPE).map(str::to_owned))
 }
@@ -219,7 +221,7 @@ fn read_one(
     let Some(store) = store::open(target, &image.name, base, client) else {
         return unknown("not an OCI store");
     };
-    let immutable = match store.resolve(tag) {
+    let immutable = match store.resolve(&Reference::tag(tag)) {
         Ok(Some(d)) => Presence::Present(Some(d.digest)),
         Ok(None) => Presence::Absent,
         Err(e) => {
@@ -268,7 +270,7 @@ fn read_one(
 /// of the image there) only for release images, and only when the tag is
 /// not already at `ours`.
 pub fn current(store: &dyn Store, tag: &str, ours: Option<&Digest>, release: bool) -> Current {
-    match store.resolve(tag) {
+    match store.resolve(&Reference::tag(tag)) {
         Ok(None) => Current::Absent,
         Ok(Some(d)) if Some(&d.digest) == ours || !release => Current::At {
             digest: d.digest,
@@ -288,7 +290,7 @@ pub fn current(store: &dyn Store, tag: &str, ours: Option<&Digest>, release: boo
 /// The Kubernetes release an image on a store was built for (its
 /// `io.imagepipe.kubernetes` annotation).
 fn release_of(store: &dyn Store, digest: &Digest) -> Result<Option<String>, StoreError> {
-    let Some((_, bytes)) = store.get_manifest(&digest.to_string())? else {
+    let Some((_, bytes)) = store.get_manifest(&digest.into())? else {
         return Ok(None);
     };
     let m = crate::oci::Manifest::parse(&bytes)

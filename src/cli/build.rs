@@ -1,11 +1,12 @@
 //! `imagepipe build`.
 
-use super::{BuildArgs, Format, output, settings};
+use super::{BuildArgs, Format, output};
 use crate::builder;
 use crate::catalog;
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
 use crate::publish::{self, Outcome};
+use crate::settings;
 
 pub fn run(args: &BuildArgs, env: &Environment) -> Result<ExitStatus> {
     let s = settings::Settings::resolve(&args.common, &args.release, env, None, None)?;

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{CleanupArgs, Format, output, settings};
+use super::{CleanupArgs, Format, output};
 use crate::cleanup::{self, Applied};
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
 use crate::gitrefs;
 use crate::retention::{self, Decision, References, Repo, Rules};
+use crate::settings;
 
 pub fn run(args: &CleanupArgs, env: &Environment) -> Result<ExitStatus> {
     let c = &args.common;

@@ -5,7 +5,6 @@ mod cleanup;
 mod output;
 mod plan;
 mod publish;
-mod settings;
 mod update;
 mod validate;
 mod verify;
@@ -16,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::ExitStatus;
+pub use crate::settings::{Common, RegistryArgs, ReleaseArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,56 +71,6 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-}
-
-/// Options every catalog command takes.
-#[derive(Debug, Args)]
-pub struct Common {
-    /// The catalog file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        default_value = "images.yml",
-        global = true
-    )]
-    pub config: PathBuf,
-    /// Only these images (repeatable).
-    #[arg(long = "only", value_name = "NAME")]
-    pub only: Vec<String>,
-    /// Only these targets (repeatable).
-    #[arg(long = "target", value_name = "NAME")]
-    pub target: Vec<String>,
-}
-
-/// Which Kubernetes release a run is for.
-#[derive(Debug, Args, Default, Clone)]
-pub struct ReleaseArgs {
-    /// Kubernetes release tag (`v1.33.6`, `v1.34.0-rc.1`, `v1.33.6/runc-1.2.6`, `v1.33.6-runc-v1.2.9`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
-    #[arg(long = "release", value_name = "TAG")]
-    pub tag: Option<String>,
-    /// Not a release, whatever tag the CI environment names.
-    #[arg(long, conflicts_with = "tag")]
-    pub no_release: bool,
-    /// A release tag whose comment contradicts a variable (`runc-1.2.7` with runc 1.2.6) is an error (exit 2), not a warning.
-    #[arg(long)]
-    pub strict: bool,
-}
-
-/// How to reach registries, as skopeo, crane and regctl users type it.
-#[derive(Debug, Args, Default)]
-pub struct RegistryArgs {
-    /// A containers-auth.json / Docker config.json to read credentials from first.
-    #[arg(long, value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
-    /// Credentials for every registry of the run, `USER:PASSWORD` (prefer `--creds-stdin`).
-    #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "creds_stdin")]
-    pub creds: Option<String>,
-    /// Read `USER:PASSWORD` from the first line of standard input.
-    #[arg(long)]
-    pub creds_stdin: bool,
-    /// A directory of `<host[:port]>/*.crt` CA certificates (repeatable; replaces the defaults).
-    #[arg(long, value_name = "DIR")]
-    pub cert_dir: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

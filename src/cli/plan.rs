@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use super::{PlanArgs, PlanFormat, output, settings};
+use super::{PlanArgs, PlanFormat, output};
 use crate::catalog::{self, Catalog};
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
 use crate::plan::{Action, Plan};
 use crate::registry::retry::Policy;
+use crate::settings;
 use crate::state::{self, Reach};
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {

@@ -1,11 +1,12 @@
 //! `imagepipe publish` and `imagepipe release-notes`.
 
-use super::{Format, PublishArgs, ReleaseNotesArgs, output, settings};
+use super::{Format, PublishArgs, ReleaseNotesArgs, output};
 use crate::builder;
 use crate::catalog;
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
 use crate::publish::{self, Item, Outcome};
+use crate::settings;
 use crate::state::Reach;
 
 pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {

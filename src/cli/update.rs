@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Format, PinArgs, UpdateArgs, output, settings};
+use super::{Format, PinArgs, UpdateArgs, output};
 use crate::catalog::{self, Checksum, TargetKind};
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
 use crate::lock::{self, Entry, Lock};
+use crate::settings;
 use crate::source::resolve::{DefaultResolver, SourceResolver};
 
 /// What `update` found for one source.
@@ -293,7 +294,7 @@ pub fn pin(args: &PinArgs, env: &Environment) -> Result<ExitStatus> {
             let store = crate::store::open(target, &image.name, &base, client)
                 .ok_or_else(|| Error::Failed(format!("{}: not an OCI store", target.name.value)))?;
             let found = store
-                .resolve(tag)
+                .resolve(&crate::oci::Reference::tag(tag))
                 .map_err(|e| Error::Failed(format!("{reference}: {e}")))?
                 .ok_or_else(|| {
                     Error::Failed(format!(

@@ -1,10 +1,11 @@
 //! `imagepipe verify`.
 
-use super::{AccelArg, Format, VerifyArgs, output, settings};
+use super::{AccelArg, Format, VerifyArgs, output};
 use crate::catalog::{Format as ImageFormat, TargetKind};
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
 use crate::recipe::TagValues;
+use crate::settings;
 use crate::store::Store;
 use crate::template::Template;
 use crate::verify::{self, AccelChoice, Job, Outcome};
@@ -72,7 +73,7 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<ExitStatus> {
         let Some(store) = crate::store::open(&source, &image.name, &base, &s.client) else {
             continue;
         };
-        let top = match store.resolve(&tag) {
+        let top = match store.resolve(&crate::oci::Reference::tag(&tag)) {
             Ok(Some(top)) => top,
             Ok(None) => {
                 problems.push(format!(

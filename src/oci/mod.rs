@@ -107,6 +107,49 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// What names a manifest in a repository: a tag, or a digest. Made once,
+/// where a name comes in (a rendered tag, a digest read from a manifest),
+/// and passed typed to every store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reference {
+    Tag(String),
+    Digest(Digest),
+}
+
+impl Reference {
+    /// A tag (a digest-shaped string cannot be one: tags have no `:`).
+    pub fn tag(tag: &str) -> Self {
+        Self::Tag(tag.to_owned())
+    }
+
+    /// A tag or a digest, as written.
+    pub fn parse(s: &str) -> Self {
+        s.parse().map_or_else(|_| Self::tag(s), Self::Digest)
+    }
+
+    pub fn as_tag(&self) -> Option<&str> {
+        match self {
+            Self::Tag(t) => Some(t),
+            Self::Digest(_) => None,
+        }
+    }
+}
+
+impl From<&Digest> for Reference {
+    fn from(d: &Digest) -> Self {
+        Self::Digest(d.clone())
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tag(t) => f.write_str(t),
+            Self::Digest(d) => fmt::Display::fmt(d, f),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,

@@ -8,7 +8,7 @@ use std::io;
 use serde::Serialize;
 
 use super::{Store, StoreError};
-use crate::oci::{Descriptor, media};
+use crate::oci::{Descriptor, Reference, media};
 
 /// Blob transfers in flight at once.
 pub const PARALLEL_BLOBS: usize = 4;
@@ -58,7 +58,7 @@ pub fn copy_image(
     // The manifest before its attestation, the tag last: a referrers tag is
     // never seen without its image, nor a tag without its attestation.
     if tag.is_some() {
-        dst.put_manifest(&top.digest.to_string(), top, &bytes)?;
+        dst.put_manifest(&(&top.digest).into(), top, &bytes)?;
     }
     for r in src.referrers(&top.digest)? {
         let rbytes = manifest_bytes(src, &r)?;
@@ -67,7 +67,7 @@ pub fn copy_image(
     }
     match claim {
         Some(c) => claim_tag(dst, c, top, &bytes)?,
-        None => dst.put_manifest(&top.digest.to_string(), top, &bytes)?,
+        None => dst.put_manifest(&(&top.digest).into(), top, &bytes)?,
     }
     Ok(copied)
 }
@@ -87,8 +87,9 @@ pub fn claim_tag(
     bytes: &[u8],
 ) -> Result<(), StoreError> {
     let tag = claim.tag;
+    let reference = Reference::tag(tag);
     let not_reproducible = NOT_REPRODUCIBLE;
-    match dst.resolve(tag)? {
+    match dst.resolve(&reference)? {
         Some(d) if d.digest == top.digest => return Ok(()),
         Some(d) if !claim.replace => {
             return Err(StoreError::tag_taken(
@@ -101,8 +102,8 @@ pub fn claim_tag(
         }
         _ => {}
     }
-    dst.put_manifest(tag, top, bytes)?;
-    match dst.resolve(tag)? {
+    dst.put_manifest(&reference, top, bytes)?;
+    match dst.resolve(&reference)? {
         Some(d) if d.digest == top.digest => Ok(()),
         found => Err(StoreError::tag_taken(
             dst,
@@ -116,7 +117,7 @@ pub fn claim_tag(
 }
 
 fn manifest_bytes(src: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>, StoreError> {
-    match src.get_manifest(&desc.digest.to_string())? {
+    match src.get_manifest(&(&desc.digest).into())? {
         Some((_, bytes)) => Ok(bytes),
         None => Err(StoreError::invalid(
             src,
@@ -176,7 +177,7 @@ fn copy_tree(
     for m in &manifests {
         let mbytes = manifest_bytes(src, m)?;
         copied.add(&copy_tree(src, dst, m, &mbytes, mount_from)?);
-        dst.put_manifest(&m.digest.to_string(), m, &mbytes)?;
+        dst.put_manifest(&(&m.digest).into(), m, &mbytes)?;
     }
     let results = crate::pool::map(&blobs, PARALLEL_BLOBS, |b| {
         ensure_blob(src, dst, b, mount_from)

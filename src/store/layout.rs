@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StoreError, StreamTarget};
 use crate::oci::hash::HashWriter;
-use crate::oci::{Descriptor, Digest, annotation, canonical_json, media};
+use crate::oci::{Descriptor, Digest, Reference, annotation, canonical_json, media};
 use crate::registry::StreamedUpload;
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -575,33 +575,40 @@ impl super::Store for Layout {
         format!("oci:{}", super::shown(&self.root))
     }
 
-    fn resolve(&self, reference: &str) -> Result<Option<Descriptor>, StoreError> {
-        if reference.parse::<Digest>().is_ok() {
-            return Ok(self.get_manifest(reference)?.map(|(d, _)| d));
+    fn resolve(&self, reference: &Reference) -> Result<Option<Descriptor>, StoreError> {
+        match reference {
+            Reference::Digest(_) => Ok(self.get_manifest(reference)?.map(|(d, _)| d)),
+            Reference::Tag(tag) => self
+                .resolve_tag(tag)
+                .map_err(|e| StoreError::io(self, format!("reading {tag}"), e)),
         }
-        self.resolve_tag(reference)
-            .map_err(|e| StoreError::io(self, format!("reading {reference}"), e))
     }
 
-    fn get_manifest(&self, reference: &str) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError> {
-        let desc = match reference.parse::<Digest>() {
-            Ok(digest) => {
-                if !self.has_blob(&digest) {
+    fn get_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError> {
+        let desc = match reference {
+            Reference::Digest(digest) => {
+                if !self.has_blob(digest) {
                     return Ok(None);
                 }
                 let bytes = self
-                    .read_blob(&digest)
+                    .read_blob(digest)
                     .map_err(|e| StoreError::io(self, format!("reading {digest}"), e))?;
-                let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+                let media_type = crate::oci::Manifest::parse(&bytes)
                     .ok()
-                    .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+                    .and_then(|m| m.media_type)
                     .unwrap_or_else(|| media::MANIFEST.to_owned());
                 let size = bytes.len() as u64;
-                return Ok(Some((Descriptor::new(&media_type, digest, size), bytes)));
+                return Ok(Some((
+                    Descriptor::new(&media_type, digest.clone(), size),
+                    bytes,
+                )));
             }
-            Err(_) => match self
-                .resolve_tag(reference)
-                .map_err(|e| StoreError::io(self, format!("reading {reference}"), e))?
+            Reference::Tag(tag) => match self
+                .resolve_tag(tag)
+                .map_err(|e| StoreError::io(self, format!("reading {tag}"), e))?
             {
                 Some(d) => d,
                 None => return Ok(None),
@@ -615,7 +622,7 @@ impl super::Store for Layout {
 
     fn put_manifest(
         &self,
-        reference: &str,
+        reference: &Reference,
         desc: &Descriptor,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
@@ -630,9 +637,9 @@ impl super::Store for Layout {
                 format!("manifest bytes are {digest}, not {}", desc.digest),
             ));
         }
-        if reference.parse::<Digest>().is_err() {
-            self.set_tag(reference, desc.clone())
-                .map_err(|e| StoreError::io(self, format!("tagging {reference}"), e))?;
+        if let Reference::Tag(tag) = reference {
+            self.set_tag(tag, desc.clone())
+                .map_err(|e| StoreError::io(self, format!("tagging {tag}"), e))?;
         }
         Ok(())
     }
@@ -717,7 +724,7 @@ impl super::Store for Layout {
         desc: &Descriptor,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        self.put_manifest(&desc.digest.to_string(), desc, bytes)?;
+        self.put_manifest(&(&desc.digest).into(), desc, bytes)?;
         self.add_referrer(subject, desc.clone())
             .map_err(|e| StoreError::io(self, format!("listing referrer {}", desc.digest), e))
     }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::{Target, TargetKind};
-use crate::oci::{Descriptor, Digest};
+use crate::oci::{Descriptor, Digest, Reference};
 use crate::registry::{Client, RegistryError, Repository};
 
 pub use crate::registry::Opener;
@@ -66,7 +66,7 @@ impl StoreError {
 
 /// One image repository: a layout directory or `host/namespace/name`.
 ///
-/// `reference` arguments are a tag or a digest (`sha256:…`); every manifest
+/// A [`Reference`] names a manifest by tag or digest; every manifest
 /// read is checked against its digest, and every blob written is verified
 /// by the receiving side before it becomes visible.
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -79,15 +79,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// The manifest a tag points at (or a digest names), if it exists.
-    fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, StoreError>;
+    fn resolve(&self, reference: &Reference) -> Result<Option<Descriptor>, StoreError>;
 
     /// A manifest and its bytes, by tag or digest.
-    fn get_manifest(&self, reference: &str) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError>;
+    fn get_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError>;
 
     /// Stores a manifest (its blobs and children must be there) under a tag or its digest.
     fn put_manifest(
         &self,
-        reference: &str,
+        reference: &Reference,
         desc: &Descriptor,
         bytes: &[u8],
     ) -> Result<(), StoreError>;
@@ -148,7 +151,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         desc: &Descriptor,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        self.put_manifest(&desc.digest.to_string(), desc, bytes)?;
+        self.put_manifest(&(&desc.digest).into(), desc, bytes)?;
         referrers::add_to_tag(self, subject, desc)
     }
 }

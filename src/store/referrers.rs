@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use super::{Store, StoreError};
-use crate::oci::{Descriptor, Digest, canonical_json, media};
+use crate::oci::{Descriptor, Digest, Reference, canonical_json, media};
 
 /// The tag that lists the referrers of `subject` where no API does.
 pub fn tag_for(subject: &Digest) -> String {
@@ -24,7 +24,7 @@ pub fn from_tag<S: Store + ?Sized>(
     store: &S,
     subject: &Digest,
 ) -> Result<Vec<Descriptor>, StoreError> {
-    let Some((_, bytes)) = store.get_manifest(&tag_for(subject))? else {
+    let Some((_, bytes)) = store.get_manifest(&Reference::tag(&tag_for(subject)))? else {
         return Ok(Vec::new());
     };
     parse_index(store, &bytes)
@@ -60,5 +60,5 @@ pub fn add_to_tag<S: Store + ?Sized>(
     let index = json!({ "schemaVersion": 2, "mediaType": media::INDEX, "manifests": list });
     let bytes = canonical_json(&index);
     let index_desc = Descriptor::new(media::INDEX, Digest::of(&bytes), bytes.len() as u64);
-    store.put_manifest(&tag_for(subject), &index_desc, &bytes)
+    store.put_manifest(&Reference::tag(&tag_for(subject)), &index_desc, &bytes)
 }

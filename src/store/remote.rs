@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use serde_json::json;
 
 use super::{BlobReader, Finished, Opener, Store, StoreError, Untagged, bytes_opener, referrers};
-use crate::oci::{Descriptor, Digest, canonical_json, media};
+use crate::oci::{Descriptor, Digest, Reference, canonical_json, media};
 use crate::registry::{Client, Repository};
 
 #[derive(Debug, Clone)]
@@ -109,29 +109,38 @@ impl Store for Remote {
         Some(&self.repo)
     }
 
-    fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, StoreError> {
+    fn resolve(&self, reference: &Reference) -> Result<Option<Descriptor>, StoreError> {
         Ok(self
             .client
-            .head_manifest(&self.repo, tag)?
+            .head_manifest(&self.repo, &reference.to_string())?
             .map(|(digest, media_type, size)| Descriptor::new(&media_type, digest, size)))
     }
 
-    fn get_manifest(&self, reference: &str) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError> {
-        Ok(self.client.get_manifest(&self.repo, reference)?.map(|m| {
-            let size = m.bytes.len() as u64;
-            (Descriptor::new(&m.media_type, m.digest, size), m.bytes)
-        }))
+    fn get_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError> {
+        Ok(self
+            .client
+            .get_manifest(&self.repo, &reference.to_string())?
+            .map(|m| {
+                let size = m.bytes.len() as u64;
+                (Descriptor::new(&m.media_type, m.digest, size), m.bytes)
+            }))
     }
 
     fn put_manifest(
         &self,
-        reference: &str,
+        reference: &Reference,
         desc: &Descriptor,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        let digest = self
-            .client
-            .put_manifest(&self.repo, reference, &desc.media_type, bytes)?;
+        let digest = self.client.put_manifest(
+            &self.repo,
+            &reference.to_string(),
+            &desc.media_type,
+            bytes,
+        )?;
         if digest != desc.digest {
             return Err(StoreError::invalid(
                 self,

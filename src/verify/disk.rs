@@ -5,37 +5,38 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::oci::{Descriptor, media};
+use crate::oci::{Descriptor, Manifest, media};
 use crate::store::Store;
 
 /// The one platform `verify` boots.
 const ARCH: &str = "amd64";
 
-fn read_json(store: &dyn Store, desc: &Descriptor) -> Result<serde_json::Value, String> {
+fn read(store: &dyn Store, desc: &Descriptor) -> Result<Manifest, String> {
     let Some((_, bytes)) = store
-        .get_manifest(&desc.digest.to_string())
+        .get_manifest(&(&desc.digest).into())
         .map_err(|e| e.to_string())?
     else {
         return Err(format!("manifest {} is missing", desc.digest));
     };
-    serde_json::from_slice(&bytes).map_err(|e| format!("manifest {}: {e}", desc.digest))
+    Manifest::parse(&bytes).map_err(|e| format!("manifest {}: {e}", desc.digest))
 }
 
 /// The linux/amd64 image manifest of `top` (itself, or an index entry).
-pub fn amd64_manifest(store: &dyn Store, top: &Descriptor) -> Result<serde_json::Value, String> {
-    let v = read_json(store, top)?;
-    if top.media_type != media::INDEX && v["mediaType"] != media::INDEX {
-        return Ok(v);
+pub fn amd64_manifest(store: &dyn Store, top: &Descriptor) -> Result<Manifest, String> {
+    let m = read(store, top)?;
+    if top.media_type != media::INDEX && !m.is_index() {
+        return Ok(m);
     }
-    let entry = v["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == ARCH)
+    let entry = m
+        .manifests
+        .iter()
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == ARCH)
+        })
         .ok_or("no linux/amd64 manifest: verify boots x86_64 guests only")?;
-    let desc: Descriptor =
-        serde_json::from_value(entry.clone()).map_err(|e| format!("index entry: {e}"))?;
-    read_json(store, &desc)
+    read(store, entry)
 }
 
 fn decompress<'a>(media_type: &str, r: Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>> {
@@ -49,20 +50,12 @@ fn decompress<'a>(media_type: &str, r: Box<dyn Read + 'a>) -> io::Result<Box<dyn
 }
 
 /// Writes the disk of `manifest` into `dir`; returns its path.
-pub fn extract(
-    store: &dyn Store,
-    manifest: &serde_json::Value,
-    dir: &Path,
-) -> Result<PathBuf, String> {
-    let layer: Descriptor = manifest["layers"]
-        .as_array()
-        .and_then(|l| l.first())
-        .and_then(|l| serde_json::from_value(l.clone()).ok())
-        .ok_or("the manifest has no layer")?;
+pub fn extract(store: &dyn Store, manifest: &Manifest, dir: &Path) -> Result<PathBuf, String> {
+    let layer = manifest.layers.first().ok_or("the manifest has no layer")?;
     // Hashed while it is read, and read to its end below: a store serving
     // other bytes under the layer's digest fails, and nothing boots.
     let blob = crate::oci::hash::CheckedReader::blob(
-        store.open_blob(&layer, 0).map_err(|e| e.to_string())?,
+        store.open_blob(layer, 0).map_err(|e| e.to_string())?,
         &layer.digest,
         layer.size,
     );

@@ -1,6 +1,10 @@
-//! Settings resolution: flags, then the catalog, then the environment, one rule.
+//! Settings resolution: flags, then the catalog, then the environment, one
+//! rule; the flags every catalog command shares are declared here.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
 
 use crate::catalog::{self, Catalog, Image, Target};
 use crate::env::Environment;
@@ -11,6 +15,56 @@ use crate::recipe;
 use crate::recipe::RunContext;
 use crate::release::Release;
 use crate::source::resolve::DefaultResolver;
+
+/// Options every catalog command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The catalog file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "images.yml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// Only these images (repeatable).
+    #[arg(long = "only", value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Only these targets (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Vec<String>,
+}
+
+/// Which Kubernetes release a run is for.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ReleaseArgs {
+    /// Kubernetes release tag (`v1.33.6`, `v1.34.0-rc.1`, `v1.33.6/runc-1.2.6`, `v1.33.6-runc-v1.2.9`); default: CI_COMMIT_TAG or GITHUB_REF_NAME in tag pipelines.
+    #[arg(long = "release", value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Not a release, whatever tag the CI environment names.
+    #[arg(long, conflicts_with = "tag")]
+    pub no_release: bool,
+    /// A release tag whose comment contradicts a variable (`runc-1.2.7` with runc 1.2.6) is an error (exit 2), not a warning.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// How to reach registries, as skopeo, crane and regctl users type it.
+#[derive(Debug, Args, Default)]
+pub struct RegistryArgs {
+    /// A containers-auth.json / Docker config.json to read credentials from first.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Credentials for every registry of the run, `USER:PASSWORD` (prefer `--creds-stdin`).
+    #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "creds_stdin")]
+    pub creds: Option<String>,
+    /// Read `USER:PASSWORD` from the first line of standard input.
+    #[arg(long)]
+    pub creds_stdin: bool,
+    /// A directory of `<host[:port]>/*.crt` CA certificates (repeatable; replaces the defaults).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Vec<PathBuf>,
+}
 
 /// What a catalog command runs with, resolved once by one rule — flags,
 /// then the catalog, then the environment — before anything else happens.
@@ -28,10 +82,10 @@ impl Settings {
     /// Checks the release first (a bad tag is exit 2 before anything is
     /// read), then loads the catalog, the run's facts and the registry client.
     pub fn resolve(
-        common: &super::Common,
-        release_args: &super::ReleaseArgs,
+        common: &Common,
+        release_args: &ReleaseArgs,
         env: &Environment,
-        registry: Option<&super::RegistryArgs>,
+        registry: Option<&RegistryArgs>,
         policy: Option<crate::registry::retry::Policy>,
     ) -> Result<Self> {
         let (catalog, ctx) = load(&common.config, release_args, env)?;
@@ -57,9 +111,9 @@ impl Settings {
     /// For commands that span every release (cleanup): no release is read,
     /// not even from the CI's tag variables.
     pub fn resolve_without_release(
-        common: &super::Common,
+        common: &Common,
         env: &Environment,
-        registry: &super::RegistryArgs,
+        registry: &RegistryArgs,
     ) -> Result<Self> {
         let catalog = catalog::load(&common.config)?;
         let ctx = run_context(&catalog, None, env)?;
@@ -92,7 +146,7 @@ impl Settings {
 /// pre-release wrongly (`v1.33.6-rc1`), which is an error.
 pub fn release(
     catalog: &Catalog,
-    args: &super::ReleaseArgs,
+    args: &ReleaseArgs,
     env: &Environment,
 ) -> Result<Option<Release>> {
     let prefix = catalog.release.tag_prefix.as_deref().unwrap_or("");
@@ -146,7 +200,7 @@ fn as_given(mut r: Release, tag: &str) -> Release {
 /// release (flag or CI tag) is checked, then the run's facts resolved.
 pub fn load(
     config: &std::path::Path,
-    release_args: &super::ReleaseArgs,
+    release_args: &ReleaseArgs,
     env: &Environment,
 ) -> Result<(Catalog, RunContext)> {
     let catalog = catalog::load(config)?;
@@ -368,7 +422,7 @@ pub fn identities<'c>(
 /// The registry client: credentials and CA certificates from the environment.
 pub fn registry_client(
     env: &Environment,
-    flags: Option<&super::RegistryArgs>,
+    flags: Option<&RegistryArgs>,
     policy: Option<crate::registry::retry::Policy>,
 ) -> Result<std::sync::Arc<crate::registry::Client>> {
     let mut keychain = crate::registry::auth::Keychain::from_env(env);
