@@ -3,8 +3,15 @@
 //! [`Store`]: a registry repository and a layout are cleaned alike.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
+
+use crate::env::Environment;
+use crate::error::Error;
+use crate::gitrefs;
+use crate::retention::{References, Repo, Rules};
+use crate::settings::Settings;
 
 use crate::oci::{Digest, Manifest, Reference, annotation};
 use crate::retention::{Item, Plan, TagInfo};
@@ -311,4 +318,267 @@ fn confirmed(store: &dyn Store, mut a: Applied, removed: &[&Digest]) -> Applied 
         }
     }
     a
+}
+
+/// What `cleanup` works from: the retention plan over every managed
+/// repository, the stores it was listed from (by their reference), and
+/// the deletion cap.
+pub struct Prepared {
+    pub plan: Plan,
+    pub stores: BTreeMap<String, Box<dyn Store>>,
+    pub max_delete: u64,
+}
+
+/// Reads git (fail closed: an unreadable branch deletes nothing) and every
+/// managed repository of the run's targets, and plans what retention keeps.
+pub fn prepare(
+    s: &Settings,
+    config: &Path,
+    env: &Environment,
+    now: i64,
+) -> Result<Prepared, Error> {
+    let (catalog, client) = (&s.catalog, &s.client);
+    let Some(ret) = &catalog.retention else {
+        return Err(Error::Usage(format!(
+            "{}: no `retention:` section, so nothing can be cleaned up — see docs/cleanup.md",
+            config.display()
+        )));
+    };
+    let targets = s.targets();
+    let names: Vec<String> = s.only.clone();
+    for n in &names {
+        if catalog.image(n).is_none() {
+            return Err(Error::Usage(format!(
+                "--only {n}: the catalog has no such image"
+            )));
+        }
+    }
+    let base = catalog.base_dir();
+
+    // Git references (fail closed: an unreadable branch deletes nothing),
+    // and the immutable tags each kept branch's catalog builds.
+    let mut branch_built = BTreeMap::new();
+    let (refs, git_error, unsupported) = match &ret.git {
+        None => (References::default(), None, Vec::new()),
+        Some(g) => {
+            let repo_dir = base.join(&g.repo);
+            let in_repo = std::path::absolute(config)
+                .ok()
+                .and_then(|p| p.canonicalize().ok())
+                .zip(repo_dir.canonicalize().ok())
+                .and_then(|(cfg, repo)| {
+                    cfg.strip_prefix(repo)
+                        .ok()
+                        .map(|r| r.to_string_lossy().into_owned())
+                });
+            let branches: Vec<String> = g.branches.iter().map(|b| b.value.clone()).collect();
+            let paths: Vec<String> = g.paths.iter().map(|p| p.value.clone()).collect();
+            let default_branch = match (&g.default_branch, env.get(crate::env::CI_DEFAULT_BRANCH)) {
+                (Some(b), _) => Some((b.as_str(), "retention.git.default_branch")),
+                (None, Some(b)) => Some((b, crate::env::CI_DEFAULT_BRANCH)),
+                (None, None) => None,
+            };
+            let rules = gitrefs::Rules {
+                branches: &branches,
+                supported: g.supported_releases,
+                paths: &paths,
+                default_branch,
+                release_pattern: &g.release_pattern,
+                head_fallback: env.get(crate::env::GITHUB_ACTIONS) != Some("true"),
+                catalog: in_repo.as_deref(),
+            };
+            match gitrefs::scan(&repo_dir, &rules) {
+                Ok(scan) => {
+                    tracing::info!(
+                        "git: default branch {} ({})",
+                        scan.default_branch,
+                        scan.default_from
+                    );
+                    for b in &scan.branches {
+                        tracing::info!(
+                            "git: {} ({}): {} file(s) scanned",
+                            b.branch,
+                            b.reference,
+                            b.files.len()
+                        );
+                    }
+                    branch_built = branch_tags(&scan, config, env);
+                    (References::from_scan(&scan), None, scan.unsupported)
+                }
+                Err(e) => (References::default(), Some(e.to_string()), Vec::new()),
+            }
+        }
+    };
+
+    // The immutable tag each image builds now is never expired (a revert
+    // brings an old recipe back, and `latest` with it).
+    let current = |name: &str| -> Vec<String> {
+        let mut tags = branch_built.get(name).cloned().unwrap_or_default();
+        match crate::settings::identities(catalog, &[name.to_owned()], &s.ctx) {
+            Ok(ids) => tags.extend(ids.into_iter().filter_map(|(_, id)| id.tag)),
+            Err(e) => {
+                tracing::warn!(
+                    "{name}: cannot tell which tag the catalog builds now ({e}); its tags are judged by the other rules"
+                );
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        tags
+    };
+
+    // What each store holds, per managed repository: registries and layouts alike.
+    let mut repos = Vec::new();
+    let mut stores: BTreeMap<String, Box<dyn Store>> = BTreeMap::new();
+    for image in catalog
+        .images
+        .iter()
+        .filter(|i| names.is_empty() || names.contains(&i.name.value))
+    {
+        let now_built = current(&image.name.value);
+        for t in targets.iter().filter(|t| image.goes_to(t)) {
+            let Some(store) = crate::store::open(t, &image.name, &base, client) else {
+                continue;
+            };
+            let reference = store.reference();
+            tracing::info!("listing {reference}");
+            let vars: Vec<&str> = catalog.variables.iter().map(|v| v.name.as_str()).collect();
+            let templates = image
+                .tag_templates(&catalog.defaults)
+                .iter()
+                .filter_map(|t| crate::template::Template::parse(t, &vars).ok())
+                .map(|t| t.matcher(&image.facts()))
+                .collect();
+            repos.push(Repo {
+                target: t.name.value.clone(),
+                repository: reference.clone(),
+                // What references name: `namespace/name` on a registry; a
+                // layout's images by their name.
+                path: store
+                    .registry_repository()
+                    .map_or_else(|| image.name.value.clone(), |r| r.path.clone()),
+                image: image.name.value.clone(),
+                templates,
+                current: now_built.clone(),
+                tags: list(store.as_ref()),
+            });
+            stores.insert(reference, store);
+        }
+    }
+    let mut protect = globset::GlobSetBuilder::new();
+    for p in &ret.protect {
+        protect.add(globset::Glob::new(p).map_err(|e| Error::Usage(e.to_string()))?);
+    }
+    let rules = Rules {
+        keep_last: ret.keep_last,
+        max_age_secs: ret.max_age.as_ref().map(|d| d.value.as_secs()),
+        protect: protect.build().map_err(|e| Error::Usage(e.to_string()))?,
+    };
+    let plan = crate::retention::plan(
+        &repos,
+        &refs,
+        &rules,
+        now,
+        git_error.as_deref(),
+        &unsupported,
+    );
+    Ok(Prepared {
+        plan,
+        stores,
+        max_delete: ret.max_delete,
+    })
+}
+
+/// What applying a cleanup did.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub applied: Vec<Applied>,
+    pub collected: Vec<Collected>,
+    /// A deletion failed, or nothing was applied because the plan has
+    /// errors or deletes more than the cap.
+    pub failed: bool,
+}
+
+/// Applies a prepared plan: nothing when it has errors (fail closed) or
+/// deletes more tags than `max_delete` (the flag, else the catalog's);
+/// else every deletion, each reported to `audit` as it is done.
+pub fn execute(
+    p: &Prepared,
+    max_delete: Option<u64>,
+    audit: &(dyn Fn(&Applied) + Sync),
+) -> Executed {
+    let limit = max_delete.unwrap_or(p.max_delete);
+    let count = deletion_count(&p.plan);
+    if count as u64 > limit {
+        tracing::error!(
+            "the plan deletes {count} tags, more than max_delete {limit}: nothing deleted (raise it with --max-delete {count} after checking the plan)"
+        );
+        return Executed {
+            failed: true,
+            ..Executed::default()
+        };
+    }
+    if !p.plan.errors.is_empty() {
+        tracing::error!("not applying: the plan has errors (fail closed)");
+        return Executed {
+            failed: true,
+            ..Executed::default()
+        };
+    }
+    let (applied, collected) = apply(&p.stores, &p.plan, audit);
+    for c in &collected {
+        match &c.collected {
+            Some(g) => tracing::info!(
+                "{}: {} unreferenced blob(s) removed ({} bytes), {} attestation(s) of removed images",
+                c.repository,
+                g.blobs,
+                g.bytes,
+                g.referrers
+            ),
+            None => tracing::info!(
+                "{}: another run is writing to this layout: its unreferenced blobs are removed by the next cleanup",
+                c.repository
+            ),
+        }
+    }
+    Executed {
+        failed: applied.iter().any(|a| a.result == Outcome::Failed),
+        applied,
+        collected,
+    }
+}
+
+/// The immutable tags the kept branches' catalogs build, by image. A
+/// catalog several branches (or a branch and its remote-tracking ref) share
+/// is evaluated once.
+fn branch_tags(
+    scan: &gitrefs::Scan,
+    config: &std::path::Path,
+    env: &Environment,
+) -> BTreeMap<String, Vec<String>> {
+    let mut built: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for b in &scan.branches {
+        let Some(text) = b.catalog.as_ref().filter(|t| seen.insert(t.as_slice())) else {
+            continue;
+        };
+        match crate::settings::branch_tags(config, &String::from_utf8_lossy(text), env) {
+            Ok((tags, left_out)) => {
+                for (image, tag) in tags {
+                    built.entry(image).or_default().push(tag);
+                }
+                for (image, why) in left_out {
+                    tracing::info!(
+                        "git: {}: which tag {image} builds there is not known here ({why}); the other rules judge its tags",
+                        b.branch
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                "git: {}: its catalog: {e}; the tags it builds are judged by the other rules",
+                b.branch
+            ),
+        }
+    }
+    built
 }

@@ -18,6 +18,7 @@ pub mod interrupt;
 pub mod io_reason;
 pub mod lock;
 pub mod oci;
+pub mod pin;
 pub mod plan;
 pub mod pool;
 pub mod progress;

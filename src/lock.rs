@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Checksum, FileDigest, Source};
+use crate::error::Error;
 use crate::source::error::SourceError;
 use crate::source::resolve::{DefaultResolver, Resolved, SourceResolver};
 
@@ -176,6 +177,171 @@ pub fn url_sources(catalog: &Catalog) -> Result<Vec<(String, Checksum)>, String>
         }
     }
     Ok(out)
+}
+
+/// What `update` found for one source.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub url: String,
+    /// `unchanged`, `new`, `changed`, `gone`.
+    pub status: &'static str,
+    pub digest: String,
+    pub previous: Option<String>,
+    pub moving_pointer: bool,
+    pub note: Option<String>,
+}
+
+/// Whether upstream answered that the file is not there (rather than not
+/// answering at all).
+fn is_gone(why: &str) -> bool {
+    why.contains("HTTP 404") || why.contains("HTTP 410") || why.contains("lists no checksum")
+}
+
+/// The size upstream announces for `url`, or why it is not there.
+fn probe(url: &str) -> std::result::Result<Option<u64>, String> {
+    let resp = crate::http::get(url)?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    Ok(resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok()))
+}
+
+/// What `update` resolved: the new lock, a row per source, the sources the
+/// catalog no longer names, and whether anything moved.
+#[derive(Debug)]
+pub struct Refreshed {
+    pub lock: Lock,
+    pub rows: Vec<Row>,
+    pub removed: Vec<String>,
+    pub moved: bool,
+}
+
+/// Resolves every `url` source of the catalog again (its `checksums_url`,
+/// and a probe of the file itself) against the lock `old`. Upstream that
+/// cannot be reached fails the whole refresh: nothing is known then.
+pub fn refresh(catalog: &Catalog, old: &Lock) -> Result<Refreshed, Error> {
+    let now = crate::oci::rfc3339(crate::provenance::now());
+    let mut new = Lock {
+        version: LOCK_VERSION,
+        sources: BTreeMap::new(),
+    };
+    let mut rows = Vec::new();
+    for (url, checksum) in url_sources(catalog).map_err(Error::Usage)? {
+        let previous = old.sources.get(&url);
+        let moving_pointer = is_moving_pointer(&url);
+        let (sums, resolved) = match &checksum {
+            Checksum::Pinned(d) => (None, Ok(d.clone())),
+            Checksum::SumsUrl(s) => (Some(s.clone()), DefaultResolver.checksum_from_sums(s, &url)),
+        };
+        let found = resolved
+            .map_err(|e| e.to_string())
+            .and_then(|d| probe(&url).map(|size| (d, size)));
+        let (entry, status, note) = match (found, previous) {
+            (Ok((digest, size)), prev) => {
+                let same = prev.is_some_and(|p| {
+                    p.digest == digest.hex
+                        && p.algorithm == digest.algorithm.name()
+                        && p.checksums_url == sums
+                });
+                let entry = Entry {
+                    checksums_url: sums,
+                    algorithm: digest.algorithm.name().to_owned(),
+                    digest: digest.hex.clone(),
+                    size,
+                    resolved_at: prev
+                        .filter(|_| same)
+                        .map_or_else(|| now.clone(), |p| p.resolved_at.clone()),
+                    moving_pointer,
+                    gone: None,
+                };
+                let status = match prev {
+                    None => "new",
+                    Some(_) if !same => "changed",
+                    Some(p) if p.gone.is_some() || p.size != entry.size => "changed",
+                    Some(_) => "unchanged",
+                };
+                (entry, status, None)
+            }
+            // Upstream cannot be reached: nothing is known, nothing written.
+            (Err(why), _) if !is_gone(&why) => {
+                return Err(Error::Failed(format!(
+                    "{url}: {why}; nothing was written (is upstream reachable from here? run again)"
+                )));
+            }
+            // Upstream lost it: the last good entry stays, marked (once:
+            // a file that stays gone does not change the lock again).
+            (Err(why), Some(prev)) => {
+                let mut entry = prev.clone();
+                let status = if prev.gone.is_some() {
+                    "unchanged"
+                } else {
+                    entry.gone = Some(format!("{why} (checked {now})"));
+                    "gone"
+                };
+                (entry, status, Some(why))
+            }
+            // A pinned source already gone: the catalog has its checksum.
+            (Err(why), None) if matches!(checksum, Checksum::Pinned(_)) => {
+                let Checksum::Pinned(d) = &checksum else {
+                    unreachable!("matched")
+                };
+                let entry = Entry {
+                    checksums_url: None,
+                    algorithm: d.algorithm.name().to_owned(),
+                    digest: d.hex.clone(),
+                    size: None,
+                    resolved_at: now.clone(),
+                    moving_pointer,
+                    gone: Some(format!("{why} (checked {now})")),
+                };
+                (entry, "gone", Some(why))
+            }
+            (Err(why), None) => {
+                return Err(Error::Failed(format!(
+                    "{url}: {why}; nothing was written (the catalog names a source upstream does not serve)"
+                )));
+            }
+        };
+        if moving_pointer && status != "unchanged" {
+            tracing::warn!(
+                "{url} is a moving pointer (upstream replaces its bytes): prefer the dated URL of one build"
+            );
+        }
+        if status == "gone" {
+            tracing::warn!(
+                "{url}: upstream no longer serves it ({}); the lock keeps the last good checksum, and the download cache keeps the file if it has it",
+                note.as_deref().unwrap_or("")
+            );
+        }
+        rows.push(Row {
+            url: url.clone(),
+            status,
+            digest: format!("{}:{}", entry.algorithm, entry.digest),
+            previous: previous
+                .filter(|p| p.digest != entry.digest)
+                .map(|p| format!("{}:{}", p.algorithm, p.digest)),
+            moving_pointer,
+            note,
+        });
+        new.sources.insert(url, entry);
+    }
+    let removed: Vec<String> = old
+        .sources
+        .keys()
+        .filter(|u| !new.sources.contains_key(*u))
+        .cloned()
+        .collect();
+    let moved = rows.iter().any(|r| r.status != "unchanged") || !removed.is_empty();
+    Ok(Refreshed {
+        lock: new,
+        rows,
+        removed,
+        moved,
+    })
 }
 
 #[cfg(test)]

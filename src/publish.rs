@@ -10,10 +10,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::catalog::{Image, Target};
+use crate::error::Error;
 use crate::oci::{Descriptor, Digest, Reference};
 use crate::plan::{Action, Identity, Plan, PlanItem, ReasonCode, TagAction, mutable_decision};
 use crate::registry::Client;
 use crate::release::Release;
+use crate::settings::Settings;
 use crate::store::copy::{Copied, copy_image};
 use crate::store::{self, Store, StoreError};
 
@@ -159,6 +161,66 @@ fn region_item(r: crate::cloud::Record, action: Action) -> Item {
         error_code: r.error.is_some().then_some(Failure::Build),
         error: r.error,
     }
+}
+
+/// How a run publishes: the executor's options and the builders' resources.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Run {
+    /// `--force`: rebuild, and replace an immutable tag that holds other bytes.
+    pub force: bool,
+    /// `--tags-only`: only move mutable tags.
+    pub tags_only: bool,
+    /// Compression threads (`IMAGEPIPE_THREADS`; 0: every core).
+    pub threads: usize,
+    /// Cloud regions built at once.
+    pub jobs: usize,
+}
+
+/// Executes `plan` for the `selected` targets, among the stores `targets`
+/// (the copy and mount sources known to the run): images are built into
+/// the catalog's build store, machine images by Packer in their regions.
+pub fn run(
+    s: &Settings,
+    images: &[(&Image, Identity)],
+    plan: &Plan,
+    selected: &[&str],
+    targets: &[&Target],
+    run: Run,
+) -> Vec<Item> {
+    let (catalog, ctx) = (&s.catalog, &s.ctx);
+    let store_dir = catalog.build_store_dir();
+    let build_store = catalog.build_store();
+    let builder =
+        |image: &Image, id: &Identity, streams: &[Arc<dyn crate::store::StreamTarget>]| {
+            let opts = crate::builder::Options {
+                force: run.force,
+                streams: streams.to_vec(),
+                threads: run.threads,
+            };
+            crate::builder::build_image(catalog, image, id, ctx, &store_dir, opts).map(|b| b.tag)
+        };
+    let regions = |image: &Image, id: &Identity, planned: &[(&Target, &PlanItem)]| {
+        crate::cloud::publish(catalog, image, id, ctx, planned, run.jobs)
+    };
+    let stores = Stores {
+        targets,
+        build_store: &build_store,
+        base: &catalog.base_dir(),
+        client: &s.client,
+    };
+    execute(
+        plan,
+        selected,
+        images,
+        ctx.release.as_ref(),
+        &stores,
+        &builder,
+        &regions,
+        Options {
+            force: run.force,
+            tags_only: run.tags_only,
+        },
+    )
 }
 
 /// Executes the plan's items for the `selected` targets, image by image:
@@ -537,6 +599,34 @@ fn copy_one(
         copied.present
     );
     Ok((Outcome::Pushed, top.digest, Some(copied)))
+}
+
+/// The directory `--metadata-file` is written in; checked before any work.
+pub fn metadata_dir(file: &Path) -> Result<std::path::PathBuf, Error> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "--metadata-file {}: directory {} does not exist — create it or choose another path",
+            file.display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Writes the publish results as `--format json` prints them, atomically:
+/// a reader sees the previous file or the whole new one, never a part.
+pub fn write_metadata(file: &Path, items: &[Item]) -> Result<(), Error> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Failed(format!("--metadata-file {}: {e}", file.display()))
+    };
+    let text =
+        serde_json::to_vec_pretty(&serde_json::json!({ "items": items })).map_err(|e| fail(&e))?;
+    metadata_dir(file)?;
+    crate::files::write_atomic(file, &text).map_err(|e| fail(&e))
 }
 
 /// The result of moving one mutable tag.

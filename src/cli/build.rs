@@ -1,7 +1,6 @@
 //! `imagepipe build`.
 
 use super::{BuildArgs, Format, output};
-use crate::builder;
 use crate::catalog;
 use crate::env::Environment;
 use crate::error::{Error, ExitStatus, Result};
@@ -22,39 +21,21 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<ExitStatus> {
             image.name.value
         );
     }
-    let store_dir = catalog.build_store_dir();
     let build_store = catalog.build_store();
     let mut plan = crate::state::plan_build_store(catalog, &identities, ctx, &s.client);
     if args.force {
         plan = crate::plan::forced(plan);
     }
-    let builder = |image: &catalog::Image,
-                   id: &crate::plan::Identity,
-                   _: &[std::sync::Arc<dyn crate::store::StreamTarget>]| {
-        let opts = builder::Options {
-            force: args.force,
-            threads,
-            ..builder::Options::default()
-        };
-        builder::build_image(catalog, image, id, ctx, &store_dir, opts).map(|b| b.tag)
-    };
-    let stores = publish::Stores {
-        targets: &[&build_store],
-        build_store: &build_store,
-        base: &catalog.base_dir(),
-        client: &s.client,
-    };
-    let items = publish::execute(
+    let items = publish::run(
+        &s,
+        &identities,
         &plan,
         &[build_store.name.as_str()],
-        &identities,
-        ctx.release.as_ref(),
-        &stores,
-        &builder,
-        &|_, _, _| Vec::new(),
-        publish::Options {
+        &[&build_store],
+        publish::Run {
             force: args.force,
-            tags_only: false,
+            threads,
+            ..publish::Run::default()
         },
     );
     let mut built = Vec::new();
@@ -91,7 +72,7 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<ExitStatus> {
     }
     if args.format == Format::Json {
         output::json(
-            &serde_json::json!({ "store": store_dir, "items": built, "failures": failures }),
+            &serde_json::json!({ "store": catalog.build_store_dir(), "items": built, "failures": failures }),
         )?;
     }
     if failures.is_empty() {

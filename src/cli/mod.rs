@@ -5,6 +5,7 @@ mod cleanup;
 mod output;
 mod plan;
 mod publish;
+mod release_notes;
 mod update;
 mod validate;
 mod verify;
@@ -291,7 +292,7 @@ pub fn run() -> ExitCode {
         Command::Plan(args) => plan::run(&args, &env),
         Command::Build(args) => build::run(&args, &env),
         Command::Publish(args) => publish::run(&args, &env),
-        Command::ReleaseNotes(args) => publish::release_notes(&args, &env),
+        Command::ReleaseNotes(args) => release_notes::run(&args, &env),
         Command::Cleanup(args) => cleanup::run(&args, &env),
         Command::Verify(args) => verify::run(&args, &env),
         Command::Update(args) => update::run(&args, &env),

@@ -4,6 +4,7 @@
 //! referrer mechanism as the provenance), which `plan` and `publish` read
 //! before moving the mutable tags of images that require verification.
 
+pub mod batch;
 pub mod console;
 pub mod disk;
 pub mod qemu;
