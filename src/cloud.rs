@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::builder::build_env;
 use crate::catalog::{Catalog, Image, Source, Target, TargetKind};
-use crate::plan::{Action, Identity, PlanItem};
+use crate::plan::{Action, Identity, PlanItem, Presence, Reach, StoreState};
 use crate::recipe::RunContext;
 use crate::source::fetch::{Dirs, PackerRun, packer_build, packer_last_build};
 
@@ -120,6 +120,30 @@ fn region_env(target: &Target, name: &str) -> Vec<(String, String)> {
     v.push(("IMAGEPIPE_IMAGE_NAME".into(), name.into()));
     v.push(("IMAGEPIPE_REGION".into(), region.clone()));
     v
+}
+
+/// What a region holds of the machine image `name`, for the plan: its
+/// existence check's answer (not run offline), with the id it printed.
+pub fn state(target: &Target, name: &str, base: &Path, reach: Reach) -> StoreState {
+    let (immutable, image_id) = if reach == Reach::Offline {
+        (
+            Presence::Unknown("offline: the region's existence check was not run".into()),
+            None,
+        )
+    } else {
+        match exists(target, name, base) {
+            Exists::Yes(id) => (Presence::Present(None), id),
+            Exists::No => (Presence::Absent, None),
+            Exists::Unknown(why) => (Presence::Unknown(why), None),
+        }
+    };
+    StoreState {
+        immutable,
+        mutable: BTreeMap::new(),
+        verified: None,
+        recipe: None,
+        image_id,
+    }
 }
 
 /// What a region's existence check said.

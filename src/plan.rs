@@ -147,6 +147,15 @@ pub struct Plan {
     pub items: Vec<PlanItem>,
 }
 
+/// How much of the outside world to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Layouts and registries.
+    Online,
+    /// Layouts only: registries are reported as unknown.
+    Offline,
+}
+
 /// Whether a store holds an image's immutable tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Presence {

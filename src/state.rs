@@ -19,14 +19,7 @@ use crate::store::{self, Store, StoreError};
 /// Stores read at once while gathering.
 const PARALLEL_READS: usize = 8;
 
-/// How much of the outside world to read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reach {
-    /// Layouts and registries.
-    Online,
-    /// Layouts only: registries are reported as unknown.
-    Offline,
-}
+pub use crate::plan::Reach;
 
 /// Reads the stores once and plans, over every target of the catalog (what
 /// the others hold decides what a narrowed run copies from): the value
@@ -197,30 +190,13 @@ fn read_one(
     let Some(tag) = &id.tag else {
         return unknown("the tag comes from the built content");
     };
-    if target.kind.is_cloud() {
-        if reach == Reach::Offline {
-            return unknown("offline: the region's existence check was not run");
-        }
-        let (immutable, image_id) = match crate::cloud::exists(target, tag, base) {
-            crate::cloud::Exists::Yes(id) => (Presence::Present(None), id),
-            crate::cloud::Exists::No => (Presence::Absent, None),
-            crate::cloud::Exists::Unknown(why) => (Presence::Unknown(why), None),
-        };
-        return StoreState {
-            immutable,
-            mutable: BTreeMap::new(),
-            verified: None,
-            recipe: None,
-            image_id,
-        };
-    }
-    if reach == Reach::Offline && !matches!(target.kind, crate::catalog::TargetKind::Layout { .. })
-    {
+    let Some(store) = store::open(target, &image.name, base, client) else {
+        // A cloud region: what its existence check says.
+        return crate::cloud::state(target, tag, base, reach);
+    };
+    if reach == Reach::Offline && !store.is_local() {
         return unknown("offline");
     }
-    let Some(store) = store::open(target, &image.name, base, client) else {
-        return unknown("not an OCI store");
-    };
     let immutable = match store.resolve(&Reference::tag(tag)) {
         Ok(Some(d)) => Presence::Present(Some(d.digest)),
         Ok(None) => Presence::Absent,

@@ -575,6 +575,10 @@ impl super::Store for Layout {
         format!("oci:{}", super::shown(&self.root))
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn resolve(&self, reference: &Reference) -> Result<Option<Descriptor>, StoreError> {
         match reference {
             Reference::Digest(_) => Ok(self.get_manifest(reference)?.map(|(d, _)| d)),

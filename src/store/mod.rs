@@ -73,6 +73,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How users name it: `oci:<dir>` or `host/namespace/name`.
     fn reference(&self) -> String;
 
+    /// Whether it is on this machine (read with `--offline` too).
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// The registry repository behind it, for cross-repository mounts.
     fn registry_repository(&self) -> Option<&Repository> {
         None
