@@ -136,6 +136,10 @@ pub struct PlanItem {
     /// A cloud region that has the machine image: its id, as the region's
     /// existence check printed it.
     pub machine_image: Option<String>,
+    /// Why this target's state could not be read (`None`: it was read, or
+    /// not looked up on purpose, as offline). `plan` and `publish` fail on
+    /// it for the targets a run selects.
+    pub unreadable: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -162,8 +166,11 @@ pub enum Presence {
     /// Held, with its digest (cloud regions report no digest).
     Present(Option<Digest>),
     Absent,
-    /// Not read: offline, unreachable, or an error (the text says which).
+    /// Not read: offline, not looked up, or a tag known only after the build.
     Unknown(String),
+    /// Reading it failed (unreachable, refused credentials, an error): the
+    /// text says why. `plan` fails on it for the targets a run selects.
+    Unreadable(String),
 }
 
 /// What a mutable tag points at on a store.
@@ -200,6 +207,24 @@ pub struct StoreState {
 pub struct State {
     /// (image name, store name) → state.
     pub stores: BTreeMap<(String, String), StoreState>,
+}
+
+impl Plan {
+    /// The items of the `selected` targets (empty: all) whose state could
+    /// not be read, as `image → target: why` lines.
+    pub fn unreadable(&self, selected: &[&str]) -> Vec<String> {
+        self.items
+            .iter()
+            .filter(|i| selected.is_empty() || selected.contains(&i.target.as_str()))
+            .filter_map(|i| {
+                let why = i.unreadable.as_ref()?;
+                Some(format!(
+                    "{} → {}: its state cannot be read: {why}",
+                    i.image, i.target
+                ))
+            })
+            .collect()
+    }
 }
 
 impl State {
@@ -539,6 +564,10 @@ pub fn plan(
                 machine_image: state
                     .get(&image.name, &target.name)
                     .and_then(|s| s.image_id.clone()),
+                unreadable: match &here {
+                    Presence::Unreadable(why) => Some(why.clone()),
+                    _ => None,
+                },
             });
         }
     }
@@ -674,7 +703,7 @@ fn decide(
                 format!("{tag} does not exist in this region: Packer builds it here"),
                 None,
             ),
-            Presence::Unknown(why) => (
+            Presence::Unknown(why) | Presence::Unreadable(why) => (
                 Action::Build,
                 ReasonCode::RegionBuild,
                 format!("{why}: Packer builds it here"),
@@ -713,7 +742,7 @@ fn decide(
             format!("target {} has it", h.name.value),
             Some(h.name.value.clone()),
         ),
-        (None, Presence::Unknown(why)) => (
+        (None, Presence::Unknown(why) | Presence::Unreadable(why)) => (
             Action::Build,
             ReasonCode::StateUnknown,
             format!("registry state unknown ({why})"),

@@ -176,6 +176,46 @@ pub struct Run {
     pub jobs: usize,
 }
 
+/// What stops a publish before anything is built: a selected target whose
+/// state the plan could not read, or a registry repository that does not
+/// take a push (an upload session is opened and cancelled), for every item
+/// that would write there. One line per problem.
+pub fn preflight(
+    s: &Settings,
+    plan: &Plan,
+    selected: &[&str],
+    targets: &[&Target],
+    tags_only: bool,
+) -> Vec<String> {
+    let mut problems = plan.unreadable(selected);
+    let build_store = s.catalog.build_store();
+    let stores = Stores {
+        targets,
+        build_store: &build_store,
+        base: &s.catalog.base_dir(),
+        client: &s.client,
+    };
+    let writes = |i: &&PlanItem| {
+        selected.contains(&i.target.as_str())
+            && i.unreadable.is_none()
+            && match i.action {
+                Action::Build | Action::Copy => !tags_only,
+                Action::Tag => true,
+                _ => false,
+            }
+    };
+    let work: Vec<&PlanItem> = plan.items.iter().filter(writes).collect();
+    let checked = crate::pool::map(&work, crate::cleanup::CONCURRENCY, |i| {
+        let store = stores.open(&i.image, &i.target)?;
+        store
+            .check_push()
+            .err()
+            .map(|e| format!("{} → {}: cannot push: {e}", i.image, i.target))
+    });
+    problems.extend(checked.into_iter().flatten());
+    problems
+}
+
 /// Executes `plan` for the `selected` targets, among the stores `targets`
 /// (the copy and mount sources known to the run): images are built into
 /// the catalog's build store, machine images by Packer in their regions.

@@ -202,11 +202,11 @@ fn read_one(
         Ok(None) => Presence::Absent,
         Err(e) => {
             tracing::warn!("{}: cannot read {tag}: {e}", target.name.value);
-            Presence::Unknown(e.to_string())
+            Presence::Unreadable(e.to_string())
         }
     };
     let mut mutable = BTreeMap::new();
-    if is_target && !matches!(immutable, Presence::Unknown(_)) {
+    if is_target && !matches!(immutable, Presence::Unknown(_) | Presence::Unreadable(_)) {
         let ours = match &immutable {
             Presence::Present(d) => d.clone(),
             _ => None,

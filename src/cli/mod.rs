@@ -127,6 +127,9 @@ pub struct PlanArgs {
     /// Do not query registry targets (their state is reported as unknown).
     #[arg(long)]
     pub offline: bool,
+    /// A selected target whose state cannot be read is a warning, not a failure (exit 0).
+    #[arg(long)]
+    pub allow_unknown: bool,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +169,9 @@ pub struct PublishArgs {
     /// Print the plan that would be executed, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: a selected target whose state cannot be read is a warning, not a failure.
+    #[arg(long, requires = "dry_run")]
+    pub allow_unknown: bool,
     /// Machine images: cloud regions built at once.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub jobs: usize,

@@ -51,7 +51,27 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {
     for i in p.items.iter().filter(|i| i.action == Action::Conflict) {
         tracing::warn!("{} → {}: {}", i.image, i.target, i.reason);
     }
-    Ok(ExitStatus::Success)
+    Ok(unreadable(&p, &[], args.allow_unknown))
+}
+
+/// A selected target whose state cannot be read fails the plan (what it
+/// says of that target is a guess), unless `allowed`: then it warns.
+pub fn unreadable(p: &Plan, selected: &[&str], allowed: bool) -> ExitStatus {
+    let lines = p.unreadable(selected);
+    for l in &lines {
+        if allowed {
+            tracing::warn!("{l}");
+        } else {
+            tracing::error!("{l}");
+        }
+    }
+    if !lines.is_empty() && !allowed {
+        tracing::error!(
+            "{} target state(s) could not be read: fix what the messages say, or pass --allow-unknown to plan anyway",
+            lines.len()
+        );
+    }
+    ExitStatus::failed_if(!lines.is_empty() && !allowed)
 }
 
 /// Prints a plan in any of its formats (and adds it to the CI job summary).

@@ -33,16 +33,31 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
     if let Some(file) = &args.metadata_file {
         publish::metadata_dir(file)?;
     }
+    // Every target: a narrowed run copies from, and mounts from, the others.
+    let all_targets: Vec<&catalog::Target> = catalog.targets.iter().collect();
     if args.dry_run {
         let mut shown = plan.clone();
         shown
             .items
             .retain(|i| selected.contains(&i.target.as_str()));
         super::plan::print(&shown, args.format.into(), catalog, &c.config, env, "")?;
-        return Ok(ExitStatus::Success);
+        return Ok(super::plan::unreadable(
+            &plan,
+            &selected,
+            args.allow_unknown,
+        ));
     }
-    // Every target: a narrowed run copies from, and mounts from, the others.
-    let all_targets: Vec<&catalog::Target> = catalog.targets.iter().collect();
+    // Every selected target is read and takes pushes, before anything is built.
+    let problems = publish::preflight(&s, &plan, &selected, &all_targets, args.tags_only);
+    if !problems.is_empty() {
+        for p in &problems {
+            tracing::error!("{p}");
+        }
+        return Err(Error::Failed(format!(
+            "{} selected target(s) cannot be published to: nothing was built or pushed",
+            problems.len()
+        )));
+    }
     let items = publish::run(
         &s,
         &identities,

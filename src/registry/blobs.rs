@@ -256,6 +256,17 @@ impl Client {
         Ok((loc, range_end(&resp).map_or(0, |end| end + 1)))
     }
 
+    /// Whether the repository takes a push: an upload session is opened
+    /// (the request a push starts with, with push credentials) and
+    /// cancelled at once; nothing is written.
+    pub fn check_push(&self, repo: &Repository) -> Result<(), RegistryError> {
+        let (location, _) = self.start_upload(repo, "push check")?;
+        let _ = self.send(repo, "cancel upload", &Self::push(repo), &|a, auth| {
+            with_auth(a.delete(&location), auth).call()
+        });
+        Ok(())
+    }
+
     /// `POST /blobs/uploads/`: a new upload session's URL and the registry's
     /// minimum chunk size (`OCI-Chunk-Min-Length`), if it sets one.
     fn start_upload(

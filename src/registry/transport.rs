@@ -363,16 +363,29 @@ impl Client {
     }
 }
 
+/// Whether a transport error says the host name did not resolve.
+fn is_dns_failure(message: &str) -> bool {
+    message.contains("failed to lookup address") || message.contains("Name or service not known")
+}
+
 /// Transport failures worth retrying: dropped connections, timeouts, I/O.
-/// TLS, protocol and address errors will not get better by waiting.
+/// TLS, protocol and address errors will not get better by waiting, nor
+/// will a refused connection or a name that does not resolve: those fail
+/// at once.
 fn transient(e: &ureq::Error) -> bool {
     use std::io::ErrorKind as K;
     match e {
+        ureq::Error::Io(io) if is_dns_failure(&io.to_string()) => false,
         // rustls reports certificate failures as InvalidData I/O errors.
         ureq::Error::Io(io) => !matches!(
             io.kind(),
-            K::InvalidData | K::InvalidInput | K::PermissionDenied | K::Unsupported
+            K::InvalidData
+                | K::InvalidInput
+                | K::PermissionDenied
+                | K::Unsupported
+                | K::ConnectionRefused
         ),
+        ureq::Error::HostNotFound => false,
         ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::BodyStalled => true,
         _ => false,
     }
@@ -394,7 +407,22 @@ pub(super) fn read_json(resp: Response<Body>, limit: u64) -> Result<serde_json::
 /// A TLS failure, with where the registry's CA certificate goes.
 fn with_tls_hint(repo: &Repository, message: &str) -> String {
     let tls = ["UnknownIssuer", "certificate", "Certificate", "tls", "TLS"];
-    if tls.iter().any(|t| message.contains(t)) {
+    if message.contains("Connection refused") {
+        format!(
+            "{message} — nothing listens at {host}: is the registry running, and is the port right?",
+            host = repo.host
+        )
+    } else if is_dns_failure(message) {
+        format!(
+            "{message} — the host name `{}` does not resolve: check its spelling, or the runner's DNS",
+            repo.host.split(':').next().unwrap_or_default()
+        )
+    } else if message.contains("InvalidContentType") && !repo.insecure {
+        format!(
+            "{message} — {host} answers plain HTTP, not TLS: if that is intended, set `insecure: true` on its target",
+            host = repo.host
+        )
+    } else if tls.iter().any(|t| message.contains(t)) {
         format!(
             "{message} — the registry's certificate is not trusted: put its CA certificate in /etc/containers/certs.d/{host}/ca.crt (the directory is named `{host}` exactly, port included), or in `<dir>/{host}/` of a directory listed in IMAGEPIPE_CERTS_DIR",
             host = repo.host

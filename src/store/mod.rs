@@ -73,6 +73,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How users name it: `oci:<dir>` or `host/namespace/name`.
     fn reference(&self) -> String;
 
+    /// Whether it would take a push now (reachable, credentials allowed to
+    /// write), checked without writing anything.
+    fn check_push(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Whether it is on this machine (read with `--offline` too).
     fn is_local(&self) -> bool {
         false

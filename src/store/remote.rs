@@ -150,6 +150,10 @@ impl Store for Remote {
         Ok(())
     }
 
+    fn check_push(&self) -> Result<(), StoreError> {
+        Ok(self.client.check_push(&self.repo)?)
+    }
+
     fn has_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
         Ok(self.client.blob_exists(&self.repo, digest)?)
     }

@@ -106,15 +106,90 @@ fn publishes_to_every_target_with_the_same_digest() {
 #[test]
 fn a_failing_target_leaves_mutable_tags_alone() {
     let reg = Registry::start();
-    let dead = format!("127.0.0.1:{}", crate::registry_fixture::free_port());
-    let extra =
-        format!("  - {{ name: dead, registry: \"{dead}\", namespace: x, insecure: true }}\n");
+    // A target that reads and takes uploads, then refuses the manifest.
+    let broken = crate::fault_proxy::FaultProxy::start(
+        &reg.addr,
+        vec![crate::fault_proxy::Fault::Status {
+            method: "PUT",
+            path: "/manifests/",
+            status: 400,
+            retry_after: None,
+            times: 1000,
+        }],
+    );
+    let extra = format!(
+        "  - {{ name: broken, registry: \"{}\", namespace: x, insecure: true }}\n",
+        broken.addr
+    );
     let ws = Workspace::with_catalog(&catalog(&reg.addr, &extra));
     qcow2(&ws, "disk.qcow2", "4M");
     let out = publish(&ws, &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     let tag = v["items"][0]["tag"].as_str().unwrap().to_owned();
+    let broken_item = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"] == "broken")
+        .unwrap()
+        .clone();
+    assert_eq!(broken_item["outcome"], "failed");
+    assert_eq!(broken_item["error_code"], "store", "{broken_item}");
+    assert!(
+        broken_item["error"].as_str().unwrap().contains("400"),
+        "{broken_item}"
+    );
+    // The live targets got the immutable tag, but `latest` did not move anywhere.
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", &tag).is_some());
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", "latest").is_none());
+    assert!(remote_digest(&reg.addr, "us/k8s/disk", "latest").is_none());
+}
+
+/// A selected target that cannot be reached, or does not take pushes, stops
+/// the run before anything is built: at once (a refused connection is not
+/// retried), naming the target and what to check. One outside `--target`
+/// only warns.
+#[test]
+fn publish_checks_every_selected_target_before_building() {
+    let reg = Registry::start();
+    let dead = format!("127.0.0.1:{}", crate::registry_fixture::free_port());
+    let read_only = crate::fault_proxy::FaultProxy::start(
+        &reg.addr,
+        vec![crate::fault_proxy::Fault::Status {
+            method: "POST",
+            path: "/blobs/uploads/",
+            status: 403,
+            retry_after: None,
+            times: 1000,
+        }],
+    );
+    let extra = format!(
+        "  - {{ name: dead, registry: \"{dead}\", namespace: x, insecure: true }}\n  - {{ name: ro, registry: \"{}\", namespace: x, insecure: true }}\n",
+        read_only.addr
+    );
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, &extra));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let mut c = ws.cmd();
+    c.args(["plan", "--format", "json"]);
+    let planned = run(c);
+    assert_eq!(planned.code, 1, "{}", planned.stderr);
+    assert!(
+        planned.stderr.contains("nothing listens at"),
+        "{}",
+        planned.stderr
+    );
+    assert!(
+        planned.stderr.contains("--allow-unknown"),
+        "{}",
+        planned.stderr
+    );
+    assert!(
+        !planned.stderr.contains("retrying"),
+        "a refused connection is not retried: {}",
+        planned.stderr
+    );
+    let v: Value = serde_json::from_str(&planned.stdout).unwrap();
     let dead_item = v["items"]
         .as_array()
         .unwrap()
@@ -122,15 +197,39 @@ fn a_failing_target_leaves_mutable_tags_alone() {
         .find(|i| i["target"] == "dead")
         .unwrap()
         .clone();
-    assert_eq!(dead_item["outcome"], "failed");
     assert!(
-        dead_item["error"].as_str().unwrap().contains(&dead),
+        dead_item["unreadable"].as_str().unwrap().contains(&dead),
         "{dead_item}"
     );
-    // The live targets got the immutable tag, but `latest` did not move anywhere.
-    assert!(remote_digest(&reg.addr, "eu/k8s/disk", &tag).is_some());
-    assert!(remote_digest(&reg.addr, "eu/k8s/disk", "latest").is_none());
-    assert!(remote_digest(&reg.addr, "us/k8s/disk", "latest").is_none());
+    let mut c = ws.cmd();
+    c.args(["plan", "--allow-unknown"]);
+    assert_eq!(run(c).code, 0);
+    // Outside --target, an unreadable target only limits the copy sources.
+    let mut c = ws.cmd();
+    c.args(["plan", "--target", "eu"]);
+    let narrowed = run(c);
+    assert_eq!(narrowed.code, 0, "{}", narrowed.stderr);
+    assert!(narrowed.stderr.contains("WARN"), "{}", narrowed.stderr);
+    // publish: nothing built, nothing pushed anywhere.
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("nothing was built or pushed"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("building"), "{}", out.stderr);
+    assert!(!ws.path().join(".imagepipe/store/disk").exists());
+    // The registry that refuses pushes is caught before building too.
+    let out = publish(&ws, &["--target", "ro", "--target", "eu"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("ro: cannot push"), "{}", out.stderr);
+    assert!(!out.stderr.contains("building"), "{}", out.stderr);
+    let tag = dead_item["tag"].as_str().unwrap();
+    assert!(remote_digest(&reg.addr, "eu/k8s/disk", tag).is_none());
+    // Without them, the run goes on.
+    let out = publish(&ws, &["--target", "eu"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 #[test]
