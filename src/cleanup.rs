@@ -414,7 +414,7 @@ pub fn prepare(
     // brings an old recipe back, and `latest` with it).
     let current = |name: &str| -> Vec<String> {
         let mut tags = branch_built.get(name).cloned().unwrap_or_default();
-        match crate::settings::identities(catalog, &[name.to_owned()], &s.ctx) {
+        match crate::settings::identities(catalog, &[name.to_owned()], &s.ctx, false) {
             Ok(ids) => tags.extend(ids.into_iter().filter_map(|(_, id)| id.tag)),
             Err(e) => {
                 tracing::warn!(

@@ -413,31 +413,28 @@ pub fn plan(
                     Presence::Present(d) => Some((t, d)),
                     _ => None,
                 });
-        let conflict = disagreement(&chosen, &image.name, state).or_else(|| {
-            let foreign = stores()
-                .filter(|t| !ours(t))
-                .find(|t| matches!(state.presence(&image.name, &t.name), Presence::Present(_)))?;
-            holder.is_none().then(|| {
-                (
-                    ReasonCode::ForeignRecipe,
-                    format!(
-                        "{} holds the immutable tag with an image whose recipe is {} rather than {}: an image imagepipe did not build from this recipe is under the immutable tag; it is not copied (remove that tag, or pass --force to rebuild and replace it)",
-                        foreign.name.value,
-                        recipe_of(foreign).flatten().as_deref().unwrap_or("not recorded"),
-                        id.recipe.hash
-                    ),
-                )
-            })
-        });
+        // A store holding an image of another recipe under the tag, or
+        // stores (the local one included) naming different digests: the
+        // image is in conflict everywhere, and nothing of it is spread.
+        let foreign = stores()
+            .filter(|t| !ours(t))
+            .find(|t| matches!(state.presence(&image.name, &t.name), Presence::Present(_)));
+        let conflict = match foreign {
+            Some(f) => Some((
+                ReasonCode::ForeignRecipe,
+                format!(
+                    "{} holds the immutable tag with an image whose recipe is {} rather than {}: an image imagepipe did not build from this recipe is under the immutable tag; it is not copied, and no mutable tag moves to it (remove that tag, or pass --force to rebuild and replace it)",
+                    f.name.value,
+                    recipe_of(f).flatten().as_deref().unwrap_or("not recorded"),
+                    id.recipe.hash
+                ),
+            )),
+            None => disagreement(&stores().collect::<Vec<_>>(), &image.name, state),
+        };
         for target in &chosen {
             let here = state.presence(&image.name, &target.name);
             let (action, code, reason, source) = match &conflict {
-                Some((code, why))
-                    if id.tag.is_some()
-                        && !target.kind.is_cloud()
-                        && (*code == ReasonCode::TargetsDisagree
-                            || !matches!(here, Presence::Present(_))) =>
-                {
+                Some((code, why)) if id.tag.is_some() && !target.kind.is_cloud() => {
                     (Action::Conflict, *code, why.clone(), None)
                 }
                 _ => decide(id, target, build_store, &here, holder.clone()),
@@ -490,7 +487,7 @@ pub fn plan(
                 // on the targets that hold it either.
                 for t in tags.iter_mut().filter(|t| t.action != TagAction::Keep) {
                     t.action = TagAction::Hold;
-                    t.reason = "not moved: the stores contradict the immutable tag".into();
+                    t.reason = CONFLICT_HOLD.into();
                 }
             }
             let gate = id
@@ -578,13 +575,17 @@ pub fn plan(
     }
 }
 
-/// Whether the targets an image goes to name different digests under its
-/// immutable tag: the reason, listing each digest and where it is.
-fn disagreement(chosen: &[&Target], image: &str, state: &State) -> Option<(ReasonCode, String)> {
+/// Whether the stores of an image (its targets and the local store) name
+/// different digests under its immutable tag: the reason, listing each
+/// digest and where it is.
+fn disagreement(stores: &[&Target], image: &str, state: &State) -> Option<(ReasonCode, String)> {
     let mut seen: BTreeMap<Digest, Vec<&str>> = BTreeMap::new();
-    for t in chosen.iter().filter(|t| !t.kind.is_cloud()) {
+    for t in stores.iter().filter(|t| !t.kind.is_cloud()) {
         if let Presence::Present(Some(d)) = state.presence(image, &t.name) {
-            seen.entry(d).or_default().push(&t.name.value);
+            let names = seen.entry(d).or_default();
+            if !names.contains(&t.name.value.as_str()) {
+                names.push(&t.name.value);
+            }
         }
     }
     (seen.len() > 1).then(|| {
@@ -644,6 +645,10 @@ pub fn immutable_only(mut plan: Plan) -> Plan {
     plan
 }
 
+/// Why a mutable tag of an image in conflict does not move (`--force`
+/// moves it, to the image it builds).
+const CONFLICT_HOLD: &str = "not moved: the stores contradict the immutable tag";
+
 /// The plan of `publish --force`: every OCI item is built afresh and
 /// copied, replacing an immutable tag that holds other bytes.
 #[must_use]
@@ -663,8 +668,9 @@ pub fn forced(mut plan: Plan) -> Plan {
                 // The new build's digest has not been verified.
                 t.action = TagAction::Hold;
                 t.reason = "rebuilt by --force: mutable tags wait for `imagepipe verify` of the new digest".into();
-            } else if t.action == TagAction::Keep {
+            } else if t.action == TagAction::Keep || t.reason == CONFLICT_HOLD {
                 t.action = TagAction::Move;
+                t.reason = "--force: moved to the image built again".into();
             }
         }
     }

@@ -360,6 +360,7 @@ fn publish_image(
             } else {
                 r.outcome = Outcome::Present;
             }
+            held_by_plan(i, r);
         }
         return results;
     }
@@ -435,9 +436,13 @@ fn publish_image(
         // A copy source must still hold our recipe (the plan read it; this
         // checks again as it copies): an image someone else put under our
         // tag is never spread.
-        let recipe = (i.action == Action::Copy).then_some(id.recipe.hash.as_str());
+        let copy = i.action == Action::Copy;
+        let expect = Expect {
+            recipe: copy.then_some(id.recipe.hash.as_str()),
+            digest: i.digest.as_ref().filter(|_| copy),
+        };
         match copy_one(
-            &opened, &from, &i.target, &tag, recipe, &holders, opts.force,
+            &opened, &from, &i.target, &tag, expect, &holders, opts.force,
         ) {
             Ok((outcome, digest, copied)) => {
                 r.outcome = outcome;
@@ -452,9 +457,7 @@ fn publish_image(
     // Phase 2: mutable tags, once every selected target holds the immutable tag.
     // What the plan holds back is reported without asking the registry.
     for (i, r) in items.iter().zip(results.iter_mut()) {
-        for t in i.tags.iter().filter(|t| t.action == TagAction::Hold) {
-            r.held.push(format!("{}: {}", t.tag, t.reason));
-        }
+        held_by_plan(i, r);
     }
     let wanted = items.iter().any(|i| {
         i.tags
@@ -472,9 +475,18 @@ fn publish_image(
         );
         return results;
     }
-    let top = holders
+    // What this run built or wrote first, then the selected targets, then
+    // the others: a target outside the run may hold an older digest.
+    let order: Vec<&String> = built
+        .then_some(&build_name)
+        .into_iter()
+        .chain(items.iter().map(|i| &i.target))
+        .chain(holders.iter())
+        .filter(|h| holders.contains(*h))
+        .collect();
+    let top = order
         .iter()
-        .filter_map(|h| opened.get(h))
+        .filter_map(|h| opened.get(*h))
         .find_map(|s| s.get_manifest(&Reference::tag(&tag)).ok().flatten());
     let Some((top, bytes)) = top else {
         fail_all(
@@ -486,19 +498,26 @@ fn publish_image(
     };
     // The plan let tags move for the digest it saw (verified, where that is
     // required): only to that one.
-    if let Some(seen) = items
-        .iter()
-        .filter_map(|i| i.digest.as_ref())
-        .find(|d| **d != top.digest)
-    {
-        fail_all(
-            &mut results,
-            Failure::DigestChanged,
-            &format!(
-                "{tag} names {} now, not {seen} as when planned: mutable tags not moved (plan again)",
-                top.digest
-            ),
-        );
+    let mut changed = false;
+    for (i, r) in items.iter().zip(results.iter_mut()) {
+        match &i.digest {
+            Some(seen) if *seen != top.digest => {
+                changed = true;
+                if r.outcome != Outcome::Pushed {
+                    fail(
+                        r,
+                        Failure::DigestChanged,
+                        format!(
+                            "{tag} names {} now, not {seen} as when planned: mutable tags not moved (plan again)",
+                            top.digest
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    if changed {
         return results;
     }
     for (i, r) in items.iter().zip(results.iter_mut()) {
@@ -523,6 +542,13 @@ fn publish_image(
         }
     }
     results
+}
+
+/// The mutable tags the plan holds back, with why, on the item's result.
+fn held_by_plan(i: &PlanItem, r: &mut Item) {
+    for t in i.tags.iter().filter(|t| t.action == TagAction::Hold) {
+        r.held.push(format!("{}: {}", t.tag, t.reason));
+    }
 }
 
 fn fail(r: &mut Item, code: Failure, error: String) {
@@ -553,12 +579,20 @@ fn item(i: &PlanItem, opened: &BTreeMap<String, Box<dyn Store>>) -> Item {
 
 /// Copies `tag` from store `from` to store `to`; stores in `holders` on the
 /// same registry serve as mount sources.
+/// What a copy source must still hold: the plan's digest and our recipe
+/// (checked as the copy starts; the plan read them before).
+#[derive(Clone, Copy)]
+struct Expect<'a> {
+    recipe: Option<&'a str>,
+    digest: Option<&'a Digest>,
+}
+
 fn copy_one(
     opened: &BTreeMap<String, Box<dyn Store>>,
     from: &str,
     to: &str,
     tag: &str,
-    recipe: Option<&str>,
+    expect: Expect<'_>,
     holders: &BTreeSet<String>,
     force: bool,
 ) -> Result<(Outcome, Digest, Option<Copied>), (Failure, String)> {
@@ -586,7 +620,19 @@ fn copy_one(
     if from == to {
         return Ok((Outcome::Pushed, top.digest, None));
     }
-    if let Some(expected) = recipe {
+    if let Some(planned) = expect.digest
+        && *planned != top.digest
+    {
+        return Err((
+            Failure::DigestChanged,
+            format!(
+                "{}:{tag} names {} now, not {planned} as when planned: not copied (plan again)",
+                src.reference(),
+                top.digest
+            ),
+        ));
+    }
+    if let Some(expected) = expect.recipe {
         let (_, bytes) = src
             .get_manifest(&(&top.digest).into())
             .map_err(store)?

@@ -76,6 +76,8 @@ pub struct Settings {
     /// `--target` (empty: every target), checked against the catalog.
     pub target_names: Vec<String>,
     pub client: std::sync::Arc<crate::registry::Client>,
+    /// `--offline`: nothing is fetched to resolve the images' recipes.
+    pub offline: bool,
 }
 
 impl Settings {
@@ -105,6 +107,7 @@ impl Settings {
             only: common.only.clone(),
             target_names: common.target.clone(),
             client: registry_client(env, registry, policy)?,
+            offline: false,
         })
     }
 
@@ -124,6 +127,7 @@ impl Settings {
             only: common.only.clone(),
             target_names: common.target.clone(),
             client: registry_client(env, Some(registry), None)?,
+            offline: false,
         })
     }
 
@@ -134,7 +138,7 @@ impl Settings {
 
     /// The images this run works on, with their recipes and tags.
     pub fn identities(&self) -> Result<Vec<(&Image, Identity)>> {
-        identities(&self.catalog, &self.only, &self.ctx)
+        identities(&self.catalog, &self.only, &self.ctx, self.offline)
     }
 }
 
@@ -393,6 +397,7 @@ pub fn identities<'c>(
     catalog: &'c Catalog,
     only: &[String],
     ctx: &RunContext,
+    offline: bool,
 ) -> Result<Vec<(&'c Image, Identity)>> {
     let images = select_images(catalog, only, ctx.release.is_some())?;
     // With a lock beside the catalog, `checksums_url` sources come from it.
@@ -401,8 +406,11 @@ pub fn identities<'c>(
         lock: l,
         path: crate::lock::path_for(&catalog.path),
     });
+    // The lock never fetches; without one, `--offline` fetches nothing either.
+    let offline_resolver = crate::source::resolve::Offline(&DefaultResolver);
     let resolver: &dyn crate::source::resolve::SourceResolver = match &locked {
         Some(l) => l,
+        None if offline => &offline_resolver,
         None => &DefaultResolver,
     };
     let mut out = Vec::with_capacity(images.len());

@@ -110,7 +110,12 @@ pub fn gather(
             seen.push(t.name.value.clone());
             work.push((image, id, t, true));
         }
-        if !seen.contains(&build_store.name.value) && image.goes_to(build_store) {
+        // The build store, whatever targets the image goes to: what this
+        // runner built is a copy source.
+        if !seen.contains(&build_store.name.value)
+            && image.format != Format::MachineImage
+            && !build_store.kind.is_cloud()
+        {
             work.push((image, id, build_store, false));
         }
     }

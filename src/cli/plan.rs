@@ -13,7 +13,7 @@ use crate::state::{self, Reach};
 
 pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {
     let c = &args.common;
-    let s = settings::Settings::resolve(
+    let mut s = settings::Settings::resolve(
         c,
         &args.release,
         env,
@@ -24,6 +24,7 @@ pub fn run(args: &PlanArgs, env: &Environment) -> Result<ExitStatus> {
             ..Policy::default()
         }),
     )?;
+    s.offline = args.offline;
     let (catalog, ctx, client) = (&s.catalog, &s.ctx, &s.client);
     let targets = s.targets();
     let identities = s.identities()?;

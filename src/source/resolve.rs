@@ -68,6 +68,26 @@ impl SourceResolver for DefaultResolver {
     }
 }
 
+/// A resolver for `--offline` without a lock: local files as the inner
+/// resolver reads them, and nothing fetched — a `checksums_url` is an
+/// error that says so.
+pub struct Offline<'a>(pub &'a dyn SourceResolver);
+
+impl SourceResolver for Offline<'_> {
+    fn local(&self, path: &Path) -> Result<Resolved, SourceError> {
+        self.0.local(path)
+    }
+
+    fn checksum_from_sums(&self, sums_url: &str, url: &str) -> Result<FileDigest, SourceError> {
+        Err(SourceError::Sums {
+            url: sums_url.to_owned(),
+            reason: format!(
+                "not fetched (--offline), so the checksum of {url}, and the recipe and tag of its image, are not known: run `imagepipe update` once online and commit the lock it writes, or plan without --offline"
+            ),
+        })
+    }
+}
+
 pub use crate::io_reason::io_reason;
 
 pub fn reader_digest(mut r: impl Read) -> std::io::Result<String> {

@@ -356,3 +356,32 @@ fn one_url_in_two_images_and_a_pinned_file_already_gone() {
     );
     assert_eq!(update(&ws, &["--check"]).code, 0);
 }
+
+/// `plan --offline` fetches nothing: a `checksums_url` the lock does not
+/// hold is said to be unresolved (with the fix), even while upstream would
+/// answer; with the lock it plans.
+#[test]
+fn offline_plans_fetch_no_checksum_file() {
+    let upstream = FileServer::start();
+    let disk = vec![5u8; 4096];
+    let url = upstream.put("/c/disk.img", disk.clone());
+    let sums_url = upstream.put(
+        "/c/SHA256SUMS",
+        format!("{}  disk.img\n", sha256_hex(&disk)),
+    );
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\nimages:\n  - name: vm\n    os: {{ distro: ubuntu, version: \"24.04\" }}\n    source: {{ url: \"{url}\", checksums_url: \"{sums_url}\" }}\n    format: containerdisk\n"
+    ));
+    assert_eq!(plan_tag(&ws, false).code, 0, "online, upstream answers");
+    let offline = plan_tag(&ws, true);
+    assert_eq!(offline.code, 1, "{}", offline.stderr);
+    assert!(
+        offline.stderr.contains("not fetched (--offline)")
+            && offline.stderr.contains("imagepipe update"),
+        "{}",
+        offline.stderr
+    );
+    assert_eq!(update(&ws, &[]).code, 0);
+    let locked = plan_tag(&ws, true);
+    assert_eq!(locked.code, 0, "{}", locked.stderr);
+}

@@ -312,28 +312,22 @@ fn immutable_tags_are_never_overwritten_on_a_registry() {
         other.path(),
     );
     let squatter = remote_digest(&reg.addr, "us/k8s/disk", &tag);
-    // The plan reads the recipe of the only holder: nothing to copy from.
+    // The plan reads the recipe of the holder: the image is in conflict on
+    // every target (nothing copied from it, no tag moved to it, us included).
     let mut c = ws.cmd();
     c.args(["plan", "--format", "json"])
         .env("SOURCE_DATE_EPOCH", "1700000000");
     let plan: Value = serde_json::from_str(&run(c).stdout).unwrap();
     for i in plan["items"].as_array().unwrap() {
-        if i["target"] == "us" {
-            assert_eq!(i["action"], "skip", "{i}");
-        } else {
-            assert_eq!(i["action"], "conflict", "{i}");
-            assert_eq!(i["reason_code"], "foreign-recipe", "{i}");
-        }
+        assert_eq!(i["action"], "conflict", "{i}");
+        assert_eq!(i["reason_code"], "foreign-recipe", "{i}");
+        assert_eq!(i["tags"][0]["action"], "hold", "{i}");
     }
     let out = publish(&ws, &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     for i in v["items"].as_array().unwrap() {
-        if i["target"] == "us" {
-            assert_eq!(i["outcome"], "present", "{i}");
-        } else {
-            assert_eq!(i["error_code"], "foreign-recipe", "{i}");
-        }
+        assert_eq!(i["error_code"], "foreign-recipe", "{i}");
     }
     assert!(
         out.stderr.contains("did not build from this recipe") && out.stderr.contains("not copied"),
@@ -351,7 +345,33 @@ fn immutable_tags_are_never_overwritten_on_a_registry() {
     );
     let forced = publish(&ws, &["--force"]);
     assert_eq!(forced.code, 0, "{}", forced.stderr);
-    assert_ne!(remote_digest(&reg.addr, "us/k8s/disk", &tag), squatter);
+    let rebuilt = remote_digest(&reg.addr, "us/k8s/disk", &tag);
+    assert_ne!(rebuilt, squatter);
+    // --force moves the mutable tags the conflict held, to the rebuilt image.
+    for repo in ["us/k8s/disk", "eu/k8s/disk"] {
+        assert_eq!(remote_digest(&reg.addr, repo, "latest"), rebuilt, "{repo}");
+    }
+}
+
+/// An image routed to one target only is still found in the local store a
+/// `build` filled: `publish` copies it from there and never builds again.
+#[test]
+fn the_local_store_is_a_copy_source_for_images_routed_elsewhere() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&catalog(&reg.addr, "").replace(
+        "format: containerdisk\n",
+        "format: containerdisk\n    targets: [eu]\n",
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let mut c = ws.cmd();
+    c.arg("build").env("SOURCE_DATE_EPOCH", "1700000000");
+    assert_eq!(run(c).code, 0);
+    let out = publish(&ws, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("building"), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["items"][0]["from"], "local", "{v}");
 }
 
 #[test]
