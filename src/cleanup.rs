@@ -129,7 +129,7 @@ fn describe(store: &dyn Store, tag: &str) -> Result<TagInfo, String> {
 }
 
 /// What became of one planned deletion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// The manifest was deleted (with every tag on it, all planned).
@@ -153,7 +153,7 @@ impl Outcome {
 }
 
 /// What happened to one planned deletion.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Applied {
     pub target: String,
     pub repository: String,
@@ -239,7 +239,7 @@ pub fn apply(
 }
 
 /// What a layout's garbage collection removed after its tags went.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Collected {
     pub repository: String,
     /// `None`: another run was writing to the layout; collected next time.

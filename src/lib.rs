@@ -28,6 +28,7 @@ pub mod recipe;
 pub mod registry;
 pub mod release;
 pub mod release_notes;
+pub mod report;
 pub mod retention;
 pub mod settings;
 pub mod source;

@@ -16,7 +16,7 @@ use crate::release::Release;
 use crate::template::{RenderError, Template};
 
 /// What happens to the immutable tag of an image on a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// No store holds this recipe yet: build it, then copy it here.
@@ -52,7 +52,7 @@ impl Action {
 
 /// Why an item has its action: a stable code for machines, next to the
 /// human `reason`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReasonCode {
     /// The target holds the immutable tag, and every mutable tag is current.
@@ -84,7 +84,7 @@ pub enum ReasonCode {
 }
 
 /// What happens to one mutable tag on a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TagAction {
     /// Already at this image.
@@ -98,19 +98,24 @@ pub enum TagAction {
     Blocked,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct TagPlan {
     pub tag: String,
     pub action: TagAction,
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct PlanItem {
     pub image: String,
     pub target: String,
     /// Where the image goes: `host/namespace/name` or `oci:<dir>`.
+    #[serde(skip)]
     pub repository: String,
+    /// What the immutable tag will be called there: `host/namespace/name:tag`
+    /// (`oci:<dir>:tag`; a region's `provider:region`; without a tag when it
+    /// comes from the built content).
+    pub reference: String,
     /// The immutable tag; `None` when the identity is only known after the build.
     pub tag: Option<String>,
     /// The mutable tags, in template order.
@@ -142,8 +147,10 @@ pub struct PlanItem {
     pub unreadable: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Plan {
+    /// The version of this JSON's shape ([`crate::report::SCHEMA_VERSION`]).
+    pub schema_version: u32,
     /// The release tag, for release plans.
     pub release: Option<String>,
     /// The store builds go into (its target name).
@@ -540,6 +547,12 @@ pub fn plan(
                 image: image.name.value.clone(),
                 target: target.name.value.clone(),
                 repository: target.repository(&image.name),
+                reference: match &id.tag {
+                    Some(t) if !target.kind.is_cloud() => {
+                        format!("{}:{t}", target.repository(&image.name))
+                    }
+                    _ => target.repository(&image.name),
+                },
                 tag: id.tag.clone(),
                 mutable_tags: id.mutable_tags.clone(),
                 tags,
@@ -569,6 +582,7 @@ pub fn plan(
         }
     }
     Plan {
+        schema_version: crate::report::SCHEMA_VERSION,
         release: ctx.release.as_ref().map(|r| r.tag.clone()),
         build_store: build_store.name.value.clone(),
         items,

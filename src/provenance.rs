@@ -178,7 +178,7 @@ pub fn built_at(referrers: &[Descriptor]) -> Option<i64> {
 }
 
 /// What `release-notes` shows of a provenance attestation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     pub digest: Digest,
     pub built_at: Option<String>,

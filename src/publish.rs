@@ -19,7 +19,7 @@ use crate::settings::Settings;
 use crate::store::copy::{Copied, copy_image};
 use crate::store::{self, Store, StoreError};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// The image was copied here (after a build, or from another store).
@@ -30,7 +30,7 @@ pub enum Outcome {
 }
 
 /// What happened to one image on one target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Item {
     pub image: String,
     pub target: String,
@@ -55,7 +55,7 @@ pub struct Item {
 }
 
 /// Why an item failed: a stable code next to the human `error`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Failure {
     /// Planned as `conflict`: targets hold different digests under the immutable tag.
@@ -709,8 +709,11 @@ pub fn write_metadata(file: &Path, items: &[Item]) -> Result<(), Error> {
     let fail = |e: &dyn std::fmt::Display| {
         Error::Failed(format!("--metadata-file {}: {e}", file.display()))
     };
-    let text =
-        serde_json::to_vec_pretty(&serde_json::json!({ "items": items })).map_err(|e| fail(&e))?;
+    let text = serde_json::to_vec_pretty(&crate::report::Publish {
+        schema_version: crate::report::SCHEMA_VERSION,
+        items,
+    })
+    .map_err(|e| fail(&e))?;
     metadata_dir(file)?;
     crate::files::write_atomic(file, &text).map_err(|e| fail(&e))
 }

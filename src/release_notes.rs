@@ -15,8 +15,10 @@ use crate::recipe::RunContext;
 use crate::registry::Client;
 use crate::release::Release;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Notes {
+    /// The version of this JSON's shape ([`crate::report::SCHEMA_VERSION`]).
+    pub schema_version: u32,
     pub release: String,
     pub kubernetes: String,
     pub kubernetes_deb_version: String,
@@ -25,7 +27,7 @@ pub struct Notes {
     pub images: Vec<ImageNotes>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ImageNotes {
     pub image: String,
     pub distro: String,
@@ -36,7 +38,7 @@ pub struct ImageNotes {
 }
 
 /// One image on one target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Entry {
     pub target: String,
     /// `host/ns/name:tag@digest` or `oci:<dir>:tag@digest`.
@@ -93,6 +95,7 @@ pub fn gather(
         })
         .collect();
     Notes {
+        schema_version: crate::report::SCHEMA_VERSION,
         release: release.tag.clone(),
         kubernetes: release.kubernetes(),
         kubernetes_deb_version: release.deb_version(),

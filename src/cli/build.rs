@@ -72,7 +72,7 @@ pub fn run(args: &BuildArgs, env: &Environment) -> Result<ExitStatus> {
     }
     if args.format == Format::Json {
         output::json(
-            &serde_json::json!({ "store": catalog.build_store_dir(), "items": built, "failures": failures }),
+            &serde_json::json!({ "schema_version": crate::report::SCHEMA_VERSION, "store": catalog.build_store_dir(), "items": built, "failures": failures }),
         )?;
     }
     if failures.is_empty() {

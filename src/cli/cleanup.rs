@@ -73,14 +73,15 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<ExitStatus> {
         .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
     match args.format {
         Format::Json => {
-            output::json(&serde_json::json!({
-                "apply": args.apply,
-                "items": plan.items,
-                "errors": plan.errors,
-                "unsupported_branches": plan.unsupported_branches,
-                "applied": applied,
-                "collected": garbage,
-            }))?;
+            output::json(&crate::report::Cleanup {
+                schema_version: crate::report::SCHEMA_VERSION,
+                apply: args.apply,
+                items: &plan.items,
+                errors: &plan.errors,
+                unsupported_branches: &plan.unsupported_branches,
+                applied: &applied,
+                collected: &garbage,
+            })?;
         }
         _ => print_table(plan, args.apply),
     }

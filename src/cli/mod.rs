@@ -58,8 +58,12 @@ enum Command {
     Update(UpdateArgs),
     /// Write the images' immutable references into a consumer file (a YAML map CI templates read), in place.
     Pin(PinArgs),
-    /// Print the JSON Schema of the catalog.
-    Schema,
+    /// Print a JSON Schema: of the catalog (default), or of a command's `--format json` output.
+    Schema {
+        /// Which: the catalog, or the output of plan, publish, cleanup, verify or release-notes (`error`: what a failed command prints).
+        #[arg(long, value_name = "WHAT", default_value = "catalog", value_parser = ["catalog", "plan", "publish", "cleanup", "verify", "release-notes", "error"])]
+        output: String,
+    },
     /// Print a shell completion script (`imagepipe completions bash > /etc/bash_completion.d/imagepipe`).
     Completions {
         /// The shell.
@@ -293,6 +297,7 @@ pub fn run() -> ExitCode {
     }
     crate::interrupt::install();
     let env = crate::env::Environment::from_process();
+    let json = wants_json(&cli.command);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args, &env),
@@ -303,7 +308,10 @@ pub fn run() -> ExitCode {
         Command::Verify(args) => verify::run(&args, &env),
         Command::Update(args) => update::run(&args, &env),
         Command::Pin(args) => update::pin(&args, &env),
-        Command::Schema => output::json(&crate::catalog::schema::schema()),
+        Command::Schema { output: what } => match crate::report::schema(&what) {
+            Some(schema) => output::json(&schema),
+            None => output::json(&crate::catalog::schema::schema()),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -320,9 +328,32 @@ pub fn run() -> ExitCode {
         Ok(status) => status.into(),
         Err(e) => {
             output::error(&e);
+            if json {
+                output::json_error(&e);
+            }
             e.exit_status().into()
         }
     }
+}
+
+/// Whether the command was asked for `--format json`: then a failure is
+/// printed on stdout as an `error` object too.
+fn wants_json(c: &Command) -> bool {
+    let f = match c {
+        Command::Validate(a) => a.format,
+        Command::Build(a) => a.format,
+        Command::Publish(a) => a.format,
+        Command::ReleaseNotes(a) => a.format,
+        Command::Cleanup(a) => a.format,
+        Command::Verify(a) => a.format,
+        Command::Update(a) => a.format,
+        Command::Pin(a) => a.format,
+        Command::Plan(a) => return a.format == PlanFormat::Json,
+        Command::Schema { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            return false;
+        }
+    };
+    f == Format::Json
 }
 
 /// Man pages from the same definition as `--help`, so they cannot drift.

@@ -24,6 +24,32 @@ pub fn json(value: &impl Serialize) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// A failure as `--format json` prints it: `{"schema_version", "error": {…}}`.
+pub fn json_error(e: &Error) {
+    let status = e.exit_status();
+    let message = match e {
+        Error::Catalog(c) => c
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    };
+    let _ = json(&crate::report::Failure {
+        schema_version: crate::report::SCHEMA_VERSION,
+        error: crate::report::ErrorBody {
+            message,
+            kind: if status == ExitStatus::Invalid {
+                "invalid"
+            } else {
+                "failed"
+            },
+            exit_code: status.code(),
+        },
+    });
+}
+
 /// Catalog problems, one `file:line:col: error: … — fix` each; with snippets on a terminal.
 pub fn diagnostics(e: &CatalogError) {
     let tty = std::io::stderr().is_terminal();

@@ -102,7 +102,10 @@ fn report(items: &[Item], format: Format) -> Result<()> {
         );
     }
     if format == Format::Json {
-        output::json(&serde_json::json!({ "items": items }))?;
+        output::json(&crate::report::Publish {
+            schema_version: crate::report::SCHEMA_VERSION,
+            items,
+        })?;
         return Ok(());
     }
     let rows: Vec<Vec<String>> = items.iter().map(|i| row(i, false)).collect();

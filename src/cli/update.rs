@@ -28,6 +28,7 @@ pub fn run(args: &UpdateArgs, _env: &Environment) -> Result<ExitStatus> {
     match args.format {
         Format::Json => {
             output::json(&serde_json::json!({
+                "schema_version": crate::report::SCHEMA_VERSION,
                 "lock": path.display().to_string(),
                 "sources": rows,
                 "removed": dropped,
@@ -103,6 +104,7 @@ pub fn pin(args: &PinArgs, env: &Environment) -> Result<ExitStatus> {
     match args.format {
         Format::Json => {
             output::json(&serde_json::json!({
+                "schema_version": crate::report::SCHEMA_VERSION,
                 "file": args.file.display().to_string(),
                 "pins": pins,
             }))?;

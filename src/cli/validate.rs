@@ -11,6 +11,7 @@ pub fn run(args: &ValidateArgs) -> Result<ExitStatus> {
         Ok(c) => {
             if args.format == super::Format::Json {
                 output::json(&json!({
+                    "schema_version": crate::report::SCHEMA_VERSION,
                     "file": c.path, "valid": true, "images": c.images.len(), "targets": c.targets.len(), "diagnostics": [],
                 }))?;
             } else {
@@ -27,7 +28,7 @@ pub fn run(args: &ValidateArgs) -> Result<ExitStatus> {
             output::diagnostics(&e);
             if args.format == super::Format::Json {
                 output::json(
-                    &json!({ "file": e.file, "valid": false, "diagnostics": e.diagnostics }),
+                    &json!({ "schema_version": crate::report::SCHEMA_VERSION, "file": e.file, "valid": false, "diagnostics": e.diagnostics }),
                 )?;
             }
             Ok(ExitStatus::Invalid)

@@ -21,7 +21,11 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<ExitStatus> {
     }
     match args.format {
         Format::Json => {
-            output::json(&serde_json::json!({ "items": outcomes, "problems": problems }))?;
+            output::json(&crate::report::Verify {
+                schema_version: crate::report::SCHEMA_VERSION,
+                items: &outcomes,
+                problems: &problems,
+            })?;
         }
         Format::Table => {
             if !outcomes.is_empty() {

@@ -107,6 +107,11 @@ impl Keychain {
         self
     }
 
+    /// Whether every host gets the one credential of `--creds`.
+    pub fn overridden(&self) -> bool {
+        self.over.is_some()
+    }
+
     /// The credential for `host` (`host[:port]`); anonymous when none is configured.
     pub fn resolve(&self, host: &str) -> Result<Credential, String> {
         if let Some(c) = &self.over {

@@ -217,18 +217,35 @@ impl Client {
             .expect("lock")
             .get(host)
             .is_some_and(|c| !matches!(c, Ok(Credential::Anonymous)));
-        let what = if had {
-            format!("the registry refused the credentials found for `{host}`")
+        let body = if self.keychain.overridden() {
+            format!(
+                "the registry refused the --creds credentials (HTTP {status}): check the user name and password (or token) and that they may {} `{}`",
+                if op.contains("upload")
+                    || op.contains("PUT")
+                    || op.contains("push")
+                    || op.contains("mount")
+                {
+                    "push to"
+                } else {
+                    "read"
+                },
+                repo.path
+            )
         } else {
-            format!("access denied, and no credentials were found for `{host}`")
+            let what = if had {
+                format!("the registry refused the credentials found for `{host}`")
+            } else {
+                format!("access denied, and no credentials were found for `{host}`")
+            };
+            format!(
+                "{what} — log in with `docker login {host}` (or `skopeo login {host}`), or point DOCKER_CONFIG, REGISTRY_AUTH_FILE or DOCKER_AUTH_CONFIG at a file with an entry for `{host}` (entries are matched on host[:port])"
+            )
         };
         RegistryError::Status {
             repo: repo.to_string(),
             op: op.to_owned(),
             status,
-            body: format!(
-                "{what} — log in with `docker login {host}` (or `skopeo login {host}`), or point DOCKER_CONFIG, REGISTRY_AUTH_FILE or DOCKER_AUTH_CONFIG at a file with an entry for `{host}` (entries are matched on host[:port])"
-            ),
+            body,
         }
     }
 

@@ -61,14 +61,14 @@ pub struct Rules {
     pub protect: GlobSet,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Keep,
     Delete,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Item {
     pub target: String,
     pub repository: String,
@@ -81,11 +81,22 @@ pub struct Item {
     pub referenced_by: Vec<String>,
     /// For a referrers tag: the image it lists attestations of.
     pub subject: Option<Digest>,
+    /// When the image was built (RFC 3339): its provenance attestation's
+    /// time, else its `created`.
+    #[serde(serialize_with = "rfc3339")]
+    #[schemars(with = "Option<String>")]
     pub created: Option<i64>,
     pub size: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+fn rfc3339<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&crate::oci::rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     pub items: Vec<Item>,
     /// Problems that made the plan keep things it could not judge (fail closed).

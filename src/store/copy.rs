@@ -14,7 +14,7 @@ use crate::oci::{Descriptor, Reference, media};
 pub const PARALLEL_BLOBS: usize = 4;
 
 /// What a copy did, blob by blob.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Copied {
     pub uploaded: usize,
     pub mounted: usize,

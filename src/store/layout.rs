@@ -45,7 +45,7 @@ pub struct Layout {
 }
 
 /// What [`Layout::collect_garbage`] removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Collected {
     /// Referrers (attestations) whose image no tag reaches any more.
     pub referrers: usize,

@@ -39,7 +39,7 @@ pub enum AccelChoice {
 }
 
 /// One check's result.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct CheckResult {
     pub run: String,
     /// The rendered `expect`, if any.
@@ -51,7 +51,7 @@ pub struct CheckResult {
 }
 
 /// One image's verification.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub image: String,
     pub tag: String,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::catalog::Firmware;
 
 /// How the guest runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,

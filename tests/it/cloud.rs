@@ -160,18 +160,27 @@ fn a_release_builds_one_image_per_region_under_one_name() {
         "{}",
         notes.stdout
     );
+    // The same as data, in the schema `imagepipe schema --output release-notes` gives.
+    let mut c = ws.cmd();
+    c.args([
+        "release-notes",
+        "--release",
+        "v1.33.6/runc-1.2.6",
+        "--format",
+        "json",
+    ])
+    .env("SOURCE_DATE_EPOCH", "1767225600");
+    let out = run(c);
+    assert_eq!(out.code, 1);
+    let v = crate::json_contract::validated(&ws, "release-notes", &out.stdout);
+    assert_eq!(
+        v["images"][0]["targets"].as_array().unwrap().len(),
+        3,
+        "{v}"
+    );
 }
 
-/// The item of `target` in a plan or publish JSON output.
-fn item(v: &Value, target: &str) -> Value {
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["target"] == target)
-        .unwrap()
-        .clone()
-}
+use crate::common::item_for as item;
 
 #[test]
 fn an_existence_check_skips_regions_that_have_the_image() {

@@ -416,3 +416,14 @@ pub fn ext4_fixture() -> Vec<u8> {
     std::io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(&xz[..]), &mut out).unwrap();
     out
 }
+
+/// The item of `target` in a plan's or publish's JSON output.
+pub fn item_for(v: &serde_json::Value, target: &str) -> serde_json::Value {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"] == target)
+        .unwrap_or_else(|| panic!("no item for {target}: {v}"))
+        .clone()
+}

@@ -26,6 +26,7 @@ mod hostile_disks;
 mod hostile_inputs;
 mod identity;
 mod image_builder;
+mod json_contract;
 mod kubespray;
 mod lock_and_pin;
 mod plan;

@@ -43,7 +43,14 @@ fn json_items_carry_the_spec_fields() {
         assert_eq!(item["action"], "build");
     }
     assert_eq!(items[0]["target"], "local");
-    assert_eq!(items[1]["repository"], "127.0.0.1:5999/ci/ubuntu-2204");
+    assert!(
+        items[1]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:5999/ci/ubuntu-2204:ubuntu-2204-"),
+        "{}",
+        items[1]
+    );
 }
 
 #[test]

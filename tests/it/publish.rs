@@ -388,6 +388,22 @@ fn basic_auth_from_docker_config_and_no_secret_in_any_output() {
         "{}",
         out.stderr
     );
+    // Wrong --creds: the flag is named, not a login the user did not use.
+    let mut c = ws.cmd();
+    c.args(["plan", "--target", "eu", "--creds", "ci:wrong"]);
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("refused the --creds credentials")
+            && !out.stderr.contains("docker login"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("wrong"),
+        "no secret in the output: {}",
+        out.stderr
+    );
     let config = ws.path().join("docker");
     let auth = base64_encode(&format!("ci:{password}"));
     ws.write(

@@ -62,7 +62,10 @@ fn malformed_tags_exit_2_naming_the_tag_and_the_fix() {
             "{bad}: {}",
             out.stderr
         );
-        assert!(out.stdout.is_empty(), "{bad}: nothing on stdout");
+        // On stdout, only the error object: no plan.
+        let v = crate::json_contract::validated(&ws, "error", &out.stdout);
+        assert_eq!(v["error"]["kind"], "invalid", "{bad}: {v}");
+        assert!(v.get("items").is_none(), "{bad}: {v}");
     }
 }
 
