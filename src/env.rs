@@ -67,6 +67,8 @@ pub const IMAGEPIPE_RETRY_BACKOFF: &str = "IMAGEPIPE_RETRY_BACKOFF";
 pub const IMAGEPIPE_THREADS: &str = "IMAGEPIPE_THREADS";
 /// Log filter for stderr (`info` by default; `debug`, `imagepipe=trace`, ...).
 pub const IMAGEPIPE_LOG: &str = "IMAGEPIPE_LOG";
+/// Set and not empty: no colour in the log (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";
 
 /// A snapshot of the environment variables imagepipe reads.
 #[derive(Clone, Debug, Default)]

@@ -23,9 +23,44 @@ pub fn read_timeout() -> Duration {
 /// transfer (a peer trickling a byte at a time never hits the idle timeout).
 pub const MIN_BYTES_PER_WINDOW: u64 = 16 * 1024;
 
+/// Every HTTP request at trace level (`-vv`): method, URL without its
+/// query (upload sessions carry their state there), status or error, time.
+/// Credentials are headers and never logged.
+#[derive(Clone, Copy, Debug)]
+pub struct Trace;
+
+impl ureq::middleware::Middleware for Trace {
+    fn handle(
+        &self,
+        request: ureq::http::Request<ureq::SendBody<'_>>,
+        next: ureq::middleware::MiddlewareNext<'_>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        if !tracing::enabled!(tracing::Level::TRACE) {
+            return next.handle(request);
+        }
+        let method = request.method().clone();
+        let uri = request.uri();
+        let url = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path()
+        );
+        let started = std::time::Instant::now();
+        let result = next.handle(request);
+        let ms = started.elapsed().as_millis();
+        match &result {
+            Ok(r) => tracing::trace!("HTTP {method} {url} → {} in {ms} ms", r.status().as_u16()),
+            Err(e) => tracing::trace!("HTTP {method} {url} → {e} in {ms} ms"),
+        }
+        result
+    }
+}
+
 /// One agent for the process: TLS always verified, bounded timeouts.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
+        .middleware(Trace)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(120)))
         .timeout_per_read(Some(read_timeout()))

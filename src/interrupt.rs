@@ -1,7 +1,7 @@
 //! Stopping cleanly on SIGINT and SIGTERM: the builders imagepipe started
-//! are stopped, its scratch directories removed, and the run exits 130 or
-//! 143; a second signal exits at once. (Temporary blobs in a store are
-//! swept by the next run, under the store's lock.)
+//! are stopped, its scratch directories and the store blobs it was writing
+//! removed, and the run exits 130 or 143; a second signal exits at once.
+//! (What a SIGKILL leaves is swept by the next run, under the store's lock.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

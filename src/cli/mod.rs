@@ -36,6 +36,16 @@ pub struct Cli {
     /// No progress bars, even on a terminal.
     #[arg(long = "no-progress", global = true)]
     no_progress: bool,
+    /// Colour in the log: `auto` (on a terminal, unless NO_COLOR is set), `always` or `never`.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto, global = true, value_name = "WHEN")]
+    color: ColorArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,17 +296,31 @@ pub fn run() -> ExitCode {
             .into();
         }
     };
-    init_logging(match (cli.quiet, cli.verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    });
-    if cli.no_progress {
+    let env = crate::env::Environment::from_process();
+    let color = match cli.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        // https://no-color.org: set and not empty.
+        ColorArg::Auto => {
+            env.get(crate::env::NO_COLOR).is_none_or(str::is_empty)
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        }
+    };
+    init_logging(
+        match (cli.quiet, cli.verbose) {
+            (true, _) => "warn",
+            (false, 0) => "info",
+            // imagepipe's own detail; the libraries' stays at info.
+            (false, 1) => "info,imagepipe=debug",
+            (false, _) => "info,imagepipe=trace",
+        },
+        color,
+    );
+    // -q is for logs that are read later: no bars either.
+    if cli.no_progress || cli.quiet {
         crate::progress::disable();
     }
     crate::interrupt::install();
-    let env = crate::env::Environment::from_process();
     let json = wants_json(&cli.command);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
@@ -313,12 +337,14 @@ pub fn run() -> ExitCode {
             None => output::json(&crate::catalog::schema::schema()),
         },
         Command::Completions { shell } => {
+            let mut script = Vec::new();
             clap_complete::generate(
                 shell,
                 &mut <Cli as clap::CommandFactory>::command(),
                 "imagepipe",
-                &mut std::io::stdout(),
+                &mut script,
             );
+            output::text(&String::from_utf8_lossy(&script));
             Ok(ExitStatus::Success)
         }
         Command::Man { dir } => man(dir.as_deref()),
@@ -382,15 +408,16 @@ fn man(dir: Option<&std::path::Path>) -> crate::error::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, color: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env(crate::env::IMAGEPIPE_LOG)
         .unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Above the progress bars, never through them.
+        .with_writer(|| crate::progress::LogWriter)
         .with_target(false)
         .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(color)
         .try_init();
 }

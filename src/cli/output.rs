@@ -1,5 +1,5 @@
 //! Everything imagepipe prints: results on stdout, problems on stderr.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stderr)]
 
 use std::io::{IsTerminal, Write};
 
@@ -10,17 +10,24 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::plan::{Action, Plan};
 
 pub fn line(s: &str) {
-    println!("{s}");
+    text(&format!("{s}\n"));
 }
 
+/// Writes to stdout. A reader that went away (`imagepipe … | head`) is not
+/// an error: the rest is dropped, never a panic.
 pub fn text(s: &str) {
-    print!("{s}");
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout().lock();
+    let written = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: writing to standard output: {e}");
+    }
 }
 
 pub fn json(value: &impl Serialize) -> Result<ExitStatus> {
     let s = serde_json::to_string_pretty(value).map_err(|e| Error::Failed(e.to_string()))?;
-    println!("{s}");
+    line(&s);
     Ok(ExitStatus::Success)
 }
 

@@ -64,6 +64,7 @@ impl Client {
             }
         }
         let mut config = ureq::Agent::config_builder()
+            .middleware(crate::http::Trace)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
             // Every read and write: no server holds a run forever.

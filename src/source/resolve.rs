@@ -48,8 +48,12 @@ impl SourceResolver for DefaultResolver {
             })
         } else {
             let file = fs::File::open(path).map_err(|e| SourceError::io(path, e))?;
+            // A multi-GiB disk takes seconds: a bar says what is happening.
+            let pb = crate::progress::bar(&format!("hashing {}", path.display()), meta.len());
+            let sha256 = reader_digest(pb.wrap_read(file)).map_err(|e| SourceError::io(path, e))?;
+            pb.finish_and_clear();
             Ok(Resolved {
-                sha256: reader_digest(file).map_err(|e| SourceError::io(path, e))?,
+                sha256,
                 kind: "file",
             })
         }

@@ -223,15 +223,22 @@ fn ensure_blob(
         let r = src.open_blob(blob, offset).map_err(io::Error::other)?;
         Ok(Box::new(pb.wrap_read(r)) as crate::store::BlobReader<'_>)
     })?;
+    // With a bar on screen, the bar was the report; in a log, one line.
+    let shown = !pb.is_hidden();
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
+    let line = format!(
         "{}: blob {} ({}) in {secs:.1}s, {}/s",
         dst.reference(),
         blob.digest,
         indicatif::HumanBytes(blob.size),
         indicatif::HumanBytes((blob.size as f64 / secs.max(0.001)) as u64),
     );
+    if shown {
+        tracing::debug!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
     Ok(Copied {
         uploaded: 1,
         bytes_uploaded: blob.size,

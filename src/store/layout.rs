@@ -162,6 +162,8 @@ impl Layout {
     fn writer(&self, mirrors: &[Arc<dyn StreamTarget>]) -> io::Result<BlobWriter> {
         self.hold();
         let tmp = self.temp_path("blob");
+        // Ctrl-C removes it (a blob being written can be GiBs).
+        crate::interrupt::register_dir(&tmp);
         let file = File::create(&tmp)?;
         let streams = mirrors
             .iter()
@@ -528,11 +530,16 @@ impl BlobWriter {
             ));
         }
         fs::rename(&self.tmp, self.layout.blob_path(&digest))?;
+        crate::interrupt::unregister_dir(&self.tmp);
         // Close the uploads that streamed alongside. One that failed is not an
         // error: the copy after the build finds the blob missing and uploads it.
         for (pb, to, s) in self.streams.drain(..) {
+            let shown = !pb.is_hidden();
             pb.finish_and_clear();
             match s.finish(&digest) {
+                Ok(()) if shown => {
+                    tracing::debug!("{to}: blob {digest} uploaded while it was written")
+                }
                 Ok(()) => tracing::info!("{to}: blob {digest} uploaded while it was written"),
                 Err(e) => tracing::warn!(
                     "{to}: streaming blob {digest} failed ({e}); it is uploaded from the store"
@@ -567,6 +574,7 @@ impl Drop for BlobWriter {
         if self.inner.is_some() || self.tmp.exists() {
             let _ = fs::remove_file(&self.tmp);
         }
+        crate::interrupt::unregister_dir(&self.tmp);
     }
 }
 

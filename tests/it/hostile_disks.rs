@@ -129,7 +129,7 @@ fn words(n: usize) -> Vec<u8> {
 /// Starts `build`, waits until the disk is being packaged (a temporary
 /// blob of the store larger than any metadata file: the layer), runs
 /// `change`, and returns the build's result.
-fn change_while_packaging(ws: &Workspace, change: impl FnOnce()) -> crate::common::Output {
+fn change_while_packaging(ws: &Workspace, change: impl FnOnce(u32)) -> crate::common::Output {
     let child = ws
         .process()
         .args(["build", "-q"])
@@ -150,7 +150,7 @@ fn change_while_packaging(ws: &Workspace, change: impl FnOnce()) -> crate::commo
         assert!(started.elapsed().as_secs() < 60, "packaging never started");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    change();
+    change(child.id());
     let out = child.wait_with_output().unwrap();
     crate::common::Output {
         code: out.status.code().unwrap_or(-1),
@@ -167,7 +167,7 @@ fn a_disk_that_changes_while_it_is_packaged_is_not_tagged() {
     ));
     let disk = ws.write("disk.raw", words(64 << 20));
     // Truncated: the tar header already says 64 MiB.
-    let out = change_while_packaging(&ws, || {
+    let out = change_while_packaging(&ws, |_| {
         std::fs::OpenOptions::new()
             .write(true)
             .open(&disk)
@@ -191,7 +191,7 @@ fn a_disk_that_changes_while_it_is_packaged_is_not_tagged() {
 
     // Same size, other bytes further on: not what the recipe was computed from.
     ws.write("disk.raw", words(64 << 20));
-    let out = change_while_packaging(&ws, || {
+    let out = change_while_packaging(&ws, |_| {
         use std::io::{Seek, Write};
         let mut f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
         f.seek(std::io::SeekFrom::Start(48 << 20)).unwrap();
@@ -212,4 +212,36 @@ fn a_disk_that_changes_while_it_is_packaged_is_not_tagged() {
     let mut c = ws.cmd();
     c.arg("build");
     assert_eq!(run(c).code, 0);
+}
+
+/// Ctrl-C while a layer is being written removes that temporary blob (it
+/// is as large as the disk): the store holds no partial file afterwards,
+/// and no tag.
+#[test]
+fn an_interrupted_build_removes_the_blob_it_was_writing() {
+    let ws = Workspace::with_catalog(&catalog("disk.raw", "containerdisk").replace(
+        "    format: containerdisk\n",
+        "    format: containerdisk\n    compression: \"gzip:9\"\n",
+    ));
+    ws.write("disk.raw", words(64 << 20));
+    let out = change_while_packaging(&ws, |pid| {
+        sh("kill", &["-INT", &pid.to_string()], ws.path());
+    });
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    let tmp = ws.path().join(".imagepipe/store/vm/.imagepipe-tmp");
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("blob-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let index = ws.path().join(".imagepipe/store/vm/index.json");
+    assert!(
+        !std::fs::read_to_string(&index)
+            .unwrap_or_default()
+            .contains("ref.name")
+    );
 }

@@ -36,6 +36,7 @@ mod races;
 mod registry_fixture;
 mod release;
 mod schema;
+mod terminal;
 mod validate;
 mod verify;
 mod verify_hostile;

@@ -414,3 +414,29 @@ fn verification_settings_are_checked() {
         ],
     );
 }
+
+/// A reader that goes away (`imagepipe completions bash | head -1`) ends
+/// the output, never a panic, for every command that prints.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    for args in [
+        &["completions", "bash"][..],
+        &["schema"],
+        &["schema", "--output", "plan"],
+        &["plan", "--offline", "--format", "json"],
+        &["validate"],
+    ] {
+        let mut c = ws.process();
+        c.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // Closed before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
