@@ -12,11 +12,14 @@ use crate::plan::{Action, Plan};
 /// Items whose immutable tag must reach their target (`build` or `copy`):
 /// one publish job each. `tag` items are the final tags job's work. A
 /// `conflict` item gets its job too: it fails there, with the reason, and
-/// the other images go on.
+/// the other images go on. A `layout` target is a directory of the runner
+/// that runs the job, gone with it: no job of its own (the build jobs fill
+/// the build store; run `publish --target` on a runner that keeps it).
 fn work(p: &Plan) -> impl Iterator<Item = &crate::plan::PlanItem> {
-    p.items
-        .iter()
-        .filter(|i| matches!(i.action, Action::Build | Action::Copy | Action::Conflict))
+    p.items.iter().filter(|i| {
+        i.target_kind != "layout"
+            && matches!(i.action, Action::Build | Action::Copy | Action::Conflict)
+    })
 }
 
 /// Whether any mutable tag must move (the final tags job has work); tags

@@ -109,6 +109,8 @@ pub struct TagPlan {
 pub struct PlanItem {
     pub image: String,
     pub target: String,
+    /// The target's kind: `layout`, `registry` or `cloud`.
+    pub target_kind: &'static str,
     /// Where the image goes: `host/namespace/name` or `oci:<dir>`.
     #[serde(skip)]
     pub repository: String,
@@ -546,6 +548,7 @@ pub fn plan(
             items.push(PlanItem {
                 image: image.name.value.clone(),
                 target: target.name.value.clone(),
+                target_kind: target.kind.as_str(),
                 repository: target.repository(&image.name),
                 reference: match &id.tag {
                     Some(t) if !target.kind.is_cloud() => {

@@ -149,6 +149,15 @@ impl TargetKind {
     pub fn is_cloud(&self) -> bool {
         matches!(self, Self::Cloud { .. })
     }
+
+    /// `layout`, `registry` or `cloud`, as the catalog writes it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Layout { .. } => "layout",
+            Self::Registry { .. } => "registry",
+            Self::Cloud { .. } => "cloud",
+        }
+    }
 }
 
 impl Target {

@@ -267,9 +267,13 @@ fn the_gitlab_pipeline_runs_job_by_job_against_a_real_registry() {
     let vm2 = project.tags("vm");
     assert_eq!(vm2.len(), 3, "{vm2:?}");
 
-    // 7. The schedule on the default branch applies the cleanup: the old vm
+    // 7. The schedule on the default branch plans and publishes (upstream may
+    //    have moved; here nothing did) and applies the cleanup: the old vm
     //    tag goes (keep_last: 1), the new one, `latest` and the release stay.
-    assert_eq!(project.jobs(Source::Schedule("main")), ["images:cleanup"]);
+    assert_eq!(
+        project.jobs(Source::Schedule("main")),
+        ["images:plan", "images:publish", "images:cleanup"]
+    );
     let log = project.pipeline(Source::Schedule("main"), &[]);
     let vm3 = project.tags("vm");
     assert_eq!(vm3.len(), 2, "{log}\n{vm3:?}");

@@ -327,18 +327,21 @@ fn github_matrix_is_a_strategy_matrix() {
     assert_eq!(out.code, 0);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     let include = v["include"].as_array().unwrap();
-    assert_eq!(include.len(), 2);
+    // The `local` layout target is the runner's directory: no job of its own.
+    assert_eq!(include.len(), 1, "{v}");
     assert_eq!(include[0]["image"], "node-ubuntu-2404");
-    assert_eq!(include[1]["target"], "dev");
+    assert_eq!(include[0]["target"], "dev");
+    assert_eq!(include[0]["action"], "build");
     assert!(include[0]["tag"].as_str().unwrap().contains("v1.33.6"));
-    // Items already up to date are left out of the fan-out.
+    // What the local store holds is copied, not built again.
     let tag = include[0]["tag"].as_str().unwrap().to_owned();
     seed_layout(&ws, ".imagepipe/store", "node-ubuntu-2404", &tag);
     let v: Value = serde_json::from_str(
         &plan(&ws, &["--format", "github-matrix", "--release", "v1.33.6"]).stdout,
     )
     .unwrap();
-    assert_eq!(v["include"].as_array().unwrap().len(), 1);
+    assert_eq!(v["include"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["include"][0]["action"], "copy", "{v}");
 }
 
 #[test]
@@ -361,9 +364,11 @@ fn gitlab_child_pipeline_has_one_job_per_item_and_a_final_tag_job() {
         job["script"][0],
         "imagepipe publish -c images.yml --only node-ubuntu-2404 --target dev --immutable-only --release v1.33.6/runc-1.2.6"
     );
+    // No job for the `local` layout target: it is the runner's directory.
+    assert!(doc.get("publish node-ubuntu-2404 local").is_none(), "{doc}");
     let last = &doc["move mutable tags"];
     assert_eq!(last["stage"], "tags");
-    assert_eq!(last["needs"].as_array().unwrap().len(), 2);
+    assert_eq!(last["needs"].as_array().unwrap().len(), 1, "{last}");
     assert_eq!(
         last["script"][0],
         "imagepipe publish -c images.yml --tags-only --release v1.33.6/runc-1.2.6"
