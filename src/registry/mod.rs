@@ -7,6 +7,7 @@ pub mod client;
 mod manifests;
 pub mod retry;
 mod tags;
+mod tls;
 mod transport;
 
 pub use blobs::StreamedUpload;

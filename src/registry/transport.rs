@@ -76,14 +76,27 @@ impl Client {
             .max_idle_connections_per_host(2 * PARALLEL_REQUESTS)
             .max_idle_connections(8 * PARALLEL_REQUESTS)
             .user_agent(concat!("imagepipe/", env!("CARGO_PKG_VERSION")));
-        if !certs.is_empty() {
+        let agent = if certs.is_empty() {
+            config.build().new_agent()
+        } else {
+            // certs.d: trusted as skopeo trusts it (the host's own
+            // self-signed certificate included), see `tls`.
+            let der: Vec<_> = certs
+                .iter()
+                .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+                .collect();
+            let tls = super::tls::config(&der).map_err(|e| format!("certs.d for {host}: {e}"))?;
             config = config.tls_config(
                 ureq::tls::TlsConfig::builder()
                     .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
                     .build(),
             );
-        }
-        let agent = config.build().new_agent();
+            ureq::Agent::with_parts(
+                config.build(),
+                super::tls::connector(tls),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            )
+        };
         self.agents
             .lock()
             .expect("lock")

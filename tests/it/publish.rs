@@ -905,9 +905,15 @@ fn tls_is_verified_against_the_hosts_ca() {
     // With the CA in certs.d/<host>/: published, and skopeo agrees.
     std::fs::create_dir_all(certs.join(&reg.addr)).unwrap();
     std::fs::copy(&ca, certs.join(&reg.addr).join("ca.crt")).unwrap();
+    publish_trusting(&ws, &certs, &reg.addr);
+}
+
+/// Publishes with `certs` as IMAGEPIPE_CERTS_DIR, and reads the image back
+/// with skopeo trusting the same directory.
+fn publish_trusting(ws: &Workspace, certs: &std::path::Path, addr: &str) {
     let mut c = ws.cmd();
     c.args(["publish", "--format", "json"])
-        .env("IMAGEPIPE_CERTS_DIR", &certs);
+        .env("IMAGEPIPE_CERTS_DIR", certs);
     let out = run(c);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let tag = first_item(&out.stdout, "tag");
@@ -916,8 +922,8 @@ fn tls_is_verified_against_the_hosts_ca() {
         &[
             "inspect",
             "--cert-dir",
-            certs.join(&reg.addr).to_str().unwrap(),
-            &format!("docker://{}/ci/disk:{tag}", reg.addr),
+            certs.join(addr).to_str().unwrap(),
+            &format!("docker://{addr}/ci/disk:{tag}"),
         ],
         ws.path(),
     );
@@ -1249,6 +1255,36 @@ fn registry_flags_as_skopeo_users_type_them() {
     c.arg("publish").arg("--cert-dir").arg(&dir);
     let out = run(c);
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// A registry's own self-signed certificate (`openssl req -x509`, `CA:TRUE`)
+/// in `certs.d/<host>/` is trusted as skopeo trusts it; another one is not.
+#[test]
+fn a_self_signed_certificate_in_certs_d_is_trusted_like_skopeo_does() {
+    let (reg, crt) = Registry::start_tls_self_signed();
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n",
+        reg.addr
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let certs = ws.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(&reg.addr)).unwrap();
+    // Someone else's self-signed certificate there: refused.
+    let (other, other_crt) = Registry::start_tls_self_signed();
+    std::fs::copy(&other_crt, certs.join(&reg.addr).join("ca.crt")).unwrap();
+    drop(other);
+    let mut c = ws.cmd();
+    c.args(["plan"]).env("IMAGEPIPE_CERTS_DIR", &certs);
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        out.stderr
+    );
+    // Its own: published, and skopeo agrees.
+    std::fs::copy(&crt, certs.join(&reg.addr).join("ca.crt")).unwrap();
+    publish_trusting(&ws, &certs, &reg.addr);
 }
 
 #[test]

@@ -31,22 +31,48 @@ impl Registry {
         Self::start_with(Some((user, password)))
     }
 
+    /// Over TLS with a self-signed certificate made the usual way
+    /// (`openssl req -x509`, which marks it `CA:TRUE`); returns its PEM path.
+    pub fn start_tls_self_signed() -> (Self, std::path::PathBuf) {
+        let certs = tempfile::tempdir().unwrap();
+        let d = certs.path();
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.crt",
+            ],
+        );
+        let text = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in", "server.crt"])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+            "the case under test: a self-signed certificate that says it is a CA"
+        );
+        Self::serve_tls(d, "server.crt")
+    }
+
     /// Over TLS with a certificate from a throwaway CA; returns the CA's PEM path.
     pub fn start_tls() -> (Self, std::path::PathBuf) {
         let certs = tempfile::tempdir().unwrap();
         let d = certs.path();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| openssl(d, args);
         run(&[
             "req",
             "-x509",
@@ -96,15 +122,21 @@ impl Registry {
             "-out",
             "server.crt",
         ]);
+        Self::serve_tls(d, "ca.crt")
+    }
+
+    /// Serves `d/server.crt` and `d/server.key`; returns the registry and
+    /// its copy of `d/<trust>`, the file a client is given to trust it.
+    fn serve_tls(d: &std::path::Path, trust: &str) -> (Self, std::path::PathBuf) {
         let tls = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
             d.join("server.crt").display(),
             d.join("server.key").display()
         );
         let reg = Self::start_full(None, &tls);
-        let ca = reg._dir.path().join("ca.crt");
-        std::fs::copy(d.join("ca.crt"), &ca).unwrap();
-        (reg, ca)
+        let kept = reg._dir.path().join(trust);
+        std::fs::copy(d.join(trust), &kept).unwrap();
+        (reg, kept)
     }
 
     fn start_with(auth: Option<(&str, &str)>) -> Self {
@@ -258,4 +290,18 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `openssl args` in `d`, which must succeed.
+fn openssl(d: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
