@@ -364,4 +364,23 @@ fn a_dry_run_plans_the_regions_and_builds_nothing() {
     for r in REGIONS {
         assert_eq!(asked.lines().filter(|l| *l == r).count(), 1, "{r}: {asked}");
     }
+    // --offline asks no region.
+    std::fs::remove_file(ws.path().join("asked.txt")).unwrap();
+    let mut c = ws.cmd();
+    c.args([
+        "plan",
+        "--offline",
+        "--release",
+        "v1.33.6",
+        "--format",
+        "json",
+    ])
+    .env("SOURCE_DATE_EPOCH", "1");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !ws.path().join("asked.txt").exists(),
+        "an existence check ran offline"
+    );
+    assert!(out.stdout.contains("offline"), "{}", out.stdout);
 }

@@ -146,6 +146,26 @@ fn a_failing_target_leaves_mutable_tags_alone() {
     assert!(remote_digest(&reg.addr, "us/k8s/disk", "latest").is_none());
 }
 
+/// A plain-HTTP registry addressed over TLS: the error says `insecure: true`.
+#[test]
+fn plain_http_over_tls_says_what_to_set() {
+    let reg = Registry::start();
+    let ws = Workspace::with_catalog(&format!(
+        "version: 1\ntargets:\n  - {{ name: r, registry: \"{}\", namespace: ci }}\nimages:\n  - name: disk\n    os: {{ distro: x, version: \"1\" }}\n    source: {{ file: disk.qcow2 }}\n    format: containerdisk\n",
+        reg.addr
+    ));
+    qcow2(&ws, "disk.qcow2", "4M");
+    let mut c = ws.cmd();
+    c.arg("plan");
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("answers plain HTTP, not TLS") && out.stderr.contains("insecure: true"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A selected target that cannot be reached, or does not take pushes, stops
 /// the run before anything is built: at once (a refused connection is not
 /// retried), naming the target and what to check. One outside `--target`

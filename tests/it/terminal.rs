@@ -84,11 +84,53 @@ fn a_publish_on_a_terminal_leaves_logs_and_the_table_and_no_bars() {
         String::from_utf8_lossy(&raw).contains("\u{1b}[32m"),
         "no colour on a terminal"
     );
-    // …and the bars were drawn while it ran (the upload is 48 MiB).
+    // …and the bars were drawn while it ran: hashing the 48 MiB source, the
+    // build; none for the small config and manifest blobs.
+    let drawn = String::from_utf8_lossy(&raw);
     assert!(
-        String::from_utf8_lossy(&raw).contains("MiB"),
-        "no progress was shown at all"
+        drawn.contains("hashing "),
+        "no bar while hashing the source"
     );
+    assert!(drawn.contains("MiB"), "no progress was shown at all");
+    assert!(
+        !drawn.contains("0 B/2 B") && !drawn.contains("/268 B"),
+        "a bar for a tiny blob"
+    );
+    // The table says what moved and what was held.
+    assert!(text.contains("MOVED") && text.contains("HELD"), "{text}");
+}
+
+/// `-vv` traces every HTTP request: method, URL without its query, status,
+/// time; never a credential.
+#[test]
+fn very_verbose_traces_every_request() {
+    let reg = Registry::start_with_auth("ci", "s3cret-Pa55");
+    let ws = Workspace::with_catalog(&catalog(&reg.addr));
+    ws.write("disk.raw", noise(1));
+    let mut c = ws.cmd();
+    c.args(["-vv", "plan", "--creds", "ci:s3cret-Pa55"]);
+    let out = crate::common::run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let traced: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("HTTP HEAD http://"))
+        .collect();
+    assert!(
+        traced.iter().any(
+            |l| l.contains("/v2/eu/disk/manifests/") && l.contains("→ 200 in ")
+                || l.contains("→ 404 in ")
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        traced.iter().any(|l| l.contains("→ 401 in ")),
+        "the challenge too: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    assert!(!out.stderr.contains("Authorization"), "{}", out.stderr);
 }
 
 #[test]
