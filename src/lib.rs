@@ -30,6 +30,7 @@ pub mod release;
 pub mod release_notes;
 pub mod report;
 pub mod retention;
+pub mod schema_version;
 pub mod settings;
 pub mod source;
 pub mod state;

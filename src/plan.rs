@@ -151,7 +151,7 @@ pub struct PlanItem {
 
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Plan {
-    /// The version of this JSON's shape ([`crate::report::SCHEMA_VERSION`]).
+    /// The version of this JSON's shape ([`crate::schema_version::SCHEMA_VERSION`]).
     pub schema_version: u32,
     /// The release tag, for release plans.
     pub release: Option<String>,
@@ -585,7 +585,7 @@ pub fn plan(
         }
     }
     Plan {
-        schema_version: crate::report::SCHEMA_VERSION,
+        schema_version: crate::schema_version::SCHEMA_VERSION,
         release: ctx.release.as_ref().map(|r| r.tag.clone()),
         build_store: build_store.name.value.clone(),
         items,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::catalog::{Image, Target};
-use crate::error::Error;
 use crate::oci::{Descriptor, Digest, Reference};
 use crate::plan::{Action, Identity, Plan, PlanItem, ReasonCode, TagAction, mutable_decision};
 use crate::registry::Client;
@@ -685,37 +684,6 @@ fn copy_one(
         copied.present
     );
     Ok((Outcome::Pushed, top.digest, Some(copied)))
-}
-
-/// The directory `--metadata-file` is written in; checked before any work.
-pub fn metadata_dir(file: &Path) -> Result<std::path::PathBuf, Error> {
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::Usage(format!(
-            "--metadata-file {}: directory {} does not exist — create it or choose another path",
-            file.display(),
-            dir.display()
-        )));
-    }
-    Ok(dir)
-}
-
-/// Writes the publish results as `--format json` prints them, atomically:
-/// a reader sees the previous file or the whole new one, never a part.
-pub fn write_metadata(file: &Path, items: &[Item]) -> Result<(), Error> {
-    let fail = |e: &dyn std::fmt::Display| {
-        Error::Failed(format!("--metadata-file {}: {e}", file.display()))
-    };
-    let text = serde_json::to_vec_pretty(&crate::report::Publish {
-        schema_version: crate::report::SCHEMA_VERSION,
-        items,
-    })
-    .map_err(|e| fail(&e))?;
-    metadata_dir(file)?;
-    crate::files::write_atomic(file, &text).map_err(|e| fail(&e))
 }
 
 /// The result of moving one mutable tag.

@@ -17,7 +17,7 @@ use crate::release::Release;
 
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Notes {
-    /// The version of this JSON's shape ([`crate::report::SCHEMA_VERSION`]).
+    /// The version of this JSON's shape ([`crate::schema_version::SCHEMA_VERSION`]).
     pub schema_version: u32,
     pub release: String,
     pub kubernetes: String,
@@ -95,7 +95,7 @@ pub fn gather(
         })
         .collect();
     Notes {
-        schema_version: crate::report::SCHEMA_VERSION,
+        schema_version: crate::schema_version::SCHEMA_VERSION,
         release: release.tag.clone(),
         kubernetes: release.kubernetes(),
         kubernetes_deb_version: release.deb_version(),

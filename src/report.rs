@@ -4,11 +4,13 @@
 //! before it has a result, and a JSON Schema for each
 //! (`imagepipe schema --output …`).
 
+use std::path::Path;
+
 use serde::Serialize;
 
-/// The version of every JSON output's shape. A field is only ever added
-/// within one version; a removed or changed field is a new version.
-pub const SCHEMA_VERSION: u32 = 1;
+use crate::error::Error;
+
+pub use crate::schema_version::SCHEMA_VERSION;
 
 /// `publish --format json` (and `--metadata-file`).
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -80,4 +82,35 @@ pub fn schema(output: &str) -> Option<serde_json::Value> {
         _ => return None,
     };
     serde_json::to_value(s).ok()
+}
+
+/// The directory `--metadata-file` is written in; checked before any work.
+pub fn metadata_dir(file: &Path) -> Result<std::path::PathBuf, Error> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "--metadata-file {}: directory {} does not exist — create it or choose another path",
+            file.display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Writes the publish results as `--format json` prints them, atomically:
+/// a reader sees the previous file or the whole new one, never a part.
+pub fn write_metadata(file: &Path, items: &[crate::publish::Item]) -> Result<(), Error> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Failed(format!("--metadata-file {}: {e}", file.display()))
+    };
+    let text = serde_json::to_vec_pretty(&Publish {
+        schema_version: SCHEMA_VERSION,
+        items,
+    })
+    .map_err(|e| fail(&e))?;
+    metadata_dir(file)?;
+    crate::files::write_atomic(file, &text).map_err(|e| fail(&e))
 }

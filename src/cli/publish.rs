@@ -31,7 +31,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
     }
     let selected: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     if let Some(file) = &args.metadata_file {
-        publish::metadata_dir(file)?;
+        crate::report::metadata_dir(file)?;
     }
     // Every target: a narrowed run copies from, and mounts from, the others.
     let all_targets: Vec<&catalog::Target> = catalog.targets.iter().collect();
@@ -73,7 +73,7 @@ pub fn run(args: &PublishArgs, env: &Environment) -> Result<ExitStatus> {
     );
     report(&items, args.format)?;
     if let Some(file) = &args.metadata_file {
-        publish::write_metadata(file, &items)?;
+        crate::report::write_metadata(file, &items)?;
     }
     let rows: Vec<Vec<String>> = items.iter().map(|i| row(i, true)).collect();
     crate::ci::step_summary(
