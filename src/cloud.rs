@@ -135,6 +135,8 @@ pub fn state(target: &Target, name: &str, base: &Path, reach: Reach) -> StoreSta
             Exists::Yes(id) => (Presence::Present(None), id),
             Exists::No => (Presence::Absent, None),
             Exists::Unknown(why) => (Presence::Unknown(why), None),
+            // A check that cannot answer must not lead to a second image.
+            Exists::Failed(why) => (Presence::Unreadable(why), None),
         }
     };
     StoreState {
@@ -152,13 +154,15 @@ pub enum Exists {
     /// It exists; the check printed its id (`ami-…`), when it did.
     Yes(Option<String>),
     No,
-    /// No check configured, or it did not answer 0 or 1 (the text says which).
+    /// No check configured.
     Unknown(String),
+    /// The check ran and did not answer 0 or 1 (the text says how).
+    Failed(String),
 }
 
 /// Runs the target's existence check for `name`: exit 0 present (the first
-/// line it prints, if any, is the image's id), 1 absent; no check, or
-/// anything else, is unknown.
+/// line it prints, if any, is the image's id), 1 absent; no check is
+/// unknown, and anything else a failure of the check.
 pub fn exists(target: &Target, name: &str, base: &Path) -> Exists {
     let TargetKind::Cloud {
         exists: Some(cmd),
@@ -189,7 +193,7 @@ pub fn exists(target: &Target, name: &str, base: &Path) -> Exists {
             "{}: the existence check for {name} ({program}) {why}",
             target.name.value
         );
-        Exists::Unknown(format!("existence not known: the check {why}"))
+        Exists::Failed(format!("existence not known: the check {why}"))
     };
     match out {
         Ok(o) if o.status.code() == Some(0) => {

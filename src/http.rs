@@ -24,8 +24,8 @@ pub fn read_timeout() -> Duration {
 pub const MIN_BYTES_PER_WINDOW: u64 = 16 * 1024;
 
 /// Every HTTP request at trace level (`-vv`): method, URL without its
-/// query (upload sessions carry their state there), status or error, time.
-/// Credentials are headers and never logged.
+/// query (upload sessions carry their state there) or user info, status or
+/// error, time. Credentials are never logged.
 #[derive(Clone, Copy, Debug)]
 pub struct Trace;
 
@@ -40,10 +40,12 @@ impl ureq::middleware::Middleware for Trace {
         }
         let method = request.method().clone();
         let uri = request.uri();
+        // Host and port only: an authority may carry `user:password@`.
         let url = format!(
-            "{}://{}{}",
+            "{}://{}{}{}",
             uri.scheme_str().unwrap_or("http"),
-            uri.authority().map_or("", |a| a.as_str()),
+            uri.host().unwrap_or_default(),
+            uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default(),
             uri.path()
         );
         let started = std::time::Instant::now();

@@ -69,8 +69,7 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<ExitStatus> {
     for e in &plan.errors {
         summary.push_str(&format!("\n- error: {e}"));
     }
-    crate::ci::step_summary(env, &summary)
-        .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
+    // What was done is printed first: a failing job summary must not hide it.
     match args.format {
         Format::Json => {
             output::json(&crate::report::Cleanup {
@@ -85,6 +84,8 @@ pub fn run(args: &CleanupArgs, env: &Environment) -> Result<ExitStatus> {
         }
         _ => print_table(plan, args.apply),
     }
+    crate::ci::step_summary(env, &summary)
+        .map_err(|e| Error::Failed(format!("{}: {e}", crate::env::GITHUB_STEP_SUMMARY)))?;
     Ok(ExitStatus::failed_if(failed))
 }
 

@@ -351,6 +351,8 @@ pub fn run() -> ExitCode {
     };
     crate::interrupt::wait_if_stopping();
     match result {
+        // A result that could not be written is a failed run.
+        Ok(_) if output::write_failed() => ExitStatus::Failed.into(),
         Ok(status) => status.into(),
         Err(e) => {
             output::error(&e);

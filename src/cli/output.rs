@@ -2,6 +2,7 @@
 #![allow(clippy::print_stderr)]
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -13,26 +14,42 @@ pub fn line(s: &str) {
     text(&format!("{s}\n"));
 }
 
+static WRITE_FAILED: AtomicBool = AtomicBool::new(false);
+static JSON_PRINTED: AtomicBool = AtomicBool::new(false);
+
 /// Writes to stdout. A reader that went away (`imagepipe … | head`) is not
-/// an error: the rest is dropped, never a panic.
+/// an error: the rest is dropped, never a panic. Any other failure (a full
+/// disk under `> plan.json`) is said, and fails the run ([`write_failed`]).
 pub fn text(s: &str) {
     let mut out = std::io::stdout().lock();
     let written = out.write_all(s.as_bytes()).and_then(|()| out.flush());
     if let Err(e) = written
         && e.kind() != std::io::ErrorKind::BrokenPipe
+        && !WRITE_FAILED.swap(true, Ordering::Relaxed)
     {
         eprintln!("error: writing to standard output: {e}");
     }
 }
 
+/// Whether writing a result to stdout failed (other than a closed pipe).
+pub fn write_failed() -> bool {
+    WRITE_FAILED.load(Ordering::Relaxed)
+}
+
 pub fn json(value: &impl Serialize) -> Result<ExitStatus> {
     let s = serde_json::to_string_pretty(value).map_err(|e| Error::Failed(e.to_string()))?;
     line(&s);
+    JSON_PRINTED.store(true, Ordering::Relaxed);
     Ok(ExitStatus::Success)
 }
 
-/// A failure as `--format json` prints it: `{"schema_version", "error": {…}}`.
+/// A failure as `--format json` prints it: `{"schema_version", "error": {…}}`
+/// — unless the command already printed its result (stdout stays one
+/// document; the error is on stderr and in the exit code).
 pub fn json_error(e: &Error) {
+    if JSON_PRINTED.load(Ordering::Relaxed) {
+        return;
+    }
     let status = e.exit_status();
     let message = match e {
         Error::Catalog(c) => c

@@ -394,9 +394,16 @@ impl Client {
     }
 }
 
-/// Whether a transport error says the host name did not resolve.
+/// Whether a transport error says the host name does not exist (not a
+/// temporary failure of the resolver, `EAI_AGAIN`, which is retried).
 fn is_dns_failure(message: &str) -> bool {
-    message.contains("failed to lookup address") || message.contains("Name or service not known")
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Transport failures worth retrying: dropped connections, timeouts, I/O.

@@ -587,6 +587,28 @@ impl super::Store for Layout {
         true
     }
 
+    /// The layout, or the nearest directory above it that exists (it is
+    /// created on the first write), must be writable.
+    fn check_push(&self) -> Result<(), StoreError> {
+        let mut dir = self.root.as_path();
+        while !dir.exists() {
+            match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => dir = p,
+                _ => {
+                    dir = Path::new(".");
+                    break;
+                }
+            }
+        }
+        rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(|e| {
+            StoreError::io(
+                self,
+                format!("{} is not writable", dir.display()),
+                io::Error::from(e),
+            )
+        })
+    }
+
     fn resolve(&self, reference: &Reference) -> Result<Option<Descriptor>, StoreError> {
         match reference {
             Reference::Digest(_) => Ok(self.get_manifest(reference)?.map(|(d, _)| d)),

@@ -54,6 +54,17 @@ fn github_workflows_pass_actionlint() {
             text.matches(uses.as_str()).count(),
             "{name}: every `uses:` names {uses}"
         );
+        // …and installs that release, not `latest` (the action's default).
+        let pinned = format!(
+            "{uses}\n        with:\n          version: v{}\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        let pinned_deeper = pinned.replace("\n        ", "\n          ");
+        assert_eq!(
+            text.matches(uses.as_str()).count(),
+            text.matches(pinned.as_str()).count() + text.matches(pinned_deeper.as_str()).count(),
+            "{name}: every `uses: {uses}` has `with: version:` of the same release"
+        );
         assert!(
             text.contains("\npermissions: {}\n"),
             "{name}: top-level permissions"

@@ -228,6 +228,9 @@ fn an_existence_check_skips_regions_that_have_the_image() {
     c.args(["plan", "--release", "v1.33.6", "--format", "json"])
         .env("SOURCE_DATE_EPOCH", "1");
     let out = run(c);
+    // A check that cannot answer fails the plan: building anyway could make
+    // a second image in that region.
+    assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr
             .contains("exited 2 (0: it exists, 1: it does not)"),

@@ -440,3 +440,23 @@ fn a_closed_stdout_is_not_a_panic() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// A result that cannot be written (`> plan.json` on a full disk) fails
+/// the run, saying so: never a truncated file and exit 0.
+#[test]
+fn a_stdout_that_cannot_be_written_fails_the_run() {
+    let ws = Workspace::with_catalog(&basic_catalog());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = ws
+        .process()
+        .args(["plan", "--offline", "--format", "json"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing to standard output"), "{stderr}");
+}
