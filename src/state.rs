@@ -119,26 +119,25 @@ pub fn gather(
             work.push((image, id, build_store, false));
         }
     }
-    let states = crate::pool::map(&work, PARALLEL_READS, |(image, id, target, is_target)| {
+    let mut states = crate::pool::map(&work, PARALLEL_READS, |(image, id, target, is_target)| {
         read_one(image, id, target, *is_target, base, &client(target), reach)
     });
-    let mut states: Vec<StoreState> = states;
     // Where a target lacks an image that some store holds, the holders'
     // recipes: the plan copies only an image of this recipe.
-    let lacking = |image: &Image| {
-        work.iter().zip(&states).any(|((i, _, t, is_target), s)| {
-            *is_target
-                && i.name == image.name
-                && !t.kind.is_cloud()
-                && !matches!(s.immutable, Presence::Present(_))
+    let lacking: std::collections::BTreeSet<&str> = work
+        .iter()
+        .zip(&states)
+        .filter(|((_, _, t, is_target), s)| {
+            *is_target && !t.kind.is_cloud() && !matches!(s.immutable, Presence::Present(_))
         })
-    };
+        .map(|((i, _, _, _), _)| i.name.as_str())
+        .collect();
     let sources: Vec<usize> = (0..work.len())
         .filter(|&n| {
             let (image, _, target, _) = work[n];
             !target.kind.is_cloud()
                 && matches!(states[n].immutable, Presence::Present(Some(_)))
-                && lacking(image)
+                && lacking.contains(image.name.as_str())
         })
         .collect();
     let recipes = crate::pool::map(&sources, PARALLEL_READS, |&n| {

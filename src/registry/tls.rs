@@ -135,7 +135,11 @@ fn validity(der: &[u8]) -> Option<(i64, i64)> {
 
 /// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) → seconds since 1970.
 fn time(tag: u8, v: &[u8]) -> Option<i64> {
+    // Digits only: a field of other bytes is no time (and is never sliced).
     let s = std::str::from_utf8(v).ok()?.strip_suffix('Z')?;
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let full = match tag {
         0x17 if s.len() == 12 => {
             let yy: i64 = s[..2].parse().ok()?;
@@ -287,6 +291,7 @@ mod tests {
             crate::oci::parse_rfc3339("2050-01-02T03:04:05Z")
         );
         assert_eq!(time(0x17, b"2601020304Z"), None);
+        assert_eq!(time(0x17, "26010203é5Z".as_bytes()), None, "never a panic");
         assert_eq!(
             element(&[0x30, 0x85, 0, 0, 0, 0, 0], 0),
             None,
